@@ -1,0 +1,107 @@
+"""The results file: one JSON record per evaluated model, in ``records.jsonl``.
+
+Appending replaces the whole file (write to a temporary file in the same folder,
+fsync, ``os.replace``), under an exclusive lock, so a reader or a killed run never
+sees half a line and two writers never lose each other's records. Files are small
+(hundreds of records), so the rewrite costs little and buys real atomicity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+RECORDS_FILE = "records.jsonl"
+SCHEMA_VERSION = 1
+
+
+class RecordsError(ValueError):
+    """A records file that cannot be read; the message names the file and line."""
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a records file; a missing file is an empty list."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORDS_FILE
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordsError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or "cell_id" not in record:
+                raise RecordsError(f"{path}:{lineno}: not a result record (no 'cell_id')")
+            records.append(record)
+    return records
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinite floats by None (JSON has neither); recurse into containers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one record atomically; a record with the same ``cell_id`` is replaced.
+
+    Non-finite floats (a destroyed model's perplexity) are stored as null.
+    """
+    record = json_safe(record)
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True, allow_nan=False)
+    with _locked(path):
+        kept = [r for r in read_records(path) if r["cell_id"] != record["cell_id"]]
+        body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept) + line + "\n"
+        atomic_write_text(path, body)
+
+
+def finished_cells(records: list[dict[str, Any]], retry_failed: bool = False) -> set[str]:
+    """Cell ids that need no new run."""
+    return {r["cell_id"] for r in records if r.get("status") == "ok" or not retry_failed}

@@ -1,0 +1,247 @@
+"""Submission folders: read ``submission.yaml``, check it, import the intervention class.
+
+A submission is a folder with ``submission.yaml`` and its Python files (see
+docs/FORMATS.md). Every problem becomes a :class:`SubmissionError` whose message is one
+line naming the file and the field, so the CLI and the result records can show it as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from benchmark.api import Category, Intervention
+
+SUBMISSION_FILE = "submission.yaml"
+
+# Common SPDX identifiers; anything else must be written as LicenseRef-<name>.
+KNOWN_LICENSES = {
+    "MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "GPL-2.0-only", "GPL-2.0-or-later",
+    "GPL-3.0-only", "GPL-3.0-or-later", "LGPL-2.1-or-later", "LGPL-3.0-or-later", "MPL-2.0",
+    "AGPL-3.0-only", "AGPL-3.0-or-later", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-NC-4.0",
+    "CC0-1.0", "Unlicense", "ISC", "BSL-1.0", "Zlib",
+}
+
+
+class SubmissionError(ValueError):
+    """A submission that cannot be used; ``str()`` is a one-line reason naming file and field."""
+
+
+class Levels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parameter: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    values: list[float | int | str] = Field(min_length=1)
+    default: float | int | str | None = None
+
+    @model_validator(mode="after")
+    def _default_is_a_value(self) -> "Levels":
+        if self.default is None:
+            self.default = self.values[0]
+        elif self.default not in self.values:
+            raise ValueError(f"default {self.default!r} is not one of values {self.values}")
+        return self
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dtype: Literal["bfloat16", "float32", "float16"] | None = None
+    time_budget_s: float = Field(default=1800, gt=0)
+    memory_budget_gb: float = Field(default=16, gt=0)
+
+
+class Protocol(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reapply_when_first: bool = False
+
+
+class SubmissionSpec(BaseModel):
+    """The schema of ``submission.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")
+    category: Category
+    description: str = Field(min_length=1)
+    authors: list[str] = Field(min_length=1)
+    link: str = Field(pattern=r"^https?://\S+$")
+    license: str
+    entry_point: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+    levels: Levels | None = None
+    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
+    resources: Resources = Field(default_factory=Resources)
+    protocol: Protocol = Field(default_factory=Protocol)
+
+    @field_validator("license")
+    @classmethod
+    def _spdx(cls, value: str) -> str:
+        if value in KNOWN_LICENSES or re.fullmatch(r"LicenseRef-[A-Za-z0-9.-]+", value):
+            return value
+        raise ValueError(f"{value!r} is not a known SPDX licence identifier (e.g. MIT, Apache-2.0) or LicenseRef-<name>")
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _blocks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for family, block in value.items():
+            if not isinstance(block, dict):
+                raise ValueError(f"block {family!r} must be a mapping of hyperparameters")
+        return value
+
+    @model_validator(mode="after")
+    def _protocol_fits_category(self) -> "SubmissionSpec":
+        if self.protocol.reapply_when_first and self.category != Category.COMPRESSION:
+            raise ValueError("protocol.reapply_when_first applies to compression submissions only")
+        return self
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        problems.append(f"field '{field}': {msg}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def folder_sha256(folder: Path) -> str:
+    """SHA-256 over the submission's files (relative path + bytes), caches excluded."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = file.relative_to(folder)
+        if "__pycache__" in rel.parts or rel.suffix == ".pyc" or rel.name.startswith("."):
+            continue
+        h.update(str(rel).encode() + b"\0")
+        h.update(file.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submission folder."""
+
+    folder: Path
+    spec: SubmissionSpec
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def category(self) -> Category:
+        return self.spec.category
+
+    def level_values(self) -> list[Any]:
+        return list(self.spec.levels.values) if self.spec.levels else [None]
+
+    def hyperparameters_for(self, family: str, level: Any = None) -> dict[str, Any]:
+        """The family's block (or ``default``) merged with the grid level."""
+        blocks = self.spec.hyperparameters
+        if family in blocks:
+            params = dict(blocks[family])
+        elif "default" in blocks:
+            params = dict(blocks["default"])
+        else:
+            raise SubmissionError(
+                f"{self.folder / SUBMISSION_FILE}: field 'hyperparameters' has no block for model "
+                f"family {family!r} and no 'default' block"
+            )
+        if self.spec.levels is not None and level is not None:
+            params[self.spec.levels.parameter] = level
+        return params
+
+    def load_class(self) -> type[Intervention]:
+        """Import the entry point and check the class against the API."""
+        module_name, class_name = self.spec.entry_point.split(":")
+        where = f"{self.folder / SUBMISSION_FILE}: field 'entry_point' ({self.spec.entry_point})"
+        module_file = self.folder / (module_name.replace(".", "/") + ".py")
+        if not module_file.exists():
+            raise SubmissionError(f"{where}: module file {module_file.name} not found in {self.folder}")
+        package = f"_compose_bench_submission_{self.spec.name.replace('-', '_')}_{self.sha256[:12]}"
+        if package not in sys.modules:
+            spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+            spec.submodule_search_locations = [str(self.folder)]
+            sys.modules[package] = importlib.util.module_from_spec(spec)
+        try:
+            module = importlib.import_module(f"{package}.{module_name}")
+        except Exception as exc:  # the submission's own import error, whatever it is
+            raise SubmissionError(f"{where}: import failed: {type(exc).__name__}: {exc}") from exc
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise SubmissionError(f"{where}: module has no class {class_name!r}")
+        check_intervention_class(cls, self.spec, where)
+        return cls
+
+    def instantiate(self) -> Intervention:
+        cls = self.load_class()
+        try:
+            return cls()
+        except Exception as exc:
+            raise SubmissionError(
+                f"{self.folder / SUBMISSION_FILE}: constructing {cls.__name__}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def check_intervention_class(cls: Any, spec: SubmissionSpec, where: str) -> None:
+    """The class follows the API: subclass, name and category as in the YAML, an apply method."""
+    if not (inspect.isclass(cls) and issubclass(cls, Intervention)):
+        raise SubmissionError(f"{where}: {cls!r} is not a subclass of benchmark.api.Intervention")
+    if getattr(cls, "name", None) != spec.name:
+        raise SubmissionError(f"{where}: class name attribute {getattr(cls, 'name', None)!r} != YAML name {spec.name!r}")
+    category = getattr(cls, "category", None)
+    if category is None or Category(category) != spec.category:
+        raise SubmissionError(f"{where}: class category {category!r} != YAML category {spec.category.value!r}")
+    apply = getattr(cls, "apply", None)
+    if apply is None or apply is Intervention.apply:
+        raise SubmissionError(f"{where}: class does not implement apply(model, tokenizer, context)")
+    params = list(inspect.signature(apply).parameters)
+    if len(params) < 4:
+        raise SubmissionError(f"{where}: apply must take (self, model, tokenizer, context), has {params}")
+
+
+def load_submission(folder: str | Path) -> Submission:
+    """Read and check ``folder/submission.yaml`` (schema only; the class is imported lazily)."""
+    folder = Path(folder).expanduser().resolve()
+    path = folder / SUBMISSION_FILE
+    if not folder.is_dir():
+        raise SubmissionError(f"{folder}: not a folder")
+    if not path.exists():
+        raise SubmissionError(f"{path}: file not found (every submission folder needs one)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SubmissionError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise SubmissionError(f"{path}: must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        spec = SubmissionSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SubmissionError(_format_validation_error(path, exc)) from None
+    return Submission(folder=folder, spec=spec, sha256=folder_sha256(folder))
+
+
+def discover(root: str | Path) -> list[Submission]:
+    """Every submission folder directly under ``root`` (sorted by name)."""
+    root = Path(root)
+    subs = [load_submission(p.parent) for p in sorted(root.glob(f"*/{SUBMISSION_FILE}"))]
+    names = [s.name for s in subs]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise SubmissionError(f"{root}: duplicate submission names {sorted(dupes)}")
+    return sorted(subs, key=lambda s: s.name)
