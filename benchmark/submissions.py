@@ -129,13 +129,19 @@ def folder_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Submission:
-    """A validated submission folder."""
+    """A validated submission folder (equal when folder and content hash are)."""
 
     folder: Path
     spec: SubmissionSpec
     sha256: str
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Submission) and (self.folder, self.sha256) == (other.folder, other.sha256)
+
+    def __hash__(self) -> int:
+        return hash((self.folder, self.sha256))
 
     @property
     def name(self) -> str:

@@ -1,0 +1,209 @@
+"""The ``compose-bench`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="compose-bench",
+    help=(
+        "Composable Interventions Benchmark: apply knowledge editing, unlearning and compression "
+        "to one model in both orders, score every criterion and measure how they compose.\n\n"
+        "Start with `compose-bench run --profile smoke`, then `compose-bench metrics runs/smoke/records.jsonl`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DATA_DIR_HELP = "Local data folder with the layout of shared/data (also $COMPOSE_BENCH_DATA). Without it the Hub is used."
+
+
+def _setup(verbose: bool) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("lm_eval", "lm-eval", "llmcompressor", "transformers", "datasets", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+
+
+def _die(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    profile: str = typer.Option("smoke", "--profile", "-p", help="Profile name in tasks/profiles/ or a path to a profile YAML."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/<profile>). Re-running resumes it."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder; overrides the profile's model."),
+    submission: list[Path] = typer.Option([], "--submission", "-s", help="Extra submission folder to run against the baselines (repeatable)."),
+    only: list[str] = typer.Option([], "--only", help="Run only these interventions (names; repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the confidence intervals."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a grid: the base model, each intervention alone and every cross-category pair in both orders.
+
+    Writes records.jsonl (one record per evaluated model), composability.csv/.json and prints
+    a summary. Cells already in records.jsonl are skipped, so a killed run resumes.
+    """
+    _setup(verbose)
+    from benchmark.metrics import compute_composability, write_composability
+    from benchmark.paths import baselines_dir
+    from benchmark.profiles import ProfileError, load_profile
+    from benchmark.runner import Runner, summary_table
+    from benchmark.submissions import SubmissionError, discover, load_submission
+
+    try:
+        prof = load_profile(profile)
+        subs = [s for s in discover(baselines_dir()) if s.name in prof.interventions]
+        subs += [load_submission(p) for p in submission]
+    except (ProfileError, SubmissionError) as exc:
+        _die(str(exc))
+    missing = sorted(set(prof.interventions) - {s.name for s in subs})
+    if missing:
+        _die(f"profile {prof.name!r} names interventions that are not in {baselines_dir()}: {missing}")
+    if only:
+        unknown = sorted(set(only) - {s.name for s in subs})
+        if unknown:
+            _die(f"--only names unknown interventions {unknown}; known: {sorted(s.name for s in subs)}")
+        subs = [s for s in subs if s.name in only]
+    names = [s.name for s in subs]
+    if len(set(names)) != len(names):
+        _die(f"two submissions share a name: {names}")
+    out_dir = out or Path("runs") / prof.name
+    runner = Runner(prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
+                    retry_failed=retry_failed, echo=typer.echo)
+    try:
+        records = runner.run()
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _die(str(exc))
+    table = summary_table(records)
+    typer.echo("\nEvaluated models:\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    df = compute_composability(records, n_bootstrap=bootstrap, seed=prof.seed)
+    csv_path, _ = write_composability(df, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95})
+    _print_composability(df)
+    typer.echo(f"\nrecords: {runner.records_path}\ncomposability: {csv_path}")
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        typer.secho(f"{len(failed)} cell(s) failed; their reasons are in the records.", fg=typer.colors.YELLOW)
+
+
+def _print_composability(df) -> None:
+    if df.empty:
+        typer.echo("\nno pair has both orders recorded yet: no composability metrics")
+        return
+    keep = ["edit_success", "wmdp", "mmlu", "perplexity"]
+    view = df[df["criterion"].isin(keep)].copy()
+    view["pair"] = view["a"] + " | " + view["b"]
+    view["OFE"] = view.apply(lambda r: f"{r.order_free_error:.3f}" if r.order_free_error == r.order_free_error else "-", axis=1)
+    view["OS"] = view.apply(lambda r: f"{r.order_sensitivity:.3f}{'*' if r.exceeds_noise else ''}", axis=1)
+    wide = view.pivot_table(index="pair", columns="criterion", values=["OFE", "OS"], aggfunc="first")
+    typer.echo("\nComposability (Order-free Error / Order Sensitivity; * = beyond evaluation noise, 95% paired bootstrap):")
+    typer.echo(wide.to_string())
+
+
+@app.command()
+def validate(
+    folder: Path = typer.Argument(..., help="A submission folder (holding submission.yaml)."),
+    smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="Also apply it once to the default model."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a submission: schema, licence, import in a fresh process, API, smoke application."""
+    _setup(False)
+    from benchmark.validate import report_json, validate_folder
+
+    report = validate_folder(folder, smoke=smoke, data_dir=data_dir)
+    if as_json:
+        typer.echo(report_json(report))
+    else:
+        for line in report.passed:
+            typer.secho(f"ok      {line}", fg=typer.colors.GREEN)
+        for line in report.problems:
+            typer.secho(f"PROBLEM {line}", fg=typer.colors.RED)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def metrics(
+    records: Path = typer.Argument(..., help="A records.jsonl file (or the folder holding it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write composability.csv/.json (default: beside the records)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the confidence intervals."),
+    seed: int = typer.Option(0, "--seed"),
+    confidence: float = typer.Option(0.95, "--confidence"),
+) -> None:
+    """Recompute Order-free Error and Order Sensitivity (with CIs) from a records file."""
+    _setup(False)
+    from benchmark.metrics import compute_composability, write_composability
+    from benchmark.records import RecordsError, read_records
+
+    if not records.exists():
+        _die(f"{records}: no such file")
+    try:
+        recs = read_records(records)
+    except RecordsError as exc:
+        _die(str(exc))
+    df = compute_composability(recs, n_bootstrap=bootstrap, seed=seed, confidence=confidence)
+    out_dir = out or (records if records.is_dir() else records.parent)
+    csv_path, json_path = write_composability(
+        df, out_dir, {"n_bootstrap": bootstrap, "seed": seed, "confidence": confidence, "records": str(records)}
+    )
+    _print_composability(df)
+    typer.echo(f"\n{len(df)} rows -> {csv_path} and {json_path}")
+
+
+@app.command("list")
+def list_(
+    what: str = typer.Argument("all", help="interventions | tasks | profiles | all"),
+) -> None:
+    """List the baseline interventions, the tasks and the run profiles."""
+    import yaml
+
+    from benchmark.paths import baselines_dir, tasks_dir
+    from benchmark.profiles import available_profiles, load_profile
+    from benchmark.submissions import discover
+
+    if what not in {"interventions", "tasks", "profiles", "all"}:
+        _die(f"unknown list {what!r}: use interventions, tasks, profiles or all")
+    if what in {"interventions", "all"}:
+        typer.secho("interventions (submissions/baselines):", bold=True)
+        for sub in discover(baselines_dir()):
+            levels = f"  {sub.spec.levels.parameter}: {sub.spec.levels.values}" if sub.spec.levels else ""
+            typer.echo(f"  {sub.name:<12} {sub.category.value:<12} {sub.spec.description.strip()[:70]}{levels}")
+    if what in {"tasks", "all"}:
+        typer.secho("tasks (tasks/):", bold=True)
+        for path in sorted(tasks_dir().glob("*.yaml")):
+            data = yaml.safe_load(path.read_text()) or {}
+            if isinstance(data, dict) and "name" in data:
+                typer.echo(f"  {data['name']:<12} {' '.join(str(data.get('description', '')).split())[:90]}")
+    if what in {"profiles", "all"}:
+        typer.secho("profiles (tasks/profiles):", bold=True)
+        for name in available_profiles():
+            prof = load_profile(name)
+            typer.echo(f"  {name:<12} {prof.model}  {' '.join(prof.description.split())[:80]}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

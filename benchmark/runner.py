@@ -1,0 +1,446 @@
+"""The composition runner: apply interventions in both orders and record every evaluated model.
+
+For each group of cells that share a first intervention, the state after that first
+intervention is computed once (and kept on disk while the group runs, so a killed run
+resumes without recomputing it), then each second intervention starts from a fresh copy
+of it. Every evaluated model becomes one record, appended atomically to
+``records.jsonl``; cells whose id is already there are skipped, so re-running the same
+command resumes. A failing intervention fails its cells with a one-line reason and the
+grid goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import random
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from benchmark.api import Category, EditRequest, InterventionContext
+from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
+from benchmark.models import ResolvedModel, load_model, model_family, parse_dtype, pick_device, resolve_model, weights_sha256
+from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
+from benchmark.profiles import Profile
+from benchmark.provenance import hardware, harness_version, library_versions
+from benchmark.records import RECORDS_FILE, SCHEMA_VERSION, append_record, finished_cells, read_records
+from benchmark.resources import measure
+from benchmark.submissions import Submission, SubmissionError
+from benchmark.suite import EvaluationSuite
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(RuntimeError):
+    """An intervention failed; ``str()`` is the one-line reason that goes into the record."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
+    return text[:500]
+
+
+def _signature(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
+
+
+def check_model_after(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:
+    """The intervention returned a model of the same architecture with finite weights."""
+    if not isinstance(model, torch.nn.Module):
+        raise StepFailed(f"{step_label}: apply returned {type(model).__name__}, not a torch model")
+    signature = _signature(model)
+    if signature != base_signature:
+        missing = sorted(set(base_signature) - set(signature))[:3]
+        added = sorted(set(signature) - set(base_signature))[:3]
+        reshaped = sorted(k for k in set(signature) & set(base_signature) if signature[k] != base_signature[k])[:3]
+        raise StepFailed(
+            f"{step_label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})"
+        )
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise StepFailed(f"{step_label}: weights are not finite (NaN or inf in {name})")
+
+
+@dataclass
+class RunInputs:
+    """Everything loaded once per run and shared by every cell."""
+
+    profile: Profile
+    resolved: ResolvedModel
+    family: str
+    device: torch.device
+    dtype: torch.dtype
+    base_model: torch.nn.Module  # pristine, never handed to an intervention
+    tokenizer: Any
+    base_sha: str
+    signature: dict[str, tuple[int, ...]]
+    suite: EvaluationSuite
+    forget: Corpus
+    retain: Corpus
+    calibration: Corpus
+    out_dir: Path
+    context_key: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs one profile's grid into ``out_dir``."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        submissions: list[Submission],
+        out_dir: Path,
+        data_dir: str | Path | None = None,
+        model_id: str | None = None,
+        device: str | None = None,
+        retry_failed: bool = False,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.profile = profile
+        self.submissions = submissions
+        self.out_dir = Path(out_dir)
+        self.data_dir = data_dir
+        self.model_id = model_id or profile.model
+        self.device_name = device or profile.device
+        self.retry_failed = retry_failed
+        self.echo = echo
+        self.records_path = self.out_dir / RECORDS_FILE
+        self.steps = steps_for(submissions, profile)
+        self.cells = build_plan(self.steps, profile.protocol.recompress_when_first)
+
+    # ---------------------------------------------------------------- set-up
+    def _load_inputs(self) -> RunInputs:
+        p = self.profile
+        if p.threads:
+            torch.set_num_threads(p.threads)
+        device = pick_device(self.device_name)
+        dtype = parse_dtype(p.dtype)
+        resolved = resolve_model(self.model_id)
+        self.echo(f"model: {resolved.model_id} from {resolved.source} ({p.dtype} on {device})")
+        base_model, tokenizer = load_model(resolved, dtype, device)
+        from benchmark.paths import tasks_dir
+        import yaml
+
+        families = yaml.safe_load((tasks_dir() / "model_families.yaml").read_text()) or {}
+        family = model_family(resolved.model_id, base_model.config, families)
+        base_sha = weights_sha256(base_model)
+        c = p.corpora
+        forget = load_forget_corpus(c.forget_n, p.seed, self.data_dir, c.bio_forget_path)
+        retain = load_retain_corpus(c.retain_n, p.seed, self.data_dir)
+        calibration = load_calibration_corpus(c.calibration_n, p.seed, self.data_dir)
+        suite = EvaluationSuite.build(p.evaluation, p.seed, self.data_dir, forget.name)
+        self.echo(
+            f"data: {len(suite.edits)} edits, {len(suite.mcq['mmlu'])} MMLU, "
+            f"{len(suite.mcq['wmdp_bio'])}+{len(suite.mcq['wmdp_cyber'])} WMDP ({p.evaluation.prompt_format}), "
+            f"forget corpus {forget.name}"
+        )
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        suite.prepare_reference(base_model, tokenizer, self.out_dir / "locality_reference.json", base_sha)
+        context_key = {
+            "model_id": resolved.model_id,
+            "weights_sha256": base_sha,
+            "dtype": p.dtype,
+            "seed": p.seed,
+            "evaluation": p.evaluation.model_dump(mode="json"),
+            "corpora": {"forget": forget.describe(), "retain": retain.describe(), "calibration": calibration.describe()},
+            "protocol": p.protocol.model_dump(mode="json"),
+            "tasks": suite.provenance,
+        }
+        return RunInputs(
+            p, resolved, family, device, dtype, base_model, tokenizer, base_sha, _signature(base_model),
+            suite, forget, retain, calibration, self.out_dir, context_key,
+        )
+
+    def _context(self, inputs: RunInputs, step: Step, hp: dict[str, Any], dtype: torch.dtype) -> InterventionContext:
+        category = step.category
+        edits = forget = retain = calibration = ()
+        if category in (Category.EDITING, Category.MULTI):
+            edits = tuple(r.to_edit_request() for r in inputs.suite.edits)
+        if category in (Category.UNLEARNING, Category.MULTI):
+            forget, retain = inputs.forget.texts, inputs.retain.texts
+        if category in (Category.COMPRESSION, Category.MULTI):
+            calibration = inputs.calibration.texts
+        return InterventionContext(
+            hyperparameters=hp,
+            seed=inputs.profile.seed,
+            device=inputs.device,
+            dtype=dtype,
+            model_family=inputs.family,
+            edits=edits,
+            forget_texts=forget,
+            retain_texts=retain,
+            calibration_texts=calibration,
+            forget_corpus_name=inputs.forget.name if forget else "",
+            max_seq_len=inputs.profile.evaluation.perplexity_seq_len,
+        )
+
+    # ---------------------------------------------------------------- steps
+    def _apply(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+        """Apply one step to ``model``; returns the model it leaves and its timing entry."""
+        sub = step.submission
+        hp = sub.hyperparameters_for(inputs.family, step.level)
+        want = sub.spec.resources.dtype
+        dtype = parse_dtype(want) if want else inputs.dtype
+        try:
+            intervention = sub.instantiate()
+        except SubmissionError as exc:
+            raise StepFailed(f"{step.label}: {exc}") from exc
+        if dtype != inputs.dtype:
+            model = model.to(dtype)
+        seed_everything(inputs.profile.seed)
+        with measure() as usage:
+            try:
+                model = intervention.apply(model, inputs.tokenizer, self._context(inputs, step, hp, dtype))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except torch.OutOfMemoryError as exc:
+                raise StepFailed(f"{step.label}: out of memory: {_one_line(exc)}") from exc
+            except Exception as exc:
+                log.debug("intervention %s failed:\n%s", step.label, traceback.format_exc())
+                raise StepFailed(f"{step.label}: {_one_line(exc)}") from exc
+        if isinstance(model, torch.nn.Module) and dtype != inputs.dtype:
+            model = model.to(inputs.dtype)
+        check_model_after(step.label, model, inputs.signature)
+        budget = sub.spec.resources.time_budget_s
+        if usage.seconds > budget:
+            raise StepFailed(f"{step.label}: ran {usage.seconds:.0f} s, over its time budget of {budget:.0f} s")
+        weight_bits = intervention.weight_bits(self._context(inputs, step, hp, dtype))
+        entry = {
+            "label": step.label,
+            "seconds": round(usage.seconds, 3),
+            "peak_rss_mb": round(usage.peak_rss_mb, 1),
+            "peak_cuda_mb": usage.peak_cuda_mb,
+            "dtype": str(dtype).removeprefix("torch."),
+            "weight_bits": weight_bits,
+        }
+        return model, entry
+
+    def _fresh(self, inputs: RunInputs, state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+        model = copy.deepcopy(inputs.base_model)
+        if state is not None:
+            model.load_state_dict(state, strict=True)
+        return model
+
+    # ---------------------------------------------------------------- records
+    def _record(
+        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], status: str, error: str | None,
+        scores: dict | None = None, items: dict | None = None, timings: dict | None = None,
+        peak_mb: float | None = None, weights_sha: str | None = None,
+    ) -> dict:
+        sequence = []
+        for step, hp in zip(cell.steps, hps):
+            sequence.append({
+                "name": step.submission.name,
+                "category": step.category.value,
+                "level": step.level_dict(),
+                "label": step.label,
+                "submission_sha256": step.submission.sha256,
+                "hyperparameters": hp,
+                "license": step.submission.spec.license,
+                "authors": step.submission.spec.authors,
+                "link": step.submission.spec.link,
+            })
+        p = self.profile
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "cell_id": cid,
+            "status": status,
+            "error": error,
+            "label": cell.label,
+            "sequence": sequence,
+            "recompressed_with": cell.recompress.label if cell.recompress else None,
+            "scores": scores or {},
+            "items": items or {},
+            "provenance": {
+                "harness_version": harness_version(),
+                "profile": p.name,
+                "model_id": inputs.resolved.model_id,
+                "model_source": inputs.resolved.source,
+                "model_family": inputs.family,
+                "base_weights_sha256": inputs.base_sha,
+                "weights_sha256": weights_sha,
+                "dtype": p.dtype,
+                "device": str(inputs.device),
+                "seed": p.seed,
+                "tasks": inputs.suite.provenance,
+                "prompt_format": p.evaluation.prompt_format,
+                "forget_corpus": inputs.forget.describe(),
+                "retain_corpus": inputs.retain.describe(),
+                "calibration": inputs.calibration.describe(),
+                "protocol": p.protocol.model_dump(mode="json"),
+                "profile_settings": p.settings(),
+                "hardware": hardware(),
+                "libraries": library_versions(),
+            },
+            "timings": timings or {},
+            "peak_memory_mb": peak_mb,
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _evaluate_and_record(
+        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], model: torch.nn.Module, entries: list[dict]
+    ) -> dict:
+        bits = [e["weight_bits"] for e in entries if e.get("weight_bits") is not None]
+        with measure() as usage:
+            scores, items, parts = inputs.suite.evaluate(model, inputs.tokenizer, min(bits) if bits else None)
+        timings = {
+            "interventions": entries,
+            "evaluation_s": round(usage.seconds, 3),
+            "evaluation_parts_s": {k: round(v, 3) for k, v in parts.items()},
+            "total_s": round(usage.seconds + sum(e["seconds"] for e in entries), 3),
+        }
+        peak = max([usage.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
+        record = self._record(inputs, cell, cid, hps, "ok", None, scores, items, timings, round(peak, 1), weights_sha256(model))
+        append_record(self.records_path, record)
+        return record
+
+    def _fail(self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], reason: str, entries: list[dict]) -> dict:
+        record = self._record(inputs, cell, cid, hps, "failed", reason, timings={"interventions": entries})
+        append_record(self.records_path, record)
+        self.echo(f"FAILED {cell.label}: {reason}")
+        return record
+
+    # ---------------------------------------------------------------- the grid
+    def run(self) -> list[dict]:
+        inputs = self._load_inputs()
+        ids: dict[Cell, tuple[str, list[dict]]] = {}
+        for cell in self.cells:
+            hps = [s.submission.hyperparameters_for(inputs.family, s.level) for s in cell.steps]
+            ids[cell] = (cell_id(cell, inputs.context_key, hps), hps)
+        done = finished_cells(read_records(self.records_path), self.retry_failed)
+        todo = [c for c in self.cells if ids[c][0] not in done]
+        self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded, {len(todo)} to run")
+        bar = tqdm(total=len(todo), desc="grid", unit="cell")
+
+        def finish(cell: Cell, **kwargs) -> None:
+            bar.set_postfix_str(cell.label[:60])
+            bar.update(1)
+
+        if Cell(()) in todo:
+            cid, hps = ids[Cell(())]
+            self._evaluate_and_record(inputs, Cell(()), cid, hps, self._fresh(inputs, None), [])
+            finish(Cell(()))
+
+        for first in self.steps:
+            group = [c for c in todo if c.first == first]
+            if group:
+                self._run_group(inputs, first, group, ids, finish)
+        bar.close()
+        return read_records(self.records_path)
+
+    def _state_file(self, inputs: RunInputs, first: Step) -> Path:
+        hp = first.submission.hyperparameters_for(inputs.family, first.level)
+        key = cell_id(Cell((first,)), inputs.context_key, [hp])
+        return self.out_dir / "states" / f"{key}.safetensors"
+
+    def _run_group(self, inputs: RunInputs, first: Step, group: list[Cell], ids, finish) -> None:
+        state_file = self._state_file(inputs, first)
+        state: dict[str, torch.Tensor] | None = None
+        first_entry: dict | None = None
+        first_error: str | None = None
+        if state_file.exists():
+            state = load_file(str(state_file))
+            first_entry = {"label": first.label, "seconds": None, "peak_rss_mb": 0.0, "reused_from_disk": True}
+        else:
+            self.echo(f"applying {first.label} (first intervention of {len(group)} cells)")
+            model = self._fresh(inputs, None)
+            try:
+                model, first_entry = self._apply(inputs, first, model)
+                state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+                if self.profile.cache_states and len(group) > 1:
+                    state_file.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = state_file.with_suffix(".tmp")
+                    save_file(_untied(state), str(tmp), metadata={"entry": _json(first_entry)})
+                    tmp.replace(state_file)
+            except StepFailed as exc:
+                first_error = str(exc)
+            finally:
+                del model
+        if first_entry and first_entry.get("reused_from_disk"):
+            first_entry = _entry_from_file(state_file) or first_entry
+        for cell in group:
+            cid, hps = ids[cell]
+            if first_error is not None:
+                self._fail(inputs, cell, cid, hps, first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}", [])
+                finish(cell)
+                continue
+            entries = [dict(first_entry)]
+            model = self._fresh(inputs, state)
+            try:
+                for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
+                    model, entry = self._apply(inputs, step, model)
+                    if step is cell.recompress:
+                        entry["reapplied"] = True
+                    entries.append(entry)
+                self._evaluate_and_record(inputs, cell, cid, hps, model, entries)
+            except StepFailed as exc:
+                self._fail(inputs, cell, cid, hps, str(exc), entries)
+            finally:
+                del model
+            finish(cell)
+        if state_file.exists():
+            state_file.unlink()
+
+
+def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage: give tied tensors their own copy (restored tied on load)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, tensor in state.items():
+        ptr = tensor.data_ptr()
+        out[name] = tensor.clone() if ptr in seen else tensor.contiguous()
+        seen.setdefault(ptr, name)
+    return out
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)
+
+
+def _entry_from_file(path: Path) -> dict | None:
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    return json.loads(meta["entry"]) if "entry" in meta else None
+
+
+def summary_table(records: list[dict]):
+    """One row per evaluated model with its main scores (pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        s = r.get("scores") or {}
+        rows.append({
+            "cell": r["label"],
+            "status": r["status"],
+            "edit": s.get("edit_success"),
+            "gen": s.get("generalization"),
+            "loc": s.get("locality"),
+            "wmdp": s.get("wmdp"),
+            "mmlu": s.get("mmlu"),
+            "ppl": s.get("perplexity"),
+            "bits": s.get("avg_bits"),
+            "sparsity": s.get("sparsity"),
+            "seconds": (r.get("timings") or {}).get("total_s"),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,126 @@
+"""The evaluation suite of one run: the same items for every cell, and one call that scores a model.
+
+Built once per run from the profile: the seeded zsRE edit set, the stratified MMLU and
+WMDP sub-samples (WMDP restricted to the scored half when unlearners train on the
+offline stand-in), the WikiText-2 test text, and the base model's locality reference.
+:meth:`EvaluationSuite.evaluate` returns every criterion and the per-item values behind
+it, which the metrics bootstrap over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.data.corpora import STANDIN_NAME
+from benchmark.data.mcq import McqItem, items_sha256, load_mmlu, load_wmdp, stratified_sample
+from benchmark.data.wikitext import load_wikitext_test
+from benchmark.data.wmdp_split import is_standin_forget
+from benchmark.data.zsre import ZsreRecord, load_zsre, sample_edits
+from benchmark.evaluation.compression_stats import average_bits, measure_sparsity
+from benchmark.evaluation.multiple_choice import evaluate_mcq
+from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
+from benchmark.evaluation.zsre import locality_reference, score_edits
+from benchmark.profiles import EvaluationSettings
+from benchmark.records import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ZSRE_KEYS = ("edit_success", "generalization", "locality", "edit_success_tf", "generalization_tf", "locality_tf")
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class EvaluationSuite:
+    settings: EvaluationSettings
+    edits: list[ZsreRecord]
+    mcq: dict[str, list[McqItem]]
+    wikitext: str
+    provenance: dict[str, Any]
+    reference: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, settings: EvaluationSettings, seed: int, data_dir: str | Path | None, forget_corpus_name: str
+    ) -> "EvaluationSuite":
+        zsre_all, zsre_src = load_zsre(data_dir)
+        edits = sample_edits(zsre_all, settings.n_edits, seed)
+        mmlu_all, mmlu_src = load_mmlu(data_dir)
+        mcq = {"mmlu": stratified_sample(mmlu_all, settings.mmlu_n, seed)}
+        wmdp_src = {}
+        scored_half = forget_corpus_name == STANDIN_NAME
+        for subset in ("bio", "cyber"):
+            items, src = load_wmdp(subset, data_dir)
+            if scored_half:
+                items = [it for it in items if not is_standin_forget(it.question)]
+            mcq[f"wmdp_{subset}"] = stratified_sample(items, settings.wmdp_n_per_subset, seed)
+            wmdp_src[subset] = src.describe()
+        text, wiki_src = load_wikitext_test(data_dir)
+        provenance = {
+            "zsre": {**zsre_src.describe(), "n": len(edits), "record_ids": [r.record_id for r in edits],
+                     "items_sha256": _sha([r.record_id for r in edits])},
+            "mmlu": {**mmlu_src.describe(), "n": len(mcq["mmlu"]), "items_sha256": items_sha256(mcq["mmlu"])},
+            "wmdp": {
+                "sources": wmdp_src,
+                "scored_questions": "held-out half (forget stand-in in use)" if scored_half else "all",
+                "n_bio": len(mcq["wmdp_bio"]), "n_cyber": len(mcq["wmdp_cyber"]),
+                "items_sha256": items_sha256(mcq["wmdp_bio"] + mcq["wmdp_cyber"]),
+            },
+            "wikitext": {**wiki_src.describe(), "seq_len": settings.perplexity_seq_len,
+                         "windows": settings.perplexity_windows},
+            "prompt_format": settings.prompt_format,
+            "batch_size": settings.batch_size,
+        }
+        return cls(settings, edits, mcq, text, provenance)
+
+    def prepare_reference(self, model, tokenizer, cache_file: Path, base_weights_sha: str) -> None:
+        """The base model's locality reference, computed once and cached beside the records."""
+        key = _sha([base_weights_sha, [r.record_id for r in self.edits]])
+        if cache_file.exists():
+            cached = json.loads(cache_file.read_text())
+            if cached.get("key") == key:
+                self.reference = cached["reference"]
+                return
+        self.reference = locality_reference(model, tokenizer, self.edits, batch_size=self.settings.zsre_batch_size)
+        atomic_write_text(cache_file, json.dumps({"key": key, "reference": self.reference}))
+
+    @torch.inference_mode()
+    def evaluate(self, model, tokenizer, weight_bits: float | None) -> tuple[dict, dict, dict]:
+        """Every criterion on ``model``: (scores, per-item values, seconds per part)."""
+        s = self.settings
+        model.eval()
+        seconds: dict[str, float] = {}
+        items: dict[str, list[float]] = {}
+        t = time.perf_counter()
+        zsre = score_edits(model, tokenizer, self.edits, self.reference, batch_size=s.zsre_batch_size)
+        items.update({k: [float(v) for v in zsre[k]] for k in ZSRE_KEYS})
+        seconds["zsre"] = time.perf_counter() - t
+        t = time.perf_counter()
+        mcq = evaluate_mcq(model, tokenizer, self.mcq, s.prompt_format, s.batch_size)
+        items.update({k: [float(v) for v in vals] for k, vals in mcq.items()})
+        seconds["mcq"] = time.perf_counter() - t
+        t = time.perf_counter()
+        nll, ntok = perplexity_windows(
+            model, tokenizer, self.wikitext, s.perplexity_seq_len, s.perplexity_windows, s.perplexity_batch_size
+        )
+        items["perplexity_nll"] = [float(x) for x in nll]
+        items["perplexity_tokens"] = [int(x) for x in ntok]
+        seconds["perplexity"] = time.perf_counter() - t
+
+        scores = {k: sum(v) / len(v) for k, v in items.items() if k in ZSRE_KEYS or k in mcq}
+        scores["wmdp"] = (scores["wmdp_bio"] + scores["wmdp_cyber"]) / 2
+        scores["perplexity"] = perplexity_from_windows(nll, ntok)
+        sparsity = measure_sparsity(model)
+        scores["sparsity"] = sparsity
+        scores["avg_bits"] = average_bits(model, weight_bits)
+        return scores, items, seconds
