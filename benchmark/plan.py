@@ -28,6 +28,13 @@ class Step:
 
     submission: Submission
     level: Any  # None when the submission has no levels
+    overrides: tuple[tuple[str, Any], ...] = ()  # profile-level hyperparameter overrides
+
+    def hyperparameters(self, family: str) -> dict[str, Any]:
+        """The submission's block for ``family``, the level, then the profile's overrides."""
+        params = self.submission.hyperparameters_for(family, self.level)
+        params.update(dict(self.overrides))
+        return params
 
     @property
     def label(self) -> str:
@@ -83,8 +90,9 @@ def steps_for(submissions: list[Submission], profile: Profile) -> list[Step]:
     steps = []
     for sub in submissions:
         choice = profile.interventions.get(sub.name)
+        overrides = tuple(sorted((choice.hyperparameters or {}).items())) if choice else ()
         if sub.spec.levels is None:
-            steps.append(Step(sub, None))
+            steps.append(Step(sub, None, overrides))
             continue
         levels = choice.levels if choice and choice.levels else [sub.spec.levels.default]
         unknown = [lv for lv in levels if lv not in sub.spec.levels.values]
@@ -93,7 +101,7 @@ def steps_for(submissions: list[Submission], profile: Profile) -> list[Step]:
                 f"profile {profile.name!r}: levels {unknown} of {sub.name!r} are not among its "
                 f"submission.yaml levels {sub.spec.levels.values}"
             )
-        steps.extend(Step(sub, lv) for lv in levels)
+        steps.extend(Step(sub, lv, overrides) for lv in levels)
     return steps
 
 

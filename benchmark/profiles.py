@@ -26,6 +26,7 @@ class _Strict(BaseModel):
 
 class InterventionChoice(_Strict):
     levels: list[float | int | str] | None = None  # None: the submission's default level
+    hyperparameters: dict[str, Any] | None = None  # overrides of the submission's family block
 
 
 class EvaluationSettings(_Strict):

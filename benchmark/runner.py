@@ -192,7 +192,7 @@ class Runner:
     def _apply(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
         """Apply one step to ``model``; returns the model it leaves and its timing entry."""
         sub = step.submission
-        hp = sub.hyperparameters_for(inputs.family, step.level)
+        hp = step.hyperparameters(inputs.family)
         want = sub.spec.resources.dtype
         dtype = parse_dtype(want) if want else inputs.dtype
         try:
@@ -319,7 +319,7 @@ class Runner:
         inputs = self._load_inputs()
         ids: dict[Cell, tuple[str, list[dict]]] = {}
         for cell in self.cells:
-            hps = [s.submission.hyperparameters_for(inputs.family, s.level) for s in cell.steps]
+            hps = [s.hyperparameters(inputs.family) for s in cell.steps]
             ids[cell] = (cell_id(cell, inputs.context_key, hps), hps)
         done = finished_cells(read_records(self.records_path), self.retry_failed)
         todo = [c for c in self.cells if ids[c][0] not in done]
@@ -343,7 +343,7 @@ class Runner:
         return read_records(self.records_path)
 
     def _state_file(self, inputs: RunInputs, first: Step) -> Path:
-        hp = first.submission.hyperparameters_for(inputs.family, first.level)
+        hp = first.hyperparameters(inputs.family)
         key = cell_id(Cell((first,)), inputs.context_key, [hp])
         return self.out_dir / "states" / f"{key}.safetensors"
 
