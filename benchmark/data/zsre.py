@@ -1,0 +1,169 @@
+"""zsRE knowledge-editing records in the MEND format, and the seeded draw of edit sets.
+
+The paper (Composable Interventions, Kolbeinsson et al. 2024) applies batches of zsRE
+edits taken from the MEND split. A MEND record holds the question (``src``), the new
+answer the edit must install (``alt``), a paraphrase of the question (``rephrase``), an
+unrelated Natural Questions prompt (``loc``, "nq question: ...") and its answer
+(``loc_ans``). ``record_id`` is the record's index in its file, so an edit set is named
+by ids and can be drawn again identically on any machine holding the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.api import EditRequest
+from benchmark.data.sources import DataSource, choose_source, hub_commit, log_source
+
+__all__ = [
+    "ZsreRecord",
+    "ZsreFormatError",
+    "load_zsre",
+    "parse_zsre_records",
+    "sample_edits",
+    "DEFAULT_HUB_DATASET",
+    "DEFAULT_HUB_FILE",
+    "LOCAL_FILE",
+]
+
+LOCAL_FILE = "zsre/zsre_mend_edit.json"
+# The MEND evaluation split (19,086 records) as a JSON file in a public Hub dataset repo.
+# zsRE is not published as a `datasets` builder, so the file is downloaded and parsed
+# with the same code as the local copy. Override both to use another copy.
+DEFAULT_HUB_DATASET = "wangzn2001/Model_Editing_Hurt"
+DEFAULT_HUB_FILE = "training-data/zsre_mend_eval.json"
+
+_FIELDS = ("src", "alt", "rephrase", "loc", "loc_ans", "subject")
+
+
+class ZsreFormatError(ValueError):
+    """A zsRE file or record does not follow the MEND format."""
+
+
+@dataclass(frozen=True)
+class ZsreRecord:
+    """One zsRE edit with everything needed to score it.
+
+    Attributes:
+        record_id: index of the record in its source file.
+        subject: the entity the fact is about.
+        prompt: the question the edit targets (MEND ``src``).
+        target: the new answer (MEND ``alt``).
+        rephrase: a paraphrase of ``prompt`` (generalization).
+        loc: an unrelated prompt (locality), kept with its "nq question: " prefix as
+            EasyEdit and ROME do.
+        loc_ans: the Natural Questions answer to ``loc``.
+    """
+
+    record_id: int
+    subject: str
+    prompt: str
+    target: str
+    rephrase: str
+    loc: str
+    loc_ans: str
+
+    def to_edit_request(self) -> EditRequest:
+        """The part of the record an editor may see (no locality data)."""
+        return EditRequest(
+            prompt=self.prompt,
+            target=self.target,
+            subject=self.subject,
+            rephrase=self.rephrase,
+            record_id=self.record_id,
+        )
+
+
+def parse_zsre_records(raw: Any, origin: str) -> list[ZsreRecord]:
+    """Validate MEND-format records and convert them; errors name ``origin`` and the index.
+
+    Fields are stripped of surrounding whitespace: a few records carry a trailing space,
+    which would otherwise double the space the scorer puts between prompt and target.
+    """
+    if not isinstance(raw, list):
+        raise ZsreFormatError(f"{origin}: expected a JSON list of zsRE records, got {type(raw).__name__}")
+    records: list[ZsreRecord] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ZsreFormatError(f"{origin}: record {index} is a {type(item).__name__}, not an object")
+        values: dict[str, str] = {}
+        for key in _FIELDS:
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                problem = "missing" if key not in item else f"not a non-empty string ({value!r})"
+                raise ZsreFormatError(f"{origin}: record {index}: field {key!r} is {problem}")
+            values[key] = value.strip()
+        records.append(
+            ZsreRecord(
+                record_id=index,
+                subject=values["subject"],
+                prompt=values["src"],
+                target=values["alt"],
+                rephrase=values["rephrase"],
+                loc=values["loc"],
+                loc_ans=values["loc_ans"],
+            )
+        )
+    return records
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ZsreFormatError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_zsre(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    hub_dataset: str = DEFAULT_HUB_DATASET,
+    hub_file: str = DEFAULT_HUB_FILE,
+    revision: str | None = None,
+) -> tuple[list[ZsreRecord], DataSource]:
+    """All zsRE records of the Hub copy (online, no data dir) or of ``zsre/zsre_mend_edit.json``.
+
+    The two copies differ (19,086 vs the 1,037-record subset), so record ids only mean
+    something together with the returned source.
+    """
+    source, path = choose_source(
+        "zsRE", local_relpath=LOCAL_FILE, hub_name=hub_dataset, revision=revision, data_dir_arg=data_dir
+    )
+    if path is not None:
+        records = parse_zsre_records(_read_json(path), str(path))
+    else:
+        from huggingface_hub import hf_hub_download
+
+        downloaded = Path(hf_hub_download(hub_dataset, hub_file, repo_type="dataset", revision=revision))
+        records = parse_zsre_records(_read_json(downloaded), f"{hub_dataset}/{hub_file}")
+        source = DataSource("hub", f"{hub_dataset}/{hub_file}", hub_commit(hub_dataset, revision))
+    log_source("zsRE", source, len(records))
+    return records, source
+
+
+def sample_edits(
+    records: list[ZsreRecord],
+    n: int,
+    seed: int,
+    exclude_ids: frozenset[int] = frozenset(),
+) -> list[ZsreRecord]:
+    """Draw ``n`` distinct records with ``random.Random(seed)``, skipping ``exclude_ids``.
+
+    The same records, seed and exclusions give the same edits in the same order, which
+    is what lets both orders of a pair (and every cell of a grid) share an edit set.
+    """
+    if n < 0:
+        raise ValueError(f"cannot sample a negative number of edits ({n})")
+    pool = [r for r in records if r.record_id not in exclude_ids]
+    if n > len(pool):
+        raise ValueError(
+            f"asked for {n} zsRE edits but only {len(pool)} records are available "
+            f"({len(records)} loaded, {len(records) - len(pool)} excluded)"
+        )
+    return random.Random(seed).sample(pool, n)

@@ -1,0 +1,1 @@
+"""Scoring a model on every criterion: zsRE edits, multiple choice, perplexity."""

@@ -1,0 +1,272 @@
+"""Every criterion on the real default model: MMLU/WMDP via lm-eval, zsRE scoring, perplexity.
+
+Item counts are small so the file runs in about a minute on two CPU cores. Where a
+library computes a score for us (lm-eval), we recompute it independently from the
+model's log-probabilities and require the same per-item answers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from benchmark.data.mcq import McqItem, load_mmlu, load_wmdp, stratified_sample
+from benchmark.data.wikitext import load_wikitext_test
+from benchmark.data.zsre import ZsreRecord, load_zsre, sample_edits
+from benchmark.evaluation.multiple_choice import evaluate_mcq
+from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
+from benchmark.evaluation.zsre import _greedy, _query, locality_reference, score_edits, token_set_f1
+
+# --- multiple choice -----------------------------------------------------------------------
+
+
+def _short(items: list[McqItem]) -> list[McqItem]:
+    """Questions without long reading passages, to keep the unbatched checks fast."""
+    return [i for i in items if len(i.question) + sum(len(c) for c in i.choices) < 400]
+
+
+@pytest.fixture(scope="module")
+def mcq_items(data_dir):
+    mmlu = stratified_sample(_short(load_mmlu(data_dir)[0]), 16, seed=0)
+    wmdp = stratified_sample(_short(load_wmdp("bio", data_dir)[0]), 8, seed=0)
+    return {"mmlu": mmlu, "wmdp_bio": wmdp}
+
+
+def _logprob(model, tokenizer, context: str, continuation: str) -> float:
+    """Sum of log p(continuation | context), tokenized as lm-eval does (whole, then split)."""
+    whole = tokenizer(context + continuation).input_ids
+    ctx = tokenizer(context).input_ids
+    assert whole[: len(ctx)] == ctx
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([whole])).logits[0].float()
+    logp = torch.log_softmax(logits[len(ctx) - 1 : len(whole) - 1], dim=-1)
+    return float(logp.gather(1, torch.tensor(whole[len(ctx) :])[:, None]).sum())
+
+
+def _reference_acc(model, tokenizer, item: McqItem, context: str, continuations: list[str]):
+    """(acc, margin between the two best choices) from our own log-likelihoods."""
+    scores = [_logprob(model, tokenizer, context, c) for c in continuations]
+    best = max(range(len(scores)), key=scores.__getitem__)
+    top = sorted(scores, reverse=True)
+    return float(best == item.answer), top[0] - top[1]
+
+
+def _assert_matches_reference(results: list[float], references: list[tuple[float, float]]) -> None:
+    # at batch size 1 lm-eval runs exactly our forward pass; only exact ties may differ
+    clear = [(got, ref) for got, (ref, margin) in zip(results, references, strict=True) if margin > 1e-3]
+    assert len(clear) >= 0.9 * len(results)
+    assert [got for got, _ in clear] == [ref for _, ref in clear]
+
+
+@pytest.fixture(scope="module")
+def cloze_results(default_model, mcq_items):
+    """Batch size 1 so the comparison with our own forward passes is exact (padded bf16
+    batches move long-context log-likelihoods by up to ~0.3 nats)."""
+    model, tokenizer = default_model
+    return evaluate_mcq(model, tokenizer, mcq_items, "cloze", batch_size=1)
+
+
+def test_cloze_gives_one_valid_value_per_item(cloze_results, mcq_items):
+    assert set(cloze_results) == {"mmlu", "wmdp_bio"}
+    for name, items in mcq_items.items():
+        assert len(cloze_results[name]) == len(items)
+        assert set(cloze_results[name]) <= {0.0, 1.0}
+    assert 0 < sum(cloze_results["mmlu"]) < len(mcq_items["mmlu"])
+
+
+def test_cloze_accuracy_is_the_log_likelihood_argmax(default_model, cloze_results, mcq_items):
+    model, tokenizer = default_model
+    for name, items in mcq_items.items():
+        refs = [
+            _reference_acc(
+                model, tokenizer, it, f"Question: {it.question.strip()}\nAnswer:", [f" {c}" for c in it.choices]
+            )
+            for it in items
+        ]
+        _assert_matches_reference(cloze_results[name], refs)
+
+
+def test_lettered_format_follows_item_order(default_model, mcq_items):
+    model, tokenizer = default_model
+    items = mcq_items["mmlu"][:6]
+    forward = evaluate_mcq(model, tokenizer, {"mmlu": items}, "lettered", batch_size=1)["mmlu"]
+    backward = evaluate_mcq(model, tokenizer, {"mmlu": items[::-1]}, "lettered", batch_size=1)["mmlu"]
+    assert backward == forward[::-1]
+    refs = []
+    for it in items:
+        topic = it.subject.replace("_", " ")
+        lines = "".join(f"{letter}. {c}\n" for letter, c in zip("ABCD", it.choices))
+        context = (
+            f"The following are multiple choice questions (with answers) about {topic}.\n\n"
+            f"{it.question.strip()}\n{lines}Answer:"
+        )
+        refs.append(_reference_acc(model, tokenizer, it, context, [" A", " B", " C", " D"]))
+    _assert_matches_reference(forward, refs)
+
+
+def test_mcq_does_not_retie_an_untied_head(fresh_model, mcq_items):
+    model, tokenizer = fresh_model
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    evaluate_mcq(model, tokenizer, {"mmlu": mcq_items["mmlu"][:1]}, "lettered", batch_size=1)
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    assert "tie_weights" not in vars(model)
+
+
+def test_mcq_rejects_unknown_format_and_empty_tasks(default_model, mcq_items):
+    model, tokenizer = default_model
+    with pytest.raises(ValueError, match="unknown prompt format 'mc2'"):
+        evaluate_mcq(model, tokenizer, mcq_items, "mc2", batch_size=4)
+    with pytest.raises(ValueError, match="no items"):
+        evaluate_mcq(model, tokenizer, {"mmlu": []}, "cloze", batch_size=4)
+
+
+# --- zsRE ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def edits(data_dir):
+    return sample_edits(load_zsre(data_dir)[0], 8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def base_reference(default_model, edits):
+    model, tokenizer = default_model
+    return locality_reference(model, tokenizer, edits, batch_size=4)
+
+
+def test_token_set_f1():
+    assert token_set_f1([1, 2, 3], [1, 2, 3]) == 1.0
+    assert token_set_f1([1, 1, 2], [2, 1]) == 1.0  # sets, not multisets
+    assert token_set_f1([4, 5], [1, 2]) == 0.0
+    assert token_set_f1([1, 2], [1, 3]) == pytest.approx(0.5)
+    assert token_set_f1([], [1]) == 0.0 and token_set_f1([], []) == 1.0
+
+
+def test_reference_is_json_and_covers_every_record(base_reference, edits):
+    import json
+
+    assert json.loads(json.dumps(base_reference)) == base_reference
+    for r in edits:
+        entry = base_reference["records"][str(r.record_id)]
+        assert len(entry["continuation"]) == len(entry["argmax"]) == len(entry["loc_ans_ids"]) > 0
+
+
+def test_unchanged_model_has_perfect_locality(default_model, edits, base_reference):
+    model, tokenizer = default_model
+    scores = score_edits(model, tokenizer, edits, base_reference, batch_size=4)
+    keys = {"edit_success", "generalization", "locality", "edit_success_tf", "generalization_tf", "locality_tf"}
+    assert set(scores) == keys
+    assert all(len(v) == len(edits) and all(0.0 <= x <= 1.0 for x in v) for v in scores.values())
+    assert scores["locality"] == [1.0] * len(edits)
+    assert scores["locality_tf"] == [1.0] * len(edits)
+    # the unedited model does not know the counterfactual targets
+    assert sum(scores["edit_success_tf"]) / len(edits) < 0.6
+
+
+def test_damaged_model_loses_locality(fresh_model, edits, base_reference):
+    model, tokenizer = fresh_model
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for layer in model.model.layers[:4]:
+            w = layer.mlp.down_proj.weight
+            w.add_(torch.randn(w.shape, generator=gen).to(w.dtype) * w.float().std().to(w.dtype) * 2)
+    scores = score_edits(model, tokenizer, edits, base_reference, batch_size=4)
+    assert sum(scores["locality_tf"]) / len(edits) < 0.9
+    assert sum(scores["locality"]) / len(edits) < 1.0
+
+
+def test_target_equal_to_greedy_continuation_scores_one(default_model):
+    model, tokenizer = default_model
+    prompt = "The capital of France is"
+    prompt_ids = tokenizer(prompt).input_ids
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=torch.tensor([prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            max_new_tokens=3,
+            do_sample=False,
+        )
+    generated = out[0, len(prompt_ids) :].tolist()
+    target = tokenizer.decode(generated)
+    assert target.startswith(" ")
+    target = target[1:]
+    query = _query(tokenizer, prompt, target)
+    assert query.answer_ids == generated  # the construction really is the model's own continuation
+    record = ZsreRecord(0, "France", prompt, target, prompt, "nq question: who wrote hamlet", "Shakespeare")
+    wrong = ZsreRecord(1, "France", prompt, "a purple elephant", prompt, "nq question: who wrote hamlet", "Shakespeare")
+    reference = locality_reference(model, tokenizer, [record, wrong], batch_size=2)
+    scores = score_edits(model, tokenizer, [record, wrong], reference, batch_size=2)
+    assert scores["edit_success_tf"][0] == 1.0 and scores["edit_success"][0] == 1.0
+    assert scores["generalization_tf"][0] == 1.0
+    assert scores["edit_success_tf"][1] < 1.0 and scores["edit_success"][1] < 1.0
+
+
+def test_batched_greedy_matches_transformers_generate(default_model):
+    model, tokenizer = default_model
+    prompts = ["The capital of France is", "Water boils at a temperature of", "My favourite food is"]
+    queries = [_query(tokenizer, p, "x y z w v u") for p in prompts]
+    ours = _greedy(model, tokenizer, queries, batch_size=1, desc="test")
+    for q, tokens in zip(queries, ours):
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=torch.tensor([q.prompt_ids]),
+                attention_mask=torch.ones(1, len(q.prompt_ids), dtype=torch.long),
+                max_new_tokens=len(q.answer_ids),
+                do_sample=False,
+            )
+        hf = out[0, len(q.prompt_ids) :].tolist()
+        eos = model.generation_config.eos_token_id
+        if eos in hf:  # generate() stops at EOS; we go on past it
+            hf = hf[: hf.index(eos) + 1]
+        assert tokens[: len(hf)] == hf
+    batched = _greedy(model, tokenizer, queries, batch_size=3, desc="test")
+    assert sum(a == b for a, b in zip(batched, ours)) >= 2  # left padding in bf16 may nudge one
+
+
+def test_reference_from_other_records_is_refused(default_model, edits, base_reference):
+    model, tokenizer = default_model
+    other = ZsreRecord(99999, "x", "Who is x?", "y", "Who is x?", "nq question: who", "z")
+    with pytest.raises(ValueError, match="no entry for zsRE record 99999"):
+        score_edits(model, tokenizer, [other], base_reference)
+
+
+# --- perplexity ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wikitext(data_dir):
+    return load_wikitext_test(data_dir)[0]
+
+
+def test_base_perplexity_is_plausible_and_shuffling_raises_it(default_model, wikitext):
+    model, tokenizer = default_model
+    nll, tokens = perplexity_windows(model, tokenizer, wikitext, seq_len=256, n_windows=6, batch_size=3)
+    assert len(nll) == len(tokens) == 6 and tokens == [255] * 6
+    ppl = perplexity_from_windows(nll, tokens)
+    assert math.isfinite(ppl) and 10 < ppl < 60
+    assert ppl == pytest.approx(math.exp(sum(nll) / sum(tokens)))
+    words = wikitext[:40_000].split(" ")
+    random.Random(0).shuffle(words)
+    shuffled = perplexity_from_windows(*perplexity_windows(model, tokenizer, " ".join(words), 256, 6, 3))
+    assert shuffled > 3 * ppl
+
+
+def test_perplexity_in_fp32_and_other_batch_size_agrees(fresh_model, wikitext):
+    model, tokenizer = fresh_model
+    bf16 = perplexity_from_windows(*perplexity_windows(model, tokenizer, wikitext, 128, 4, batch_size=4))
+    one = perplexity_from_windows(*perplexity_windows(model, tokenizer, wikitext, 128, 4, batch_size=1))
+    fp32 = perplexity_from_windows(*perplexity_windows(model.float(), tokenizer, wikitext, 128, 4, batch_size=2))
+    assert one == pytest.approx(bf16, rel=0.01)
+    assert fp32 == pytest.approx(bf16, rel=0.05)
+
+
+def test_perplexity_rejects_more_windows_than_the_text_has(default_model):
+    model, tokenizer = default_model
+    with pytest.raises(ValueError, match="full windows"):
+        perplexity_windows(model, tokenizer, "just a few words", 256, 1)
+    with pytest.raises(ValueError, match="NLL values"):
+        perplexity_from_windows([1.0], [])
