@@ -48,7 +48,7 @@ def test_smoke_grid_records_every_cell(smoke_run):
         assert prov["forget_corpus"]["name"].startswith("standin:")
         assert prov["tasks"]["wmdp"]["scored_questions"].startswith("held-out half")
         assert r["timings"]["evaluation_s"] > 0 and r["peak_memory_mb"] > 0
-        assert len(r["items"]["edit_success"]) == 10 and len(r["items"]["mmlu"]) == 114
+        assert len(r["items"]["edit_success"]) == 10 and len(r["items"]["mmlu"]) == 57
         assert all(s["submission_sha256"] for s in r["sequence"])
     # the same evaluation items in every cell
     assert len({json.dumps(r["provenance"]["tasks"], sort_keys=True) for r in records}) == 1
@@ -61,7 +61,7 @@ def test_smoke_grid_scores_are_sane(smoke_run):
     base, ft = by_label["base"]["scores"], by_label["ft"]["scores"]
     assert base["locality"] == pytest.approx(1.0) and base["locality_tf"] == pytest.approx(1.0)
     assert ft["edit_success_tf"] > base["edit_success_tf"] + 0.3
-    assert base["sparsity"] < 0.01 and base["avg_bits"] == pytest.approx(16.0)
+    assert base["sparsity"] < 0.01 and base["avg_bits"] == pytest.approx(16.0, abs=0.05)
     wanda = by_label["wanda(sparsity=0.25)"]["scores"]
     assert wanda["sparsity"] == pytest.approx(0.25, abs=0.005) and wanda["avg_bits"] == pytest.approx(12.25, abs=0.02)
     # compression first is re-applied at the end: the final model is still pruned
