@@ -38,7 +38,9 @@ class GA(Intervention):
     Hyperparameters: ``layers`` (block indices), ``modules`` (names inside a block),
     ``lr``, ``steps`` (optimizer steps), ``batch_size``, ``max_len`` (tokens per text),
     ``stop_loss_rise`` (stop once the forget loss is this many nats above its start;
-    0 disables).
+    0 disables), ``train_lm_head`` (also train the LM head, as the paper did; with tied
+    embeddings this trains the embedding table too; default false). ``modules: ["*"]``
+    trains whole blocks.
     """
 
     name = "ga"
@@ -60,6 +62,9 @@ class GA(Intervention):
         batch_size = _number(context, "batch_size", 4, kind=int)
         max_len = _number(context, "max_len", 128, kind=int, minimum=1)
         stop_rise = _number(context, "stop_loss_rise", 0.0, allow_equal=True)
+        train_lm_head = context.hp("train_lm_head", False)
+        if not isinstance(train_lm_head, bool):
+            raise InterventionError(f"ga: hyperparameter 'train_lm_head' must be true or false, got {train_lm_head!r}")
 
         batches = [
             tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], max_len)
@@ -76,7 +81,7 @@ class GA(Intervention):
 
         with preserve_grad_state(model):
             try:
-                params = select_parameters(model, modules, layers)
+                params = select_parameters(model, modules, layers, include=["lm_head"] if train_lm_head else ())
             except ValueError as exc:
                 raise InterventionError(f"ga: {exc}") from exc
             self.last_result = train(
