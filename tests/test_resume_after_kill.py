@@ -19,7 +19,7 @@ MICRO_PROFILE = {
     "seed": 3,
     "interventions": {"ft": {"hyperparameters": {"steps": 6}}, "ga": {"hyperparameters": {"steps": 4}}},
     "evaluation": {
-        "n_edits": 4, "zsre_batch_size": 4, "mmlu_n": 20, "wmdp_n_per_subset": 10,
+        "n_edits": 3, "zsre_batch_size": 3, "mmlu_n": 12, "wmdp_n_per_subset": 4,
         "perplexity_seq_len": 128, "perplexity_windows": 2, "batch_size": 16,
     },
     "corpora": {"forget_n": 16, "retain_n": 16, "calibration_n": 4},
