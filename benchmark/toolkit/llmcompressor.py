@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import tempfile
 from typing import Any, Iterator, Sequence
@@ -436,22 +435,31 @@ def run_oneshot(
     if pipeline is not None:
         kwargs["pipeline"] = pipeline
     kwargs.update(oneshot_kwargs)
-    cleanup: dict[str, Any] = {}
-    try:
-        with _quiet_loguru(quiet), _cpu_safe_pin_memory(), _config_on_disk(model):
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            out = oneshot(**kwargs)
-        if out is not model:
-            raise InterventionError("llmcompressor.oneshot returned a different model object than it was given")
-    except InterventionError:
-        raise
-    except Exception as exc:
-        raise InterventionError(f"llmcompressor.oneshot failed: {type(exc).__name__}: {exc}") from exc
-    finally:
+    error: Exception | None = None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with _quiet_loguru(quiet):
+        try:
+            with _cpu_safe_pin_memory(), _config_on_disk(model):
+                out = oneshot(**kwargs)
+            if out is not model:
+                error = InterventionError("llmcompressor.oneshot returned a different model object than it was given")
+        except InterventionError as exc:
+            error = exc
+        except Exception as exc:  # whatever llmcompressor raised: one readable line
+            error = InterventionError(f"llmcompressor.oneshot failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+        # Always strip what oneshot attached, even after a failure, and free its global session.
         try:
             cleanup = _restore_vanilla(model, snap)
+        except Exception as exc:
+            if error is None:
+                raise
+            log.warning("cleanup after a failed oneshot also failed: %s", exc)
+            cleanup = {}
         finally:
             reset_session()
+    if error is not None:
+        raise error
     if report is not None:
         report.update(cleanup)
         report["calibration_samples"] = 0 if dataset is None else len(dataset)
