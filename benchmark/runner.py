@@ -340,7 +340,16 @@ class Runner:
             if group:
                 self._run_group(inputs, first, group, ids, finish)
         bar.close()
+        self._remove_stale_states()
         return read_records(self.records_path)
+
+    def _remove_stale_states(self) -> None:
+        """A run killed between a group's last record and its clean-up leaves a state file behind."""
+        states = self.out_dir / "states"
+        if states.is_dir():
+            for leftover in states.iterdir():
+                leftover.unlink()
+            states.rmdir()
 
     def _state_file(self, inputs: RunInputs, first: Step) -> Path:
         hp = first.hyperparameters(inputs.family)

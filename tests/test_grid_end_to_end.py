@@ -21,7 +21,7 @@ CRITERIA = {
 }
 
 
-def run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 2700) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=timeout, env=env)
 
