@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 import random
 import traceback
@@ -201,10 +202,11 @@ class Runner:
             raise StepFailed(f"{step.label}: {exc}") from exc
         if dtype != inputs.dtype:
             model = model.to(dtype)
+        context = self._context(inputs, step, hp, dtype)
         seed_everything(inputs.profile.seed)
         with measure() as usage:
             try:
-                model = intervention.apply(model, inputs.tokenizer, self._context(inputs, step, hp, dtype))
+                model = intervention.apply(model, inputs.tokenizer, context)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except torch.OutOfMemoryError as exc:
@@ -218,7 +220,7 @@ class Runner:
         budget = sub.spec.resources.time_budget_s
         if usage.seconds > budget:
             raise StepFailed(f"{step.label}: ran {usage.seconds:.0f} s, over its time budget of {budget:.0f} s")
-        weight_bits = intervention.weight_bits(self._context(inputs, step, hp, dtype))
+        weight_bits = intervention.weight_bits(context)
         entry = {
             "label": step.label,
             "seconds": round(usage.seconds, 3),
@@ -326,7 +328,7 @@ class Runner:
         self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded, {len(todo)} to run")
         bar = tqdm(total=len(todo), desc="grid", unit="cell")
 
-        def finish(cell: Cell, **kwargs) -> None:
+        def finish(cell: Cell) -> None:
             bar.set_postfix_str(cell.label[:60])
             bar.update(1)
 
@@ -417,14 +419,10 @@ def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, default=str)
 
 
 def _entry_from_file(path: Path) -> dict | None:
-    import json
-
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as fh:
