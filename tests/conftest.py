@@ -20,7 +20,7 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real offline data. Its absence is an error, not a skip."""
-    path = Path(os.environ.get(ENV_DATA_DIR, SHARED_DATA))
+    path = Path(os.environ.get(ENV_DATA_DIR, SHARED_DATA)).resolve()
     if not (path / "PROVENANCE.md").exists():
         pytest.fail(f"real data not found at {path}: set ${ENV_DATA_DIR} to the shared data folder")
     os.environ[ENV_DATA_DIR] = str(path)

@@ -252,3 +252,18 @@ def test_wikitext_is_the_test_rows_joined_by_blank_lines(data_dir):
     assert text == "\n\n".join(rows)
     assert text.startswith("\n\n = Robert Boulter = \n")
     assert source.kind == "local" and source.revision.startswith("sha256:")
+
+
+def test_corpora_describe_keeps_the_corpus_name_and_hashes_local_files(data_dir):
+    """The record names the corpus (the stand-in), not the folder it was read from."""
+    from benchmark.data.corpora import STANDIN_NAME, load_calibration_corpus, load_forget_corpus, load_retain_corpus
+
+    forget = load_forget_corpus(8, 0, data_dir).describe()
+    assert forget["name"] == STANDIN_NAME
+    assert forget["n_texts"] == 8
+    assert forget["source"] == "local" and forget["location"].endswith("wmdp")
+    assert forget["revision"].startswith("sha256:") and len(forget["revision"]) == 7 + 64
+    for corpus in (load_retain_corpus(4, 0, data_dir), load_calibration_corpus(4, 0, data_dir)):
+        d = corpus.describe()
+        assert d["name"] == corpus.name and d["location"] != d["name"]
+        assert d["revision"].startswith("sha256:")

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.data.sources import DataSource, DataUnavailableError
+from benchmark.data.sources import DataSource, DataUnavailableError, file_sha256
 from benchmark.data.wmdp_split import is_standin_forget, render_question_as_text
 from benchmark.hub import hub_reachable
 from benchmark.paths import ENV_DATA_DIR, data_dir as resolve_data_dir
@@ -42,7 +42,15 @@ class Corpus:
     source: DataSource
 
     def describe(self) -> dict:
-        return {"name": self.name, "n_texts": len(self.texts), **self.source.describe()}
+        """Provenance for records: the corpus name stays ``name``; the origin is ``source``/``location``."""
+        origin = self.source.describe()
+        return {
+            "name": self.name,
+            "n_texts": len(self.texts),
+            "source": origin["source"],
+            "location": origin["name"],
+            "revision": origin["revision"],
+        }
 
 
 def _sample(texts: list[str], n: int | None, seed: int) -> tuple[str, ...]:
@@ -107,7 +115,7 @@ def load_forget_corpus(
             if is_standin_forget(it.question)
         ]
     log.info("forget corpus: offline stand-in from the forget half of the WMDP questions (%d texts)", len(texts))
-    return Corpus(STANDIN_NAME, _sample(texts, n, seed), DataSource("local", str(folder / "wmdp"), None))
+    return Corpus(STANDIN_NAME, _sample(texts, n, seed), DataSource("local", str(folder / "wmdp"), f"sha256:{file_sha256(folder / 'wmdp')}"))
 
 
 def _paragraphs(text: str, min_chars: int) -> list[str]:
@@ -129,7 +137,7 @@ def load_retain_corpus(n: int | None, seed: int, data_dir: str | Path | None = N
     raw = re.sub(r"</?doc[^>]*>", "\n", path.read_text(encoding="utf-8"))
     texts = _paragraphs(raw, min_chars=200)
     log.info("retain corpus: %s (%d paragraphs)", path, len(texts))
-    return Corpus("wikipedia-extract", _sample(texts, n, seed), DataSource("local", str(path), None))
+    return Corpus("wikipedia-extract", _sample(texts, n, seed), DataSource("local", str(path), f"sha256:{file_sha256(path)}"))
 
 
 def load_calibration_corpus(n: int | None, seed: int, data_dir: str | Path | None = None) -> Corpus:
@@ -148,4 +156,4 @@ def load_calibration_corpus(n: int | None, seed: int, data_dir: str | Path | Non
         raise DataUnavailableError(f"calibration corpus: {path} not found in the data directory")
     texts = [t for t in path.read_text(encoding="utf-8").split("\n") if len(t.strip()) >= 200]
     log.info("calibration corpus: %s (%d documents)", path, len(texts))
-    return Corpus("c4-local", _sample(texts, n, seed), DataSource("local", str(path), None))
+    return Corpus("c4-local", _sample(texts, n, seed), DataSource("local", str(path), f"sha256:{file_sha256(path)}"))
