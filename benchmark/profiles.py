@@ -31,7 +31,8 @@ class InterventionChoice(_Strict):
 
 class EvaluationSettings(_Strict):
     prompt_format: Literal["cloze", "lettered"] = "cloze"
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1)  # MCQ: most requests per batch
+    mcq_batch_tokens: int = Field(default=2048, ge=64)  # MCQ: most padded tokens per batch
     n_edits: int = Field(default=50, ge=1)
     zsre_batch_size: int = Field(default=16, ge=1)
     mmlu_n: int | None = Field(default=None, ge=1)  # None: every question

@@ -80,6 +80,7 @@ class EvaluationSuite:
                          "windows": settings.perplexity_windows},
             "prompt_format": settings.prompt_format,
             "batch_size": settings.batch_size,
+            "mcq_batch_tokens": settings.mcq_batch_tokens,
         }
         return cls(settings, edits, mcq, text, provenance)
 
@@ -106,7 +107,7 @@ class EvaluationSuite:
         items.update({k: [float(v) for v in zsre[k]] for k in ZSRE_KEYS})
         seconds["zsre"] = time.perf_counter() - t
         t = time.perf_counter()
-        mcq = evaluate_mcq(model, tokenizer, self.mcq, s.prompt_format, s.batch_size)
+        mcq = evaluate_mcq(model, tokenizer, self.mcq, s.prompt_format, s.batch_size, s.mcq_batch_tokens)
         items.update({k: [float(v) for v in vals] for k, vals in mcq.items()})
         seconds["mcq"] = time.perf_counter() - t
         t = time.perf_counter()

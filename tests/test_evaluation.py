@@ -116,6 +116,29 @@ def test_mcq_does_not_retie_an_untied_head(fresh_model, mcq_items):
     assert "tie_weights" not in vars(model)
 
 
+def test_mcq_batches_stay_within_the_token_budget(default_model, data_dir):
+    """Long WMDP-cyber questions get small batches, short ones big batches; never over budget."""
+    from benchmark.data.mcq import load_wmdp
+
+    model, tokenizer = default_model
+    cyber, _ = load_wmdp("cyber", data_dir)
+    by_length = sorted(cyber, key=lambda it: len(it.question))
+    items = by_length[:6] + by_length[-2:]  # six short questions and the two longest
+    shapes: list[tuple[int, int]] = []
+    handle = model.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    try:
+        result = evaluate_mcq(model, tokenizer, {"wmdp_cyber": items}, "cloze", batch_size=16, max_batch_tokens=1024)
+    finally:
+        handle.remove()
+    assert len(result["wmdp_cyber"]) == len(items)
+    # every request scored at most once (lm-eval shares one forward pass between requests
+    # that differ only in a final one-token continuation)
+    assert 3 * len(items) < sum(b for b, _ in shapes) <= 4 * len(items)
+    assert all(b * length <= 1024 or b == 1 for b, length in shapes), shapes
+    assert max(length for _, length in shapes) > 1024  # the long ones really were long, alone
+    assert max(b for b, _ in shapes) > 4  # and the short ones shared batches
+
+
 def test_mcq_rejects_unknown_format_and_empty_tasks(default_model, mcq_items):
     model, tokenizer = default_model
     with pytest.raises(ValueError, match="unknown prompt format 'mc2'"):
