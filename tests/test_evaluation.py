@@ -116,27 +116,81 @@ def test_mcq_does_not_retie_an_untied_head(fresh_model, mcq_items):
     assert "tie_weights" not in vars(model)
 
 
-def test_mcq_batches_stay_within_the_token_budget(default_model, data_dir):
-    """Long WMDP-cyber questions get small batches, short ones big batches; never over budget."""
+@pytest.fixture(scope="module")
+def cyber_short_and_long(data_dir):
     from benchmark.data.mcq import load_wmdp
 
-    model, tokenizer = default_model
     cyber, _ = load_wmdp("cyber", data_dir)
     by_length = sorted(cyber, key=lambda it: len(it.question))
-    items = by_length[:6] + by_length[-2:]  # six short questions and the two longest
+    return by_length[:6] + by_length[-2:]  # six short questions and the two longest
+
+
+def test_mcq_reads_each_question_once(default_model, cyber_short_and_long):
+    """One pass per question for all its choices; continuation batches within the token budget."""
+    model, tokenizer = default_model
+    items = cyber_short_and_long
     shapes: list[tuple[int, int]] = []
-    handle = model.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                             with_kwargs=True)
     try:
-        result = evaluate_mcq(model, tokenizer, {"wmdp_cyber": items}, "cloze", batch_size=16, max_batch_tokens=1024)
+        result = evaluate_mcq(model, tokenizer, {"wmdp_cyber": items}, "cloze", batch_size=16, max_batch_tokens=64)
     finally:
         handle.remove()
     assert len(result["wmdp_cyber"]) == len(items)
-    # every request scored at most once (lm-eval shares one forward pass between requests
-    # that differ only in a final one-token continuation)
-    assert 3 * len(items) < sum(b for b, _ in shapes) <= 4 * len(items)
-    assert all(b * length <= 1024 or b == 1 for b, length in shapes), shapes
-    assert max(length for _, length in shapes) > 1024  # the long ones really were long, alone
-    assert max(b for b, _ in shapes) > 4  # and the short ones shared batches
+    contexts = [s for s in shapes if s[0] == 1 and s[1] > 8]
+    assert len(contexts) == len(items)  # each question read once ...
+    assert max(length for _, length in contexts) > 2000  # ... the longest (~2,700 tokens) included
+    continuation_tokens = [b * length for b, length in shapes if (b, length) not in contexts]
+    assert continuation_tokens and max(continuation_tokens) <= 64
+
+
+def _requests(lm, items) -> list:
+    reqs = []
+    for it in items:
+        context = f"Question: {it.question.strip()}\nAnswer:"
+        for choice in it.choices:
+            ctx, cont = lm._encode_pair(context, f" {choice}")
+            reqs.append(((context, f" {choice}"), ctx, cont))
+    return reqs
+
+
+def _shared_and_stock(model, tokenizer, items, budget=2048, **lm_kwargs):
+    from lm_eval.models.huggingface import HFLM
+
+    from benchmark.evaluation.multiple_choice import _no_retying
+    from benchmark.evaluation.shared_prefix_lm import shared_prefix_lm_class
+
+    with _no_retying(model):
+        lm = shared_prefix_lm_class(budget)(pretrained=model, tokenizer=tokenizer, batch_size="auto", **lm_kwargs)
+    reqs = _requests(lm, items)
+    shared = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
+    stock = HFLM._loglikelihood_tokens(lm, reqs, disable_tqdm=True)
+    assert len(shared) == len(stock) == len(reqs)
+    return reqs, shared, stock
+
+
+def test_shared_prefix_log_likelihoods_equal_lm_evals_own(fresh_model, cyber_short_and_long, mcq_items):
+    """In float32 the shared-prefix sums equal lm-eval's stock path (batch 1) to rounding;
+    in bf16 they differ only by the rounding of differently shaped matmuls."""
+    model, tokenizer = fresh_model
+    items = cyber_short_and_long[:7] + mcq_items["mmlu"][:6]  # one ~2,700-token question
+    _, shared, stock = _shared_and_stock(model.float(), tokenizer, items, max_batch_size=1)
+    assert max(abs(a - b) for (a, _), (b, _) in zip(shared, stock)) < 2e-3
+    assert [g for _, g in shared] == [g for _, g in stock]
+
+
+def test_over_long_requests_take_lm_evals_truncating_path(default_model, mcq_items):
+    """Requests longer than the window are left-truncated by lm-eval itself, not by us."""
+    model, tokenizer = default_model
+    items = sorted(mcq_items["mmlu"], key=lambda it: len(it.question))[:2] + mcq_items["mmlu"][:2]
+    reqs, shared, stock = _shared_and_stock(model, tokenizer, items, budget=256, max_batch_size=4, max_length=40)
+    lengths = [len(c) + len(t) for _, c, t in reqs]
+    assert min(lengths) <= 41 < max(lengths)  # both paths are taken
+    for (a, _), (b, _), n in zip(shared, stock, lengths):
+        if n > 41:  # truncated: lm-eval's own code on both sides, identical batches of one length
+            assert a == b
+        else:
+            assert a == pytest.approx(b, abs=0.5)
 
 
 def test_mcq_rejects_unknown_format_and_empty_tasks(default_model, mcq_items):

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from benchmark.data.mcq import McqItem
+from benchmark.evaluation.shared_prefix_lm import shared_prefix_lm_class
 
 __all__ = ["PROMPT_FORMATS", "evaluate_mcq", "task_config"]
 
@@ -136,39 +137,6 @@ def _no_retying(model: torch.nn.Module) -> Iterator[None]:
             del model.tie_weights
 
 
-def _token_budget_lm(max_batch_tokens: int):
-    """HFLM whose batches hold at most ``max_batch_tokens`` padded tokens (and at least one request).
-
-    lm-eval batches a fixed number of requests, sorted longest first, and takes a float32
-    log-softmax over every position of the batch. WMDP-cyber questions run to ~2,750
-    tokens, so a fixed batch of 8-16 of them needs 5-9 GB on CPU for that one tensor,
-    while the median question is ~160 tokens. lm-eval's own adaptive batching
-    (``batch_size="auto"``) probes for out-of-memory errors, which only works on CUDA;
-    this subclass plugs a deterministic token budget into the same hook instead
-    (``_batch_scheduler``), so the batches, and hence the scores, depend only on the
-    items and the budget.
-    """
-    from lm_eval.models.huggingface import HFLM
-
-    class TokenBudgetHFLM(HFLM):
-        _next_start = 0
-        _current = 1
-
-        def _batch_scheduler(self, pos: int, n_reordered_requests: Sequence[Any]) -> int:
-            # lm-eval asks for every position in order; a batch's size is fixed by its
-            # first (longest) request, the padded length of the whole batch
-            if pos == 0:
-                self._next_start = 0
-            if pos == self._next_start:
-                _, context, continuation = n_reordered_requests[pos]
-                padded = min(len(context) + len(continuation), self.max_length + 1)
-                self._current = max(1, min(self.max_batch_size, max_batch_tokens // padded))
-                self._next_start = pos + self._current
-            return self._current
-
-    return TokenBudgetHFLM
-
-
 def evaluate_mcq(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -186,8 +154,10 @@ def evaluate_mcq(
         batch_size: the most requests in one batch. Scores can still move slightly with
             the batching (padded bf16 matmuls), so keep it and ``max_batch_tokens`` fixed
             for a grid and record them.
-        max_batch_tokens: the most padded tokens in one batch (see :func:`_token_budget_lm`);
-            bounds memory at about ``max_batch_tokens * vocab * 6`` bytes.
+        max_batch_tokens: the most padded tokens in one batch of continuations (and of
+            lm-eval's own path for over-long requests); bounds the float32 log-probs at
+            about ``max_batch_tokens * vocab * 4`` bytes. Each question is read once for
+            all its choices (:mod:`benchmark.evaluation.shared_prefix_lm`).
     """
     from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager
@@ -214,7 +184,7 @@ def evaluate_mcq(
         # log-softmax in float32: in bf16 the per-choice sums are rounded to ~0.1 nats, so
         # choices tie often and the tie-break (first choice) then depends on the batch size
         with _no_retying(model):
-            lm = _token_budget_lm(max_batch_tokens)(
+            lm = shared_prefix_lm_class(max_batch_tokens)(
                 pretrained=model, tokenizer=tokenizer, batch_size="auto", max_batch_size=batch_size,
                 softmax_dtype=torch.float32,
             )
