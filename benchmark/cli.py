@@ -201,6 +201,92 @@ def list_(
             typer.echo(f"  {name:<12} {prof.model}  {' '.join(prof.description.split())[:80]}")
 
 
+STORE_HELP = (
+    "Results store: a folder (the local store; run folders with records.jsonl below it are read too) or "
+    "hf://datasets/OWNER/NAME or hf://datasets/OWNER/NAME@BRANCH (a Hugging Face dataset repository; "
+    "token from $HF_TOKEN or `hf auth login`). Default: $COMPOSE_BENCH_STORE."
+)
+
+
+@app.command()
+def publish(
+    run_folder: Path = typer.Argument(..., help="A run folder holding records.jsonl (or the records.jsonl file itself)."),
+    store: str = typer.Option(..., "--store", "-s", envvar="COMPOSE_BENCH_STORE", help=STORE_HELP),
+    submission: list[Path] = typer.Option(
+        [], "--submission", help="Submission folder whose authors, link and licence to publish too (repeatable; "
+        "the baselines' are always included)."),
+    create: bool = typer.Option(False, "--create", help="Create the Hub dataset repository if it does not exist."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the recomputed metrics' CIs."),
+    confidence: float = typer.Option(0.95, "--confidence"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Publish a run's records to a results store, with metrics recomputed from everything stored.
+
+    One file per record, keyed by profile, model, harness version and cell id.
+
+    The metrics of every (model, profile) that gains a record are recomputed from all its stored records.
+
+    Publishing the same records again writes nothing.
+
+    On the Hub, a publish is one commit checked against its parent; if another publisher got in first, it re-reads and retries, so no record is lost.
+    """
+    _setup(verbose)
+    from benchmark.paths import baselines_dir
+    from benchmark.records import RecordsError, read_records
+    from benchmark.stores import StoreError, open_store
+    from benchmark.stores.metadata import metadata_from_folders, names_in
+
+    if not run_folder.exists():
+        _die(f"{run_folder}: no such file or folder")
+    try:
+        records = read_records(run_folder)
+    except RecordsError as exc:
+        _die(str(exc))
+    if not records:
+        _die(f"{run_folder}: no records to publish")
+    metadata = metadata_from_folders([*submission, baselines_dir()])
+    used = names_in(records)
+    try:
+        target = open_store(store, create=create)
+        report = target.publish(records, {n: m for n, m in metadata.items() if n in used},
+                                n_bootstrap=bootstrap, confidence=confidence)
+    except StoreError as exc:
+        _die(str(exc))
+    typer.echo(report.summary())
+
+
+@app.command()
+def leaderboard(
+    store: str = typer.Option("runs", "--store", "-s", envvar="COMPOSE_BENCH_STORE", help=STORE_HELP),
+    port: int = typer.Option(7860, "--port", "-p", help="TCP port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default serves this machine only."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in a browser."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Serve the leaderboard (a Gradio app) on http://127.0.0.1:PORT over a results store.
+
+    Views: Ranking, Pair matrices, Intervention detail, Compression curves and About, each filtered by model and profile.
+
+    `--store runs` (the default) shows every local run under runs/; `--store hf://datasets/OWNER/NAME` a published repository.
+    """
+    _setup(verbose)
+    from benchmark.paths import baselines_dir
+    from benchmark.stores import StoreError, open_store
+
+    try:
+        from leaderboard.app import BoardSource, serve
+    except ImportError as exc:
+        _die(f"the leaderboard needs its extra ({exc.name} is missing): pip install -e '.[leaderboard]'")
+    try:
+        source = BoardSource(open_store(store, metadata_folders=[baselines_dir()]))
+    except StoreError as exc:
+        _die(str(exc))
+    if not source.board.records:
+        typer.secho(f"warning: {source.board.description} holds no records yet", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"serving {source.board.description} on http://{host}:{port} (Ctrl+C stops)")
+    serve(source, host=host, port=port, open_browser=open_browser, quiet=not verbose)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -1,0 +1,242 @@
+"""The Gradio app: five views over one results store, each filtered by model and profile.
+
+Plain Gradio 6 components only (Dataframe, Plot, Dropdown, Markdown, JSON);
+``gradio_leaderboard`` needs Gradio < 6. The board is read from the store once at start
+and again on "Reload"; every control triggers one function that recomputes the
+views it affects from the (cached) filtered board. User events are ``.input`` (not
+``.change``) so that updating a dropdown's choices from code does not recompute twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+
+from benchmark.stores import Snapshot
+from leaderboard import about, curves, detail, matrices, ranking
+from leaderboard.data import HEADLINE_CRITERIA, Board, build_board
+from leaderboard.safe import md
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+TITLE = "Composable Interventions Leaderboard"
+INTRO = (
+    "How knowledge editing, unlearning and compression **compose** when applied to one language model "
+    "one after another, in both orders: Order-free Error (lower is better) and Order Sensitivity "
+    "(how much the order matters), with paired-bootstrap 95% confidence intervals. See **About** for "
+    "the definitions, the protocol and how to submit."
+)
+
+
+class BoardSource:
+    """The store and the board last read from it; filtered boards are cached per read."""
+
+    def __init__(self, store: Any = None, snapshot: Snapshot | None = None) -> None:
+        if store is None and snapshot is None:
+            raise ValueError("give a store or a snapshot")
+        self.store = store
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.board = build_board(snapshot if snapshot is not None else store.read())
+
+    def reload(self) -> None:
+        """Read the store again (no-op for a fixed snapshot)."""
+        if self.store is None:
+            return
+        board = build_board(self.store.read())
+        with self._lock:
+            self.board, self.generation = board, self.generation + 1
+
+    def select(self, model: str | None, profile: str | None) -> Board:
+        return _select(self, self.generation, model, profile)
+
+    def defaults(self, model: str | None = None, profile: str | None = None) -> tuple[str | None, str | None]:
+        """A valid (model, profile): the given ones when they exist, else the largest group."""
+        models = self.board.models()
+        model = model if model in models else (models[0] if models else None)
+        profiles = self.board.profiles(model)
+        profile = profile if profile in profiles else (profiles[0] if profiles else None)
+        return model, profile
+
+
+@lru_cache(maxsize=64)
+def _select(source: BoardSource, generation: int, model: str | None, profile: str | None) -> Board:
+    return source.board.select(model, profile)
+
+
+def _datatypes(df: pd.DataFrame) -> list[str]:
+    """``number`` for numeric columns (so they sort as numbers), ``str`` (shown as text) for the rest."""
+    return ["number" if pd.api.types.is_numeric_dtype(df[c]) else "str" for c in df.columns]
+
+
+def _pick(value: Any, choices: list, fallback: Any = None) -> Any:
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    if value in values:
+        return value
+    if fallback in values:
+        return fallback
+    return values[0] if values else None
+
+
+def build_app(source: BoardSource):
+    """The Gradio Blocks of the leaderboard over ``source``."""
+    import gradio as gr
+
+    def table(df: pd.DataFrame, **kwargs: Any):
+        return gr.Dataframe(value=df, datatype=_datatypes(df) if not df.empty else "str", **kwargs)
+
+    def status_text(board: Board) -> str:
+        return f"Store: {md(board.description)} · {len(board.records)} record(s) in this selection"
+
+    # ---------------------------------------------------------------- view functions
+
+    def ranking_view(model, profile, criteria):
+        board = source.select(model, profile)
+        return table(ranking.ranking_table(board, criteria or []))
+
+    def matrices_view(model, profile, criterion):
+        board = source.select(model, profile)
+        choices = board.criteria_with_scores()
+        criterion = _pick(criterion, choices, "edit_success")
+        return (gr.Dropdown(choices=choices, value=criterion),
+                matrices.heatmap_figure(board, criterion or "", "order_free_error"),
+                matrices.heatmap_figure(board, criterion or "", "order_sensitivity"))
+
+    def detail_view(model, profile, name, criteria):
+        board = source.select(model, profile)
+        names = board.names()
+        name = _pick(name, names)
+        criteria = criteria or []
+        records = detail.record_choices(board, name) if name else []
+        chosen = next((c for _, c in records if board.cells.set_index("cell_id").loc[c, "n_steps"] == 2), None) \
+            if records else None
+        return (
+            gr.Dropdown(choices=names, value=name),
+            detail.header_markdown(board, name) if name else "_No intervention in this selection._",
+            table(detail.orders_table(board, name, criteria) if name else pd.DataFrame()),
+            table(detail.pairs_table(board, name, criteria) if name else pd.DataFrame()),
+            table(detail.provenance_table(board, name) if name else pd.DataFrame()),
+            gr.Dropdown(choices=records, value=chosen),
+            detail.record_details(board, chosen),
+        )
+
+    def record_view(model, profile, cell_id):
+        return detail.record_details(source.select(model, profile), cell_id)
+
+    def curves_view(model, profile, pair, criterion, axis):
+        board = source.select(model, profile)
+        pairs = curves.curve_pairs(board)
+        pair = _pick(pair, pairs)
+        choices = board.criteria_with_scores()
+        criterion = _pick(criterion, choices, "edit_success")
+        figure = curves.curve_figure(board, pair or "", criterion or "", axis or "level")
+        return gr.Dropdown(choices=pairs, value=pair), gr.Dropdown(choices=choices, value=criterion), figure
+
+    def all_views(model, profile, criteria, matrix_criterion, name, pair, curve_criterion, axis):
+        model, profile = source.defaults(model, profile)
+        board = source.select(model, profile)
+        return (
+            gr.Dropdown(choices=source.board.models(), value=model),
+            gr.Dropdown(choices=source.board.profiles(model), value=profile),
+            status_text(board),
+            ranking_view(model, profile, criteria),
+            *matrices_view(model, profile, matrix_criterion),
+            *detail_view(model, profile, name, criteria),
+            *curves_view(model, profile, pair, curve_criterion, axis),
+            about.about_markdown(board),
+        )
+
+    def reload(*args):
+        source.reload()
+        return all_views(*args)
+
+    # ---------------------------------------------------------------- layout
+
+    model0, profile0 = source.defaults()
+    board0 = source.select(model0, profile0)
+    criteria_choices = list(source.board.criteria)
+    headline = [c for c in HEADLINE_CRITERIA if c in criteria_choices]
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {TITLE}\n\n{INTRO}")
+        with gr.Row():
+            model_dd = gr.Dropdown(label="Model", choices=source.board.models(), value=model0, elem_id="filter-model")
+            profile_dd = gr.Dropdown(label="Profile", choices=source.board.profiles(model0), value=profile0,
+                                     elem_id="filter-profile")
+            reload_btn = gr.Button("Reload from the store", scale=0)
+        status_md = gr.Markdown(status_text(board0), elem_id="status")
+        criteria_cb = gr.CheckboxGroup(label="Criteria shown in the Ranking and the Intervention detail",
+                                       choices=criteria_choices, value=headline, elem_id="criteria")
+        with gr.Tabs():
+            with gr.Tab("Ranking", id="ranking"):
+                gr.Markdown("One row per intervention: mean Order-free Error (**OFE**, lower is better) and Order "
+                            "Sensitivity (**OS**) per criterion against each other category. Click a header to sort; "
+                            "search filters rows.")
+                ranking_df = table(ranking.ranking_table(board0, headline), interactive=False,
+                                   show_search="search", elem_id="ranking-table", max_height=600)
+            with gr.Tab("Pair matrices", id="matrices"):
+                matrix_dd = gr.Dropdown(label="Criterion", elem_id="matrix-criterion")
+                gr.Markdown("Symmetric in the pair; `*` marks an order effect beyond evaluation noise (95% paired "
+                            "bootstrap). Hover a cell for its confidence interval and both orders' scores.")
+                with gr.Row():
+                    ofe_plot = gr.Plot(label="Order-free Error", elem_id="ofe-heatmap")
+                    os_plot = gr.Plot(label="Order Sensitivity", elem_id="os-heatmap")
+            with gr.Tab("Intervention detail", id="detail"):
+                name_dd = gr.Dropdown(label="Intervention", elem_id="detail-intervention")
+                header_md = gr.Markdown(elem_id="detail-header")
+                gr.Markdown("#### Every evaluated model involving it (both orders of every pair)")
+                orders_df = table(pd.DataFrame(), interactive=False, elem_id="detail-orders")
+                gr.Markdown("#### Composability with each partner")
+                pairs_df = table(pd.DataFrame(), interactive=False, show_search="search", elem_id="detail-pairs")
+                gr.Markdown("#### Provenance of each record")
+                prov_df = table(pd.DataFrame(), interactive=False, elem_id="detail-provenance")
+                record_dd = gr.Dropdown(label="Full provenance of one record", elem_id="detail-record")
+                record_json = gr.JSON(elem_id="detail-record-json")
+            with gr.Tab("Compression curves", id="curves"):
+                with gr.Row():
+                    pair_dd = gr.Dropdown(label="Pair (intervention × compressor)", elem_id="curve-pair")
+                    curve_crit_dd = gr.Dropdown(label="Criterion", elem_id="curve-criterion")
+                    axis_radio = gr.Radio(label="x axis", choices=[(v, k) for k, v in curves.X_AXES.items()],
+                                          value="level", elem_id="curve-axis")
+                curve_plot = gr.Plot(label="Criterion against compression level", elem_id="curve-plot")
+                gr.Markdown("Each point is one evaluated model of the grid; a grid with one level gives one point "
+                            "per order. Dotted: the compressor alone; diamond: the other intervention alone, "
+                            "uncompressed.")
+            with gr.Tab("About", id="about"):
+                about_md = gr.Markdown(about.about_markdown(board0), elem_id="about")
+
+        # ---------------------------------------------------------------- events
+
+        filters = [model_dd, profile_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio]
+        everything = [model_dd, profile_dd, status_md, ranking_df, matrix_dd, ofe_plot, os_plot,
+                      name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json,
+                      pair_dd, curve_crit_dd, curve_plot, about_md]
+        gr.on([model_dd.input, profile_dd.input], all_views, inputs=filters, outputs=everything)
+        reload_btn.click(reload, inputs=filters, outputs=everything)
+        demo.load(all_views, inputs=filters, outputs=everything)
+        criteria_cb.input(
+            lambda m, p, c, n: (ranking_view(m, p, c), *detail_view(m, p, n, c)),
+            inputs=[model_dd, profile_dd, criteria_cb, name_dd],
+            outputs=[ranking_df, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
+        )
+        matrix_dd.input(matrices_view, inputs=[model_dd, profile_dd, matrix_dd], outputs=[matrix_dd, ofe_plot, os_plot])
+        name_dd.input(detail_view, inputs=[model_dd, profile_dd, name_dd, criteria_cb],
+                      outputs=[name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json])
+        record_dd.input(record_view, inputs=[model_dd, profile_dd, record_dd], outputs=record_json)
+        gr.on([pair_dd.input, curve_crit_dd.input, axis_radio.input], curves_view,
+              inputs=[model_dd, profile_dd, pair_dd, curve_crit_dd, axis_radio],
+              outputs=[pair_dd, curve_crit_dd, curve_plot])
+    return demo
+
+
+def serve(source: BoardSource, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
+          quiet: bool = False) -> None:
+    """Serve the app over ``source`` until interrupted: on ``host`` only, never through a share tunnel."""
+    demo = build_app(source)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser, show_error=True,
+                ssr_mode=False, quiet=quiet)

@@ -1,0 +1,212 @@
+"""A store snapshot as the tables every view reads, filtered by model and profile.
+
+The views never touch raw records: they read a :class:`Board`, which holds the
+successful two-step cells of one (model, profile) with their interventions resolved
+to names, categories and levels, plus the composability rows of the same group.
+Filtering happens here once so that every view shows the same subset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping
+
+import pandas as pd
+
+from benchmark.metrics import Criterion, load_criteria
+from benchmark.stores import Snapshot
+
+HEADLINE_CRITERIA = ("edit_success", "generalization", "locality", "wmdp", "mmlu", "perplexity")
+"""The criteria shown by default: the paper's (token-set F1 for zsRE), plus perplexity."""
+
+CATEGORY_ORDER = ("editing", "unlearning", "compression", "multi")
+ARROW = " → "
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One intervention at one level, as it appears in records (its ``label``)."""
+
+    label: str
+    name: str
+    category: str
+    level: Mapping[str, Any] | None = None
+
+    @property
+    def level_parameter(self) -> str | None:
+        return next(iter(self.level), None) if self.level else None
+
+    @property
+    def level_value(self) -> float | None:
+        if not self.level:
+            return None
+        value = next(iter(self.level.values()))
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def _steps(record: Mapping[str, Any]) -> list[Intervention]:
+    out = []
+    for step in record.get("sequence") or []:
+        label = str(step.get("label") or step.get("name"))
+        level = step.get("level") if isinstance(step.get("level"), dict) else None
+        out.append(Intervention(label, str(step.get("name") or label), str(step.get("category") or "?"), level))
+    return out
+
+
+def order_label(steps: list[Intervention], record: Mapping[str, Any]) -> str:
+    """``a → b`` (plus the re-applied compressor, if any): how the views name an order."""
+    text = ARROW.join(s.label for s in steps) if steps else "base model"
+    again = record.get("recompressed_with")
+    return f"{text}{ARROW}{again} (re-applied)" if again else text
+
+
+def fmt(value: Any, digits: int = 3) -> float | None:
+    """A rounded float for a table cell, or None for missing / non-finite values."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(value, digits) if math.isfinite(value) else None
+
+
+@dataclass
+class Board:
+    """Records and metrics of one (model, profile), or of the whole store when unfiltered."""
+
+    records: list[dict]
+    metrics: pd.DataFrame
+    interventions_meta: dict[str, dict]
+    criteria: dict[str, Criterion]
+    description: str = ""
+    metrics_origin: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ filters
+
+    @cached_property
+    def groups(self) -> pd.DataFrame:
+        """(model_id, profile, records) of every group, the largest first."""
+        rows = [((r.get("provenance") or {}).get("model_id"), (r.get("provenance") or {}).get("profile")) for r in self.records]
+        df = pd.DataFrame(rows, columns=["model_id", "profile"]).astype(str)
+        counts = df.value_counts().rename("records").reset_index()
+        return counts.sort_values(["records", "model_id", "profile"], ascending=[False, True, True], ignore_index=True)
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(self.groups["model_id"]))
+
+    def profiles(self, model_id: str | None) -> list[str]:
+        return list(dict.fromkeys(self.groups.loc[self.groups["model_id"] == str(model_id), "profile"]))
+
+    def select(self, model_id: str | None, profile: str | None) -> "Board":
+        """The board of one model and profile (an empty board when there is no such group)."""
+
+        def keep(record: dict) -> bool:
+            prov = record.get("provenance") or {}
+            return str(prov.get("model_id")) == str(model_id) and str(prov.get("profile")) == str(profile)
+
+        metrics = self.metrics
+        if not metrics.empty:
+            metrics = metrics[(metrics["model_id"].astype(str) == str(model_id)) & (metrics["profile"].astype(str) == str(profile))]
+        return Board(
+            [r for r in self.records if keep(r)],
+            metrics.reset_index(drop=True),
+            self.interventions_meta,
+            self.criteria,
+            self.description,
+            self.metrics_origin,
+        )
+
+    # ------------------------------------------------------------------ tables
+
+    @cached_property
+    def ok_records(self) -> list[dict]:
+        return [r for r in self.records if r.get("status") == "ok"]
+
+    @cached_property
+    def interventions(self) -> dict[str, Intervention]:
+        """Every intervention label applied in this board's records."""
+        out: dict[str, Intervention] = {}
+        for record in self.records:
+            for step in _steps(record):
+                out.setdefault(step.label, step)
+        return out
+
+    def names(self) -> list[str]:
+        """Intervention names, by category then name."""
+        by_name = {i.name: i.category for i in self.interventions.values()}
+        rank = {c: n for n, c in enumerate(CATEGORY_ORDER)}
+        return sorted(by_name, key=lambda n: (rank.get(by_name[n], len(rank)), n))
+
+    def category_of(self, name: str) -> str:
+        return next((i.category for i in self.interventions.values() if i.name == name), "?")
+
+    def labels_of(self, name: str) -> list[str]:
+        return sorted((i.label for i in self.interventions.values() if i.name == name), key=lambda l: (
+            self.interventions[l].level_value if self.interventions[l].level_value is not None else -1, l))
+
+    @cached_property
+    def cells(self) -> pd.DataFrame:
+        """One row per record: ids, status, its steps and every score (columns ``score:<criterion>``)."""
+        rows = []
+        for record in self.records:
+            steps = _steps(record)
+            prov = record.get("provenance") or {}
+            row = {
+                "cell_id": record.get("cell_id"),
+                "status": record.get("status"),
+                "error": record.get("error"),
+                "order": order_label(steps, record),
+                "n_steps": len(steps),
+                "first": steps[0].label if steps else None,
+                "second": steps[1].label if len(steps) > 1 else None,
+                "first_name": steps[0].name if steps else None,
+                "second_name": steps[1].name if len(steps) > 1 else None,
+                "recompressed_with": record.get("recompressed_with"),
+                "finished_at": record.get("finished_at"),
+                "model_id": prov.get("model_id"),
+                "profile": prov.get("profile"),
+            }
+            for key, value in (record.get("scores") or {}).items():
+                row[f"score:{key}"] = fmt(value, 6)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def record(self, cell_id: str) -> dict | None:
+        return next((r for r in self.records if r.get("cell_id") == cell_id), None)
+
+    def criteria_with_scores(self) -> list[str]:
+        """Criteria present in the metrics (or, without pairs, in the scores), in criteria.yaml order."""
+        present = set(self.metrics["criterion"]) if not self.metrics.empty else {
+            c.removeprefix("score:") for c in self.cells.columns if c.startswith("score:")}
+        return [k for k in self.criteria if k in present]
+
+
+META_FROM_RECORDS = ("name", "category", "authors", "link", "license")
+
+
+def metadata_with_records(snapshot: Snapshot) -> dict[str, dict]:
+    """The store's intervention metadata, completed from the records' own sequence entries.
+
+    Records carry the authors, link and licence of each intervention they applied; the
+    newest record describing a name is used where the store holds no metadata for it.
+    """
+    meta = {name: dict(m) for name, m in snapshot.interventions.items()}
+    for record in reversed(snapshot.records):
+        for step in record.get("sequence") or []:
+            name = step.get("name")
+            if name and name not in meta and any(step.get(k) for k in ("authors", "link", "license")):
+                meta[str(name)] = {k: step.get(k) for k in META_FROM_RECORDS}
+    return meta
+
+
+def build_board(snapshot: Snapshot, criteria: dict[str, Criterion] | None = None) -> Board:
+    """The unfiltered board of a store snapshot."""
+    return Board(
+        records=list(snapshot.records),
+        metrics=snapshot.metrics.reset_index(drop=True),
+        interventions_meta=metadata_with_records(snapshot),
+        criteria=dict(criteria) if criteria is not None else load_criteria(),
+        description=snapshot.description,
+        metrics_origin=dict(snapshot.metrics_origin),
+    )

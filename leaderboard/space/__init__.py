@@ -1,0 +1,1 @@
+"""What a Hugging Face Space needs to host the leaderboard (see :mod:`.bundle`)."""
