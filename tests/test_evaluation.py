@@ -126,22 +126,28 @@ def cyber_short_and_long(data_dir):
 
 
 def test_mcq_reads_each_question_once(default_model, cyber_short_and_long):
-    """One pass per question for all its choices; continuation batches within the token budget."""
+    """One pass per question for all its choices; batches within the token budget."""
     model, tokenizer = default_model
     items = cyber_short_and_long
-    shapes: list[tuple[int, int]] = []
-    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
-                                             with_kwargs=True)
+    calls: list[tuple[int, int, bool]] = []  # batch, length, continuation pass (on a cache)?
+
+    def record(module, args, kwargs):
+        batch, length = kwargs["input_ids"].shape
+        calls.append((batch, length, kwargs.get("past_key_values") is not None))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
         result = evaluate_mcq(model, tokenizer, {"wmdp_cyber": items}, "cloze", batch_size=16, max_batch_tokens=64)
     finally:
         handle.remove()
     assert len(result["wmdp_cyber"]) == len(items)
-    contexts = [s for s in shapes if s[0] == 1 and s[1] > 8]
-    assert len(contexts) == len(items)  # each question read once ...
-    assert max(length for _, length in contexts) > 2000  # ... the longest (~2,700 tokens) included
-    continuation_tokens = [b * length for b, length in shapes if (b, length) not in contexts]
-    assert continuation_tokens and max(continuation_tokens) <= 64
+    contexts = [(b, n) for b, n, on_cache in calls if not on_cache]
+    assert sum(b for b, _ in contexts) == len(items)  # each question read once ...
+    assert max(n for _, n in contexts) > 2000  # ... the longest (~2,700 tokens) alone
+    assert any(b > 1 for b, _ in contexts)  # short questions share a batch
+    assert all(b * n <= 64 or b == 1 for b, n in contexts)
+    continuations = [b * n for b, n, on_cache in calls if on_cache]
+    assert continuations and max(continuations) <= 64
 
 
 def _requests(lm, items) -> list:

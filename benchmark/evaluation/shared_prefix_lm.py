@@ -11,10 +11,11 @@ through lm-eval's own extension point (``_loglikelihood_tokens``), and leaves ta
 prompts, metrics and aggregation to lm-eval:
 
 1. requests are grouped by their context tokens;
-2. the context runs once, keeping its key/value cache and its last-position logits
-   (which score every choice's first token);
-3. all continuations of the group run in one batch on that cache (right-padded, with
-   an attention mask), and only their positions go through the float32 log-softmax.
+2. contexts run once, several right-padded in one batch, keeping their key/value cache
+   and the logits at each context's last token (which score every choice's first token);
+3. the continuations run in one batch on the rows of that cache that belong to their
+   context (right-padded, with an attention mask), and only their positions go through
+   the float32 log-softmax.
 
 The result is the same sum of log-probabilities lm-eval computes (up to bf16 rounding
 of differently shaped matmuls, the same order of difference lm-eval's own padding
@@ -25,6 +26,7 @@ through lm-eval's own code path, batched by a token budget.
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -80,54 +82,75 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
                     groups[tuple(ctx)].append(i)
             # longest first: memory trouble shows at once, and the bar's estimate is an upper bound
             order = sorted(groups, key=len, reverse=True)
-            for context in tqdm(order, desc="Scoring choices (shared prefix)", disable=disable_tqdm or self.rank != 0):
-                members = groups[context]
-                scored = self._score_group(list(context), [requests[i][2] for i in members])
-                for i, res in zip(members, scored, strict=True):
-                    results[i] = res
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], res)
+            bar = tqdm(total=len(order), desc="Scoring choices (shared prefix)", disable=disable_tqdm or self.rank != 0)
+            for pack in _packs(order, [max(len(requests[i][2]) for i in groups[c]) for c in order],
+                               [len(groups[c]) for c in order], max_batch_tokens):
+                scored = self._score_pack([list(c) for c in pack], [[requests[i][2] for i in groups[c]] for c in pack])
+                for context, results_of_context in zip(pack, scored, strict=True):
+                    for i, res in zip(groups[context], results_of_context, strict=True):
+                        results[i] = res
+                        self.cache_hook.add_partial("loglikelihood", requests[i][0], res)
+                bar.update(len(pack))
+            bar.close()
             assert all(r is not None for r in results)
             return results  # type: ignore[return-value]
 
         @torch.no_grad()
-        def _score_group(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
-            """(sum of log-probabilities, greedy?) of each continuation after one shared context."""
-            model = self.model
-            ctx = torch.tensor([context], dtype=torch.long, device=self.device)
-            out = model(input_ids=ctx, use_cache=True, logits_to_keep=1)  # only the last position is scored
-            last = out.logits[:, -1:, :]  # scores every continuation's first token
-            width = max(len(c) for c in continuations)
-            results: list[tuple[float, bool]] = []
-            # all continuations at once unless that exceeds the token budget; then in slices
-            per_batch = max(1, min(len(continuations), max_batch_tokens // max(1, width)))
-            for start in range(0, len(continuations), per_batch):
-                chunk = continuations[start : start + per_batch]
-                n = len(chunk)
-                logits_first = last.expand(n, -1, -1)
+        def _score_pack(
+            self, contexts: list[list[int]], continuations: list[list[list[int]]]
+        ) -> list[list[tuple[float, bool]]]:
+            """(sum of log-probabilities, greedy?) of each continuation of each context.
+
+            The contexts run once, right-padded in one batch; the logits at each context's
+            last token score its continuations' first tokens. Then every continuation's
+            remaining tokens run in one batch on the key/value cache of its context (rows
+            picked out of the cache), masked so that padding is never attended to.
+            """
+            model, device, pad = self.model, self.device, _pad_id(self.tokenizer)
+            lengths = [len(c) for c in contexts]
+            width = max(len(c) for conts in continuations for c in conts)
+            ids = torch.full((len(contexts), max(lengths)), pad, dtype=torch.long, device=device)
+            context_mask = torch.zeros_like(ids)
+            for b, context in enumerate(contexts):
+                ids[b, : len(context)] = torch.tensor(context, device=device)
+                context_mask[b, : len(context)] = 1
+            last_positions = sorted(set(n - 1 for n in lengths))
+            out = model(input_ids=ids, attention_mask=context_mask, use_cache=True,
+                        logits_to_keep=torch.tensor(last_positions, device=device))  # only these are scored
+            first = torch.stack([out.logits[b, last_positions.index(n - 1)] for b, n in enumerate(lengths)])
+            rows = [(b, cont) for b, conts in enumerate(continuations) for cont in conts]
+            per_slice = max(1, max_batch_tokens // width)
+            flat: list[tuple[float, bool]] = []
+            for start in range(0, len(rows), per_slice):
+                chunk = rows[start : start + per_slice]
+                which = torch.tensor([b for b, _ in chunk], device=device)
+                logits = first[which].unsqueeze(1)
                 if width > 1:
-                    cache = _repeat_cache(out.past_key_values, n)
-                    tail = torch.full((n, width - 1), _pad_id(self.tokenizer), dtype=torch.long, device=self.device)
-                    mask = torch.zeros((n, len(context) + width - 1), dtype=torch.long, device=self.device)
-                    mask[:, : len(context)] = 1
-                    for row, cont in enumerate(chunk):
-                        if len(cont) > 1:
-                            tail[row, : len(cont) - 1] = torch.tensor(cont[:-1], device=self.device)
-                            mask[row, len(context) : len(context) + len(cont) - 1] = 1
-                    positions = torch.arange(len(context), len(context) + width - 1, device=self.device).expand(n, -1)
+                    cache = copy.deepcopy(out.past_key_values)
+                    cache.batch_select_indices(which)
+                    tail = torch.full((len(chunk), width - 1), pad, dtype=torch.long, device=device)
+                    tail_mask = torch.zeros_like(tail)
+                    positions = torch.zeros_like(tail)
+                    for row, (b, cont) in enumerate(chunk):
+                        tail[row, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long, device=device)
+                        tail_mask[row, : len(cont) - 1] = 1
+                        positions[row] = torch.arange(lengths[b], lengths[b] + width - 1, device=device)
                     rest = model(
-                        input_ids=tail, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+                        input_ids=tail, attention_mask=torch.cat([context_mask[which], tail_mask], dim=1),
+                        position_ids=positions, past_key_values=cache, use_cache=True,
                     ).logits
-                    logits = torch.cat([logits_first, rest], dim=1)
-                else:
-                    logits = logits_first
+                    logits = torch.cat([logits, rest], dim=1)
                 logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype or torch.float32)
-                for row, cont in enumerate(chunk):
+                for row, (_, cont) in enumerate(chunk):
                     lp = logprobs[row, : len(cont)]
                     target = torch.tensor(cont, dtype=torch.long, device=lp.device)
                     greedy = bool((lp.argmax(dim=-1) == target).all())
-                    total = float(lp.gather(1, target.unsqueeze(1)).sum())
-                    results.append((total, greedy))
-            return results
+                    flat.append((float(lp.gather(1, target.unsqueeze(1)).sum()), greedy))
+            grouped, k = [], 0
+            for conts in continuations:
+                grouped.append(flat[k : k + len(conts)])
+                k += len(conts)
+            return grouped
 
     return SharedPrefixHFLM
 
@@ -137,11 +160,30 @@ def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _repeat_cache(cache: Any, n: int) -> Any:
-    """A copy of a one-row key/value cache repeated ``n`` times along the batch."""
-    import copy
+def _packs(contexts: list, widths: list[int], counts: list[int], max_tokens: int, max_contexts: int = 16):
+    """Consecutive runs of the (longest-first) contexts that fit one batch.
 
-    repeated = copy.deepcopy(cache)
-    if n > 1:
-        repeated.batch_repeat_interleave(n)
-    return repeated
+    A pack's padded context tokens (its first context's length times its size) and its
+    continuation tokens (rows times the widest continuation) stay within ``max_tokens``;
+    a single context always forms a pack, however long. At most ``max_contexts`` contexts,
+    which bounds the logits kept at distinct last positions.
+    """
+    pack: list = []
+    longest = rows = widest = 0
+    for context, width, count in zip(contexts, widths, counts, strict=True):
+        if pack:
+            fits = (
+                len(pack) < max_contexts
+                and longest * (len(pack) + 1) <= max_tokens
+                and (rows + count) * max(widest, width) <= max_tokens
+            )
+            if not fits:
+                yield pack
+                pack, rows, widest = [], 0, 0
+        if not pack:
+            longest = len(context)
+        pack.append(context)
+        rows += count
+        widest = max(widest, width)
+    if pack:
+        yield pack
