@@ -17,9 +17,10 @@ MICRO_PROFILE = {
     "name": "micro",
     "description": "tiny grid for the resume test",
     "seed": 3,
-    "interventions": {"ft": {"hyperparameters": {"steps": 6}}, "ga": {"hyperparameters": {"steps": 4}}},
+    "interventions": {"ft": {"hyperparameters": {"steps": 4}},
+                      "ga": {"hyperparameters": {"steps": 3, "batch_size": 2, "max_len": 64}}},
     "evaluation": {
-        "n_edits": 3, "zsre_batch_size": 3, "mmlu_n": 8, "wmdp_n_per_subset": 2,
+        "n_edits": 2, "zsre_batch_size": 2, "mmlu_n": 8, "wmdp_n_per_subset": 2,
         "perplexity_seq_len": 128, "perplexity_windows": 2, "batch_size": 16, "mcq_batch_tokens": 1024,
     },
     "corpora": {"forget_n": 16, "retain_n": 16, "calibration_n": 4},
