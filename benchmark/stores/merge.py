@@ -14,7 +14,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
@@ -51,13 +51,15 @@ def cell_key(record: Mapping[str, Any]) -> tuple[Any, Any, str]:
     return model_id, profile, str(record["cell_id"])
 
 
-def best_by_cell(records: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, Any, str], Mapping[str, Any]]:
-    """The winning record of every cell (see :func:`replaces`), by :func:`cell_key`; objects kept as given."""
-    best: dict[tuple[Any, Any, str], Mapping[str, Any]] = {}
+def best_by_cell(
+    records: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], Any] = cell_key
+) -> dict[Any, Mapping[str, Any]]:
+    """The winning record (see :func:`replaces`) for every value of ``key`` (a cell by default); objects kept as given."""
+    best: dict[Any, Mapping[str, Any]] = {}
     for record in records:
-        key = cell_key(record)
-        if key not in best or replaces(best[key], record):
-            best[key] = record
+        k = key(record)
+        if k not in best or replaces(best[k], record):
+            best[k] = record
     return best
 
 

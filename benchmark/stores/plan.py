@@ -23,7 +23,14 @@ from benchmark.stores.layout import (
     metrics_paths,
     record_path,
 )
-from benchmark.stores.merge import DEFAULT_BOOTSTRAP, DEFAULT_CONFIDENCE, group_metrics, metrics_bytes, replaces
+from benchmark.stores.merge import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_CONFIDENCE,
+    best_by_cell,
+    group_metrics,
+    metrics_bytes,
+    replaces,
+)
 
 Loader = Callable[[list[str]], dict[str, bytes]]
 """Returns the stored bytes of the given paths (all of them)."""
@@ -101,11 +108,7 @@ def plan_publish(
     all of the group's records, stored and new.
     """
     plan = PublishPlan()
-    incoming: dict[str, Mapping[str, Any]] = {}
-    for record in records:
-        path = record_path(record)
-        if path not in incoming or replaces(incoming[path], record):
-            incoming[path] = record
+    incoming = best_by_cell(records, key=record_path)
     encoded = {path: encode_json(record) for path, record in incoming.items()}
     differing = [p for p, data in encoded.items() if p in existing and not content_matches(existing[p], data)]
     stored_versions = load(differing) if differing else {}
