@@ -174,8 +174,8 @@ def build_app(source: BoardSource):
         with gr.Tabs():
             with gr.Tab("Ranking", id="ranking"):
                 gr.Markdown("One row per intervention: mean Order-free Error (**OFE**, lower is better) and Order "
-                            "Sensitivity (**OS**) per criterion against each other category. Click a header to sort; "
-                            "search filters rows.")
+                            "Sensitivity (**OS**) per criterion against each other category. Sort from a column's ⋮ menu "
+                            "(click its header); the search box filters rows.")
                 ranking_df = table(ranking.ranking_table(board0, headline), interactive=False,
                                    show_search="search", elem_id="ranking-table", max_height=600)
             with gr.Tab("Pair matrices", id="matrices"):
