@@ -46,6 +46,18 @@ def _die(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _read_records_or_die(path: Path, what: str) -> list[dict]:
+    """The records at ``path`` (a records.jsonl or its folder), or exit with the one-line reason."""
+    from benchmark.records import RecordsError, read_records
+
+    if not path.exists():
+        _die(f"{path}: no such {what}")
+    try:
+        return read_records(path)
+    except RecordsError as exc:
+        _die(str(exc))
+
+
 @app.command()
 def run(
     profile: str = typer.Option("smoke", "--profile", "-p", help="Profile name in tasks/profiles/ or a path to a profile YAML."),
@@ -153,14 +165,8 @@ def metrics(
     """Recompute Order-free Error and Order Sensitivity (with CIs) from a records file."""
     _setup(False)
     from benchmark.metrics import compute_composability, write_composability
-    from benchmark.records import RecordsError, read_records
 
-    if not records.exists():
-        _die(f"{records}: no such file")
-    try:
-        recs = read_records(records)
-    except RecordsError as exc:
-        _die(str(exc))
+    recs = _read_records_or_die(records, "file")
     df = compute_composability(recs, n_bootstrap=bootstrap, seed=seed, confidence=confidence)
     out_dir = out or (records if records.is_dir() else records.parent)
     csv_path, json_path = write_composability(
@@ -232,16 +238,10 @@ def publish(
     """
     _setup(verbose)
     from benchmark.paths import baselines_dir
-    from benchmark.records import RecordsError, read_records
     from benchmark.stores import StoreError, open_store
     from benchmark.stores.metadata import metadata_from_folders, names_in
 
-    if not run_folder.exists():
-        _die(f"{run_folder}: no such file or folder")
-    try:
-        records = read_records(run_folder)
-    except RecordsError as exc:
-        _die(str(exc))
+    records = _read_records_or_die(run_folder, "file or folder")
     if not records:
         _die(f"{run_folder}: no records to publish")
     metadata = metadata_from_folders([*submission, baselines_dir()])

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from benchmark.toolkit.training import pad_token_id
+
 __all__ = ["shared_prefix_lm_class"]
 
 Request = tuple[tuple[str, str], list[int], list[int]]
@@ -106,7 +108,7 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
             remaining tokens run in one batch on the key/value cache of its context (rows
             picked out of the cache), masked so that padding is never attended to.
             """
-            model, device, pad = self.model, self.device, _pad_id(self.tokenizer)
+            model, device, pad = self.model, self.device, pad_token_id(self.tokenizer)
             lengths = [len(c) for c in contexts]
             width = max(len(c) for conts in continuations for c in conts)
             ids = torch.full((len(contexts), max(lengths)), pad, dtype=torch.long, device=device)
@@ -153,11 +155,6 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
             return grouped
 
     return SharedPrefixHFLM
-
-
-def _pad_id(tokenizer: Any) -> int:
-    """Any valid token id for padded positions (they are masked and never scored)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _packs(contexts: list, widths: list[int], counts: list[int], max_tokens: int, max_contexts: int = 16):

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.data.zsre import ZsreRecord
+from benchmark.toolkit.training import pad_token_id
 
 __all__ = ["locality_reference", "score_edits", "token_set_f1", "REFERENCE_FORMAT"]
 
@@ -75,13 +76,6 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token")
-    return int(pad)
-
-
 def _batches(order: list[int], batch_size: int, desc: str) -> Iterator[list[int]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -99,7 +93,7 @@ def _greedy(model, tokenizer, queries: Sequence[_Query], batch_size: int, desc: 
     Prompts are batched by length (fewer pad tokens), left-padded, with an attention
     mask and explicit position ids, so every row continues its own prompt.
     """
-    device, pad = _device(model), _pad_id(tokenizer)
+    device, pad = _device(model), pad_token_id(tokenizer)
     order = sorted(range(len(queries)), key=lambda i: (len(queries[i].prompt_ids), i))
     out: list[list[int]] = [[] for _ in queries]
     for batch in _batches(order, batch_size, desc):
@@ -140,7 +134,7 @@ def _teacher_forced_argmax(model, tokenizer, queries: Sequence[_Query], batch_si
 
     Right padding keeps every real token at its natural position.
     """
-    device, pad = _device(model), _pad_id(tokenizer)
+    device, pad = _device(model), pad_token_id(tokenizer)
     order = sorted(range(len(queries)), key=lambda i: (len(queries[i].prompt_ids) + len(queries[i].answer_ids), i))
     out: list[list[int]] = [[] for _ in queries]
     for batch in _batches(order, batch_size, desc):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "IGNORE_INDEX",
+    "pad_token_id",
     "seed_everything",
     "decoder_layers",
     "num_layers",
@@ -111,7 +112,8 @@ def num_layers(model: torch.nn.Module) -> int:
 # --------------------------------------------------------------------------- tokenization
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its EOS (padding is always masked)."""
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
@@ -196,7 +198,7 @@ def tokenize_prompt_target(
         if not p_ids:  # a target needs at least one token before it to be predicted
             raise ValueError(f"prompt {i} is empty")
         rows.append((p_ids + t_ids, [IGNORE_INDEX] * len(p_ids) + t_ids))
-    return _collate(rows, _pad_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
+    return _collate(rows, pad_token_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
 
 
 def tokenize_texts_for_lm(tokenizer: Any, texts: Sequence[str], max_len: int) -> Batch:
@@ -215,11 +217,11 @@ def tokenize_texts_for_lm(tokenizer: Any, texts: Sequence[str], max_len: int) ->
     for text in texts:
         ids = list(tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"])
         if not ids:
-            ids = [_pad_id(tokenizer)]
+            ids = [pad_token_id(tokenizer)]
             rows.append((ids, [IGNORE_INDEX]))
             continue
         rows.append((ids, list(ids)))
-    return _collate(rows, _pad_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
+    return _collate(rows, pad_token_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
 
 
 # --------------------------------------------------------------------------- losses
