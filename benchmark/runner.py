@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from benchmark.api import Category, EditRequest, InterventionContext
+from benchmark.isolation import StepJob, run_isolated
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
 from benchmark.models import ResolvedModel, load_model, model_family, parse_dtype, pick_device, resolve_model, weights_sha256
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
@@ -110,6 +111,7 @@ class Runner:
         device: str | None = None,
         retry_failed: bool = False,
         echo: Callable[[str], None] = print,
+        isolate: bool = True,
     ) -> None:
         self.profile = profile
         self.submissions = submissions
@@ -118,6 +120,7 @@ class Runner:
         self.model_id = model_id or profile.model
         self.device_name = device or profile.device
         self.retry_failed = retry_failed
+        self.isolate = isolate  # False: submissions run inside the harness (trusted code, debugging)
         self.echo = echo
         self.records_path = self.out_dir / RECORDS_FILE
         self.steps = steps_for(submissions, profile)
@@ -192,6 +195,8 @@ class Runner:
     # ---------------------------------------------------------------- steps
     def _apply(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
         """Apply one step to ``model``; returns the model it leaves and its timing entry."""
+        if self.isolate:
+            return self._apply_isolated(inputs, step, model)
         sub = step.submission
         hp = step.hyperparameters(inputs.family)
         want = sub.spec.resources.dtype
@@ -228,8 +233,40 @@ class Runner:
             "peak_cuda_mb": usage.peak_cuda_mb,
             "dtype": str(dtype).removeprefix("torch."),
             "weight_bits": weight_bits,
+            "isolation": {"process": False},
         }
         return model, entry
+
+    def _apply_isolated(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+        """Apply one step in a sandboxed child (benchmark.isolation); the harness never imports the code."""
+        sub = step.submission
+        hp = step.hyperparameters(inputs.family)
+        want = sub.spec.resources.dtype
+        dtype = parse_dtype(want) if want else inputs.dtype
+        job = StepJob(
+            submission=sub, context=self._context(inputs, step, hp, dtype), model_path=inputs.resolved.path,
+            model_dtype=str(inputs.dtype).removeprefix("torch."), apply_dtype=str(dtype).removeprefix("torch."),
+            device=str(inputs.device), threads=torch.get_num_threads(), label=step.label,
+        )
+        res = sub.spec.resources
+        outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
+        del model
+        if outcome.error is not None:
+            if outcome.log_tail:
+                log.info("output of %s ends: %s", step.label, outcome.log_tail)
+            raise StepFailed(outcome.error)
+        fresh = self._fresh(inputs, outcome.state)
+        entry = {
+            "label": step.label,
+            "seconds": outcome.seconds,
+            "peak_rss_mb": round(outcome.peak_rss_mb, 1),
+            "peak_cuda_mb": None,
+            "dtype": str(dtype).removeprefix("torch."),
+            "weight_bits": outcome.weight_bits,
+            "isolation": outcome.isolation,
+            "isolation_overhead_s": round(outcome.wall_s - (outcome.seconds or 0.0), 3),
+        }
+        return fresh, entry
 
     def _fresh(self, inputs: RunInputs, state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
         model = copy.deepcopy(inputs.base_model)
