@@ -563,3 +563,69 @@ def _child(job: StepJob, scratch: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
     return text[:500]
+
+
+# --------------------------------------------------------------------------- import check
+
+
+def check_import(folder: str | Path, timeout_s: float) -> tuple[str, str]:
+    """Import a submission's entry point and check its class in a fresh sandboxed process.
+
+    Returns ``(verdict, message)`` with verdict ``"ok"``, ``"import"`` (the entry point did
+    not import, or the process died or hung while importing) or ``"api"`` (the class does
+    not follow the API). The process is a child of the fork server (never imported the
+    submission: a fresh interpreter state) confined like a grid step; the harness never
+    imports the submission's code.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="compose-bench-import-"))
+    try:
+        proc = _context().Process(target=_import_main, args=(str(folder), str(scratch)), name="compose-bench:import")
+        _start_without_main(proc)
+        proc.join(timeout_s)
+        if proc.exitcode is None:
+            _kill_group(proc.pid)
+            proc.join(10)
+            return "import", f"{folder}: importing the entry point took over {timeout_s:g} s (killed)"
+        try:
+            result = json.loads((scratch / RESULT).read_text(encoding="utf-8", errors="replace")[:20_000])
+            return str(result["verdict"]), str(result["message"]).replace("\n", " ")[:700]
+        except (OSError, ValueError, KeyError, TypeError):
+            tail = _tail(scratch / LOG)
+            return "import", (f"{folder}: importing the entry point in a fresh process {_exit_text(proc.exitcode)}"
+                              + (f"; its output ends: {tail}" if tail else ""))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _import_main(folder: str, scratch: str) -> None:
+    os.setsid()
+    log = os.open(os.path.join(scratch, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    code = 0
+    try:
+        os.environ.update({"TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"})
+        sys.dont_write_bytecode = True
+        tempfile.tempdir = scratch
+        os.chdir(scratch)
+        try:
+            confine([os.path.realpath(scratch)])
+        except SandboxUnavailable:
+            if os.environ.get(ENV_REQUIRE, "") not in ("", "0"):
+                raise
+        from benchmark.submissions import SubmissionError, load_submission
+
+        sub = load_submission(folder)
+        try:
+            sub.load_class()
+            _result(scratch, {"verdict": "ok", "message": ""})
+        except SubmissionError as exc:
+            verdict = "import" if isinstance(exc.__cause__, BaseException) and ": import failed: " in str(exc) else "api"
+            if "module file" in str(exc) or "has no class" in str(exc):
+                verdict = "import"
+            _result(scratch, {"verdict": verdict, "message": str(exc)})
+    except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised at import time
+        code = 1
+        _result(scratch, {"verdict": "import", "message": f"{folder}: importing the entry point failed: {_one_line(exc)}"})
+    finally:
+        os._exit(code)

@@ -1,0 +1,16 @@
+from benchmark.api import Category, Intervention
+import socket
+
+
+class H(Intervention):
+    """Hostile test submission: network."""
+
+    name = "network"
+    category = Category.EDITING
+
+    def apply(self, model, tokenizer, context):
+        try:  # a submission must not reach the network; catching the failure does not hide the attempt
+            socket.create_connection(("93.184.216.34", 80), timeout=2).close()
+        except OSError:
+            pass
+        return model
