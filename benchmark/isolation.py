@@ -114,6 +114,9 @@ class StepOutcome:
 # --------------------------------------------------------------------------- the parent side
 
 
+# always imported by the server: the default model's architecture and what every step uses
+_BASE_PRELOAD = ("safetensors.torch", "transformers", "transformers.models.llama.modeling_llama",
+                 "benchmark.api", "benchmark.models", "benchmark.runner", "benchmark.toolkit")
 _PRELOAD_PREFIXES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "benchmark")
 
 
@@ -129,7 +132,7 @@ def _context() -> mp.context.BaseContext:
         name for name in list(sys.modules)
         if name.split(".")[0] in _PRELOAD_PREFIXES and name != "benchmark.cli"
     )
-    ctx.set_forkserver_preload(["benchmark.isolation", *preload])
+    ctx.set_forkserver_preload(["benchmark.isolation", *_BASE_PRELOAD, *preload])
     return ctx
 
 
@@ -610,15 +613,17 @@ def _import_main(folder: str, scratch: str) -> None:
         os.chdir(scratch)
         try:
             confine([os.path.realpath(scratch)])
-        except SandboxUnavailable:
+            sandbox = ""
+        except SandboxUnavailable as exc:
             if os.environ.get(ENV_REQUIRE, "") not in ("", "0"):
                 raise
+            sandbox = f" (NOT sandboxed: {exc})"
         from benchmark.submissions import SubmissionError, load_submission
 
         sub = load_submission(folder)
         try:
             sub.load_class()
-            _result(scratch, {"verdict": "ok", "message": ""})
+            _result(scratch, {"verdict": "ok", "message": "sandboxed" if not sandbox else sandbox.strip(" ()")})
         except SubmissionError as exc:
             verdict = "import" if isinstance(exc.__cause__, BaseException) and ": import failed: " in str(exc) else "api"
             if "module file" in str(exc) or "has no class" in str(exc):

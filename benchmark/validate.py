@@ -32,14 +32,14 @@ class ValidationReport:
         return not self.problems
 
 
-def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None]:
-    """(import problem, API problem), checked in a fresh sandboxed process (benchmark.isolation.check_import)."""
+def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None, str]:
+    """(import problem, API problem, sandbox note), checked in a fresh sandboxed process (isolation.check_import)."""
     from benchmark.isolation import check_import
 
     verdict, message = check_import(sub.folder, timeout_s)
     if verdict == "ok":
-        return None, None
-    return (None, message) if verdict == "api" else (message, None)
+        return None, None, message
+    return (None, message, "") if verdict == "api" else (message, None, "")
 
 
 def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: int = 4) -> str:
@@ -87,11 +87,11 @@ def validate_folder(folder: str | Path, smoke: bool = True, data_dir: str | Path
         report.problems.append(str(exc))
         return report
     report.passed.append(f"schema and licence ({sub.spec.license}) of {sub.folder / 'submission.yaml'}")
-    import_problem, api_problem = check_import_and_api(sub)
+    import_problem, api_problem, sandbox = check_import_and_api(sub)
     if import_problem:
         report.problems.append(import_problem)
         return report
-    report.passed.append(f"entry point {sub.spec.entry_point} imports in a fresh process")
+    report.passed.append(f"entry point {sub.spec.entry_point} imports in a fresh process" + (f" ({sandbox})" if sandbox else ""))
     if api_problem:
         report.problems.append(api_problem)
         return report

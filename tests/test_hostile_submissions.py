@@ -1,0 +1,125 @@
+"""Bad and hostile submissions through ``validate`` and through the runner (benchmark.isolation).
+
+Each must end with its own one-line reason; none may crash the harness; the well-behaved
+cells of the same grid must still be recorded complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.profiles import load_profile
+from benchmark.records import read_records
+from benchmark.runner import Runner
+from benchmark.submissions import load_submission
+from benchmark.validate import validate_folder
+
+HOSTILE = Path(__file__).parent / "hostile"
+TEMPLATE = Path(__file__).parents[1] / "submissions" / "template"
+
+# refused by validate before any grid: schema, licence, import, API
+STATIC = {
+    "bad_schema": "field 'category'",
+    "no_license": "field 'license'",
+    "unknown_license": "field 'license'",
+    "import_error": "import failed: ModuleNotFoundError",
+    "not_subclass": "is not a subclass of benchmark.api.Intervention",
+    "no_apply": "does not implement apply",
+}
+# pass the static checks, misbehave when applied
+RUNTIME = {
+    "crash": "RuntimeError: deliberate crash in apply",
+    "segfault": "was killed by SIGSEGV",
+    "exits": "exited with code 0 without a result",
+    "hang": "ran over its time budget of 2 s",
+    "oom": "out of memory",
+    "nan_weights": "weights are not finite",
+    "arch_change": "architecture changed",
+    "returns_none": "apply returned NoneType, not a torch model",
+    "network": "tried to reach the network: connect to 93.184.216.34",
+    "writes_outside": "tried to write outside its folder",
+}
+ESCAPES = [HOSTILE / "writes_outside" / "escaped.txt", Path("/tmp/compose-bench-escaped.txt")]
+
+MICRO = {
+    "name": "micro-hostile",
+    "description": "tiny grid for the hostile-submission test",
+    "seed": 0,
+    "evaluation": {"n_edits": 2, "zsre_batch_size": 2, "mmlu_n": 4, "wmdp_n_per_subset": 1,
+                   "perplexity_seq_len": 64, "perplexity_windows": 1, "batch_size": 8, "mcq_batch_tokens": 512},
+    "corpora": {"forget_n": 4, "retain_n": 4, "calibration_n": 2},
+}
+
+
+def _renamed_template(root: Path, name: str = "my-method") -> Path:
+    """What a contributor does first: copy the template folder and rename the intervention."""
+    folder = root / name
+    shutil.copytree(TEMPLATE, folder)
+    spec = folder / "submission.yaml"
+    spec.write_text(spec.read_text().replace("name: template ", f"name: {name} "))
+    code = folder / "intervention.py"
+    code.write_text(code.read_text().replace('name = "template"', f'name = "{name}"'))
+    return folder
+
+
+def test_validate_names_each_static_problem():
+    for folder in sorted(STATIC):
+        report = validate_folder(HOSTILE / folder, smoke=False)
+        assert len(report.problems) == 1, (folder, report.problems)
+        assert STATIC[folder] in report.problems[0], (folder, report.problems)
+        assert "\n" not in report.problems[0]
+    for folder in sorted(RUNTIME):  # their code imports and follows the API: only a run shows the harm
+        report = validate_folder(HOSTILE / folder, smoke=False)
+        assert report.ok, (folder, report.problems)
+
+
+def test_validate_smoke_application(tmp_path, data_dir):
+    good = validate_folder(_renamed_template(tmp_path), smoke=True, data_dir=data_dir)
+    assert good.ok, good.problems
+    assert "same architecture" in good.passed[-1] and "NOT sandboxed" not in good.passed[-1]
+    for folder in ("nan_weights", "network"):
+        bad = validate_folder(HOSTILE / folder, smoke=True, data_dir=data_dir)
+        assert len(bad.problems) == 1 and RUNTIME[folder] in bad.problems[0], (folder, bad.problems)
+
+
+@pytest.fixture()
+def no_escapes():
+    for path in ESCAPES:
+        path.unlink(missing_ok=True)
+    yield
+    leaked = [p for p in ESCAPES if p.exists()]
+    for path in leaked:
+        path.unlink()
+    assert not leaked, f"a submission wrote outside its folder: {leaked}"
+
+
+def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, data_dir, no_escapes):
+    profile_file = tmp_path / "micro.yaml"
+    profile_file.write_text(yaml.safe_dump(MICRO))
+    good = load_submission(_renamed_template(tmp_path / "subs"))
+    subs = [good] + [load_submission(HOSTILE / name) for name in sorted(RUNTIME)]
+    lines: list[str] = []
+    runner = Runner(load_profile(str(profile_file)), subs, tmp_path / "run", data_dir=data_dir, device="cpu",
+                    echo=lines.append)
+    records = runner.run()
+    by_label = {r["label"]: r for r in records}
+    assert len(records) == 2 + len(RUNTIME)  # the base model, the template and one cell per hostile submission
+    for name, reason in RUNTIME.items():
+        record = by_label[name]
+        assert record["status"] == "failed", name
+        assert reason in record["error"], (name, record["error"])
+        assert "\n" not in record["error"]
+    for label in ("base", "my-method"):
+        record = by_label[label]
+        assert record["status"] == "ok", record["error"]
+        assert {"edit_success", "perplexity", "mmlu", "wmdp"} <= set(record["scores"]), record["scores"].keys()
+        assert record["provenance"]["weights_sha256"]
+    step = by_label["my-method"]["timings"]["interventions"][0]
+    assert step["isolation"]["network"] == "none (network namespace)"
+    assert step["seconds"] > 0 and step["isolation_overhead_s"] >= 0
+    assert by_label["my-method"]["provenance"]["weights_sha256"] != by_label["base"]["provenance"]["weights_sha256"]
+    assert sum(line.startswith("FAILED") for line in lines) == len(RUNTIME)
