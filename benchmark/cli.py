@@ -69,6 +69,9 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the confidence intervals."),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Run interventions inside the harness process, without the sandbox "
+        "(trusted code only: for debugging with a debugger or profiler)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a grid: the base model, each intervention alone and every cross-category pair in both orders.
@@ -102,7 +105,7 @@ def run(
         _die(f"two submissions share a name: {names}")
     out_dir = out or Path("runs") / prof.name
     runner = Runner(prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
-                    retry_failed=retry_failed, echo=typer.echo)
+                    retry_failed=retry_failed, echo=typer.echo, isolate=not in_process)
     try:
         records = runner.run()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -152,6 +155,30 @@ def validate(
         for line in report.problems:
             typer.secho(f"PROBLEM {line}", fg=typer.colors.RED)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def summary(
+    run_folder: Path = typer.Argument(..., help="A run folder holding records.jsonl (or the file itself)."),
+    validation: Optional[Path] = typer.Option(
+        None, "--validation", help="JSON lines written by `compose-bench validate --json` (one per submission)."),
+    only: list[str] = typer.Option([], "--only", help="Show only cells involving these interventions (repeatable)."),
+) -> None:
+    """Print a markdown summary of a run (and of validation reports): what CI posts on a pull request."""
+    from benchmark.summary import markdown_summary
+
+    records = _read_records_or_die(run_folder, "file or folder")
+    reports = []
+    if validation is not None and validation.exists():
+        import json
+
+        for line in validation.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    reports.append(json.loads(line))
+                except json.JSONDecodeError:
+                    reports.append({"folder": "?", "ok": False, "problems": [f"unreadable validate output: {line[:200]}"]})
+    typer.echo(markdown_summary(records, reports, set(only)))
 
 
 @app.command()

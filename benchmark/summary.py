@@ -1,0 +1,50 @@
+"""A markdown summary of a run and of `validate` reports: what CI comments on a pull request.
+
+Every value shown comes from the records (scores, status, one-line reasons); text from a
+submission (names, reasons) is escaped so that it cannot break the table or ping people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = [("edit_success", "edit"), ("locality", "locality"), ("wmdp", "WMDP"), ("mmlu", "MMLU"),
+           ("perplexity", "ppl"), ("avg_bits", "bits")]
+
+
+def _cell(text: Any) -> str:
+    value = " ".join(str(text).split())
+    for ch in "\\|`*_[]<>":
+        value = value.replace(ch, "\\" + ch)
+    return value.replace("@", "@\u200b")[:300]
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def markdown_summary(records: list[dict], reports: list[dict], only: set[str]) -> str:
+    """Validation results, then one table row per evaluated model (cells with ``only`` names when given)."""
+    lines = []
+    if reports:
+        lines += ["### Validation", ""]
+        for rep in reports:
+            mark = "passed" if rep.get("ok") else "FAILED"
+            lines.append(f"- **{_cell(rep.get('folder', '?'))}**: {mark}")
+            lines += [f"  - {_cell(p)}" for p in rep.get("problems", [])]
+        lines.append("")
+    shown = [r for r in records if not only or {s.get("name") for s in r.get("sequence", [])} & only
+             or not r.get("sequence")]
+    failed = [r for r in shown if r.get("status") != "ok"]
+    lines += [f"### Smoke grid: {len(shown) - len(failed)} of {len(shown)} cells ok", ""]
+    lines.append("| cell | status | " + " | ".join(h for _, h in COLUMNS) + " | reason |")
+    lines.append("|" + " --- |" * (len(COLUMNS) + 3))
+    for r in shown:
+        scores = r.get("scores") or {}
+        row = [_cell(r.get("label", "?")), _cell(r.get("status", "?"))]
+        row += [_number(scores.get(key)) for key, _ in COLUMNS]
+        row.append(_cell(r.get("error") or ""))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Scores at smoke sizes are noisy: they show that the submission runs and composes, "
+              "not how good it is. The leaderboard's numbers come from the maintainers' `paper` run."]
+    return "\n".join(lines)
