@@ -161,6 +161,19 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def grace_s(time_budget_s: float) -> float:
+    """Time over budget before the kill: the result and weights are written after apply returns."""
+    return min(GRACE_S, 1.0 + 0.1 * time_budget_s)
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: this process gets SIGKILL when its parent exits (a killed harness leaves no orphans)."""
+    try:
+        _libc().prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _kill_group(pid: int) -> None:
     for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
         try:
@@ -273,7 +286,7 @@ def _watch(proc, scratch: Path, label: str, time_budget_s: float, memory_budget_
         if rss > limit_bytes:
             reason = (f"{label}: out of memory: used {rss / 2**30:.1f} GB, over its memory budget of "
                       f"{memory_budget_gb:g} GB (killed)")
-        elif started_at is not None and now - started_at > time_budget_s + GRACE_S:
+        elif started_at is not None and now - started_at > time_budget_s + grace_s(time_budget_s):
             reason = f"{label}: ran over its time budget of {time_budget_s:g} s (killed after {now - started_at:.0f} s)"
         elif started_at is None and now - t_start > STARTUP_LIMIT_S:
             reason = f"{label}: did not start within {STARTUP_LIMIT_S:.0f} s (killed)"
@@ -403,6 +416,7 @@ def confine(writable: list[str]) -> dict[str, Any]:
             signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
             os.kill(os.getpid(), os.WTERMSIG(status))
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _die_with_parent()
     return {"network": "none (network namespace)", "pid_namespace": True,
             "filesystem": f"read-only except {writable}", "read_only_mounts": len(read_only)}
 
@@ -457,6 +471,7 @@ def _loopback(host: str) -> bool:
 def child_main(job: StepJob, scratch: str) -> None:
     """Entry of the forked child: confine, load, apply, check, write the weights and a result."""
     os.setsid()
+    _die_with_parent()
     log = os.open(os.path.join(scratch, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -519,6 +534,7 @@ def _child(job: StepJob, scratch: str) -> None:
     from benchmark.runner import _signature, check_model_after, seed_everything
     from benchmark.submissions import SubmissionError
 
+    t_load = time.perf_counter()
     device = torch.device(job.device)
     model_dtype, apply_dtype = parse_dtype(job.model_dtype), parse_dtype(job.apply_dtype)
     model, tokenizer = load_model(ResolvedModel(job.label, "local", job.model_path), model_dtype, torch.device("cpu"))
@@ -526,6 +542,7 @@ def _child(job: StepJob, scratch: str) -> None:
     os.unlink(os.path.join(scratch, STATE_IN))
     signature = _signature(model)
     model = model.to(device=device, dtype=apply_dtype)
+    isolation["child_load_s"] = round(time.perf_counter() - t_load, 3)
     payload: dict[str, Any] = {"isolation": isolation}
     watchdog.armed = True
     try:
@@ -556,7 +573,9 @@ def _child(job: StepJob, scratch: str) -> None:
                 model = model.to(device="cpu", dtype=model_dtype)
             check_model_after(job.label, model, signature)
             payload["weight_bits"] = intervention.weight_bits(job.context)
+            t_save = time.perf_counter()
             save_file(_untied(model.state_dict()), os.path.join(scratch, STATE_OUT))
+            isolation["child_save_s"] = round(time.perf_counter() - t_save, 3)
         except Exception as exc:  # noqa: BLE001 - StepFailed or the code's weight_bits raising
             error = str(exc) if type(exc).__name__ == "StepFailed" else f"{job.label}: {_one_line(exc)}"
     payload["error"] = error
@@ -602,6 +621,7 @@ def check_import(folder: str | Path, timeout_s: float) -> tuple[str, str]:
 
 def _import_main(folder: str, scratch: str) -> None:
     os.setsid()
+    _die_with_parent()
     log = os.open(os.path.join(scratch, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
