@@ -140,14 +140,14 @@ def test_validate_reports_one_line_per_problem_without_smoke(tmp_path):
 
 
 BAD_RUNTIME = {
-    "raises": ("raise ValueError('no edits for me')", "apply raised ValueError: no edits for me"),
+    "raises": ("raise ValueError('no edits for me')", "ValueError: no edits for me"),
     "nan": ("next(model.parameters()).data.fill_(float('nan')); return model", "weights are not finite"),
     "arch": (
         "import torch\n        model.model.layers = model.model.layers[:-1]\n        return model",
         "architecture changed",
     ),
     "not_a_model": ("return 'a string'", "not a torch model"),
-    "slow": ("import time; time.sleep(1.5); return model", "over its budget of 1 s"),
+    "slow": ("import time; time.sleep(1.5); return model", "over its time budget of 1 s"),
 }
 
 
