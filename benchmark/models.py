@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Iterable
+
 import torch
 
 from benchmark.paths import cache_dir
@@ -168,17 +170,11 @@ def load_model(resolved: ResolvedModel, dtype: torch.dtype, device: torch.device
     return model, tokenizer
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes), in name order.
-
-    Tied weights are counted once. This fingerprints the weights actually evaluated,
-    whatever their source.
-    """
+def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of each tensor, in the order given; shared storage counted once."""
     h = hashlib.sha256()
     seen: set[int] = set()
-    state = model.state_dict()
-    for name in sorted(state):
-        t = state[name]
+    for name, t in named:
         if t.data_ptr() in seen:
             continue
         seen.add(t.data_ptr())
@@ -188,6 +184,16 @@ def weights_sha256(model: torch.nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes), in name order.
+
+    Tied weights are counted once. This fingerprints the weights actually evaluated,
+    whatever their source.
+    """
+    state = model.state_dict()
+    return tensors_sha256((name, state[name]) for name in sorted(state))
 
 
 def model_family(model_id: str, config, families: dict[str, list[str]]) -> str:

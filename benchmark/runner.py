@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from benchmark.api import Category, EditRequest, InterventionContext
+from benchmark.api import Category, InterventionContext
 from benchmark.isolation import StepJob, run_isolated
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
 from benchmark.models import ResolvedModel, load_model, model_family, parse_dtype, pick_device, resolve_model, weights_sha256

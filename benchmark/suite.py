@@ -23,7 +23,7 @@ from benchmark.data.corpora import STANDIN_NAME
 from benchmark.data.mcq import McqItem, items_sha256, load_mmlu, load_wmdp, stratified_sample
 from benchmark.data.wikitext import load_wikitext_test
 from benchmark.data.wmdp_split import is_standin_forget
-from benchmark.data.zsre import ZsreRecord, load_zsre, sample_edits
+from benchmark.data.zsre import DEV_SPLIT, ZsreRecord, load_zsre, sample_edits
 from benchmark.evaluation.compression_stats import average_bits, measure_sparsity
 from benchmark.evaluation.multiple_choice import evaluate_mcq
 from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
@@ -68,7 +68,7 @@ class EvaluationSuite:
         text, wiki_src = load_wikitext_test(data_dir)
         provenance = {
             "zsre": {**zsre_src.describe(), "n": len(edits), "record_ids": [r.record_id for r in edits],
-                     "items_sha256": _sha([r.record_id for r in edits])},
+                     "items_sha256": _sha([r.record_id for r in edits]), "split": f"evaluation ({DEV_SPLIT})"},
             "mmlu": {**mmlu_src.describe(), "n": len(mcq["mmlu"]), "items_sha256": items_sha256(mcq["mmlu"])},
             "wmdp": {
                 "sources": wmdp_src,

@@ -102,10 +102,25 @@ def test_sample_edits_is_seeded_distinct_and_respects_exclusions(zsre):
 
 def test_sample_edits_too_many_is_a_clear_error(zsre):
     records = zsre[0]
-    with pytest.raises(ValueError, match=r"asked for 1038 zsRE edits but only 1037"):
+    with pytest.raises(ValueError, match=r"asked for 1038 zsRE edits but only 910 evaluation records"):
         sample_edits(records, 1038, seed=0)
-    with pytest.raises(ValueError, match=r"only 1000 records are available \(1037 loaded, 37 excluded\)"):
+    with pytest.raises(ValueError, match=r"only \d+ evaluation records are available \(1037 loaded, 37 excluded, 127 in the other split\)"):
         sample_edits(records, 1001, seed=0, exclude_ids=frozenset(range(37)))
+    with pytest.raises(ValueError, match="unknown zsRE split 'test'"):
+        sample_edits(records, 1, seed=0, split="test")
+
+
+def test_development_edits_never_meet_evaluation_edits(zsre):
+    """Editors are tuned on the development part; no seed's evaluation draw ever contains one of its records."""
+    from benchmark.data.zsre import is_development_record
+
+    records = zsre[0]
+    dev = sample_edits(records, 50, seed=0, split="development")
+    assert all(is_development_record(r.prompt) for r in dev)
+    dev_ids = {r.record_id for r in records if is_development_record(r.prompt)}
+    assert 100 < len(dev_ids) < 160  # about 1/8 of 1,037
+    for seed in range(5):
+        assert not dev_ids & {r.record_id for r in sample_edits(records, 400, seed=seed)}
 
 
 # --- where data comes from -----------------------------------------------------------------

@@ -4,9 +4,10 @@ Online the forget corpus is ``cais/wmdp-corpora`` (cyber-forget is public; bio-f
 gated, so a local JSONL path can be given), retain text is WikiText-2 *train*, and
 calibration text is C4. Offline:
 
-- forget: a stand-in made of the WMDP questions of the fixed forget half
+- forget: a stand-in made of the WMDP questions of the fixed forget part
   (:mod:`benchmark.data.wmdp_split`), rendered as text; WMDP is then scored on the other
-  half only. Every record names the stand-in.
+  half only, and a development part of the non-scored half is never rendered (it is for
+  choosing hyperparameters). Every record names the stand-in.
 - retain: the Wikipedia extract in ``calibration/exllamav2_wiki.utf8``. Not WikiText-2
   test, which is where perplexity is measured.
 - calibration: ``calibration/exllamav2_c4.utf8`` (C4-style web documents).
@@ -24,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.data.sources import DataSource, DataUnavailableError, file_sha256
-from benchmark.data.wmdp_split import is_standin_forget, render_question_as_text
+from benchmark.data.wmdp_split import DEV, FORGET, render_question_as_text, standin_role
 from benchmark.hub import hub_reachable
 from benchmark.paths import ENV_DATA_DIR, data_dir as resolve_data_dir
 
 log = logging.getLogger(__name__)
 
-STANDIN_NAME = "standin:wmdp-questions-forget-half"
+STANDIN_NAME = "standin:wmdp-questions-forget-part"
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,9 @@ def load_forget_corpus(
         texts += [
             render_question_as_text(it.question, list(it.choices), it.answer)
             for it in items
-            if is_standin_forget(it.question)
+            if standin_role(it.question) == FORGET
         ]
-    log.info("forget corpus: offline stand-in from the forget half of the WMDP questions (%d texts)", len(texts))
+    log.info("forget corpus: offline stand-in from the forget part of the WMDP questions (%d texts)", len(texts))
     return Corpus(STANDIN_NAME, _sample(texts, n, seed), DataSource("local", str(folder / "wmdp"), f"sha256:{file_sha256(folder / 'wmdp')}"))
 
 
@@ -157,3 +158,18 @@ def load_calibration_corpus(n: int | None, seed: int, data_dir: str | Path | Non
     texts = [t for t in path.read_text(encoding="utf-8").split("\n") if len(t.strip()) >= 200]
     log.info("calibration corpus: %s (%d documents)", path, len(texts))
     return Corpus("c4-local", _sample(texts, n, seed), DataSource("local", str(path), f"sha256:{file_sha256(path)}"))
+
+
+def load_wmdp_dev_questions(data_dir: str | Path | None = None) -> dict[str, list]:
+    """The development part of the WMDP questions per subset (never scored, never unlearned offline).
+
+    Unlearners' hyperparameters for small models are chosen by WMDP accuracy on these.
+    """
+    from benchmark.data.mcq import load_wmdp
+
+    folder = _need_local(data_dir, "WMDP development questions")
+    out = {}
+    for subset in ("bio", "cyber"):
+        items, _ = load_wmdp(subset, folder)
+        out[subset] = [it for it in items if standin_role(it.question) == DEV]
+    return out

@@ -26,6 +26,8 @@ __all__ = [
     "load_zsre",
     "parse_zsre_records",
     "sample_edits",
+    "is_development_record",
+    "DEV_SPLIT",
     "DEFAULT_HUB_DATASET",
     "DEFAULT_HUB_FILE",
     "LOCAL_FILE",
@@ -39,6 +41,21 @@ DEFAULT_HUB_DATASET = "wangzn2001/Model_Editing_Hurt"
 DEFAULT_HUB_FILE = "training-data/zsre_mend_eval.json"
 
 _FIELDS = ("src", "alt", "rephrase", "loc", "loc_ans", "subject")
+
+DEV_SALT = "compose-bench/zsre-dev/v1"
+DEV_SPLIT = "sha256(salt + prompt)[0] % 8 == 0 is development (about 1/8); evaluation never draws it"
+
+
+def is_development_record(prompt: str) -> bool:
+    """True for the fixed development part of zsRE (about 1/8 of the records).
+
+    Editors' hyperparameters for small models are chosen on development edits; evaluation
+    edit sets are drawn from the rest only, so tuning never sees a scored edit. The split
+    is a pure function of the question text, the same on every machine and seed.
+    """
+    import hashlib
+
+    return hashlib.sha256(f"{DEV_SALT}\n{prompt.strip()}".encode()).digest()[0] % 8 == 0
 
 
 class ZsreFormatError(ValueError):
@@ -152,18 +169,26 @@ def sample_edits(
     n: int,
     seed: int,
     exclude_ids: frozenset[int] = frozenset(),
+    split: str = "evaluation",
 ) -> list[ZsreRecord]:
-    """Draw ``n`` distinct records with ``random.Random(seed)``, skipping ``exclude_ids``.
+    """Draw ``n`` distinct records of ``split`` with ``random.Random(seed)``, skipping ``exclude_ids``.
+
+    ``split`` is ``"evaluation"`` (the default: every record outside the development part)
+    or ``"development"`` (see :func:`is_development_record`).
 
     The same records, seed and exclusions give the same edits in the same order, which
     is what lets both orders of a pair (and every cell of a grid) share an edit set.
     """
     if n < 0:
         raise ValueError(f"cannot sample a negative number of edits ({n})")
-    pool = [r for r in records if r.record_id not in exclude_ids]
+    if split not in ("evaluation", "development"):
+        raise ValueError(f"unknown zsRE split {split!r}: use evaluation or development")
+    want_dev = split == "development"
+    pool = [r for r in records if r.record_id not in exclude_ids and is_development_record(r.prompt) == want_dev]
     if n > len(pool):
         raise ValueError(
-            f"asked for {n} zsRE edits but only {len(pool)} records are available "
-            f"({len(records)} loaded, {len(records) - len(pool)} excluded)"
+            f"asked for {n} zsRE edits but only {len(pool)} {split} records are available "
+            f"({len(records)} loaded, {sum(r.record_id in exclude_ids for r in records)} excluded, "
+            f"{sum(is_development_record(r.prompt) != want_dev for r in records)} in the other split)"
         )
     return random.Random(seed).sample(pool, n)

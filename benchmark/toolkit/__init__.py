@@ -8,6 +8,13 @@ A submission imports only :mod:`benchmark.api` and this package. Everything list
   weights and a progress bar, likelihood helpers.
 * :mod:`benchmark.toolkit.llmcompressor`: ``run_oneshot`` over ``llmcompressor.oneshot``
   that returns a vanilla model (imported lazily: llmcompressor is slow to import).
+* :mod:`benchmark.toolkit.compression_options`: checked reading of the settings every
+  compressor shares (level, calibration windows, quantization group size).
+* :mod:`benchmark.toolkit.hyperparameters`: checked readers (numbers, layer lists,
+  module lists, flags) with one-line errors.
+* :mod:`benchmark.toolkit.key_statistics`: cached second moments of a module's inputs
+  over reference text (MEMIT's ``C``), with provenance.
+* :mod:`benchmark.toolkit.activations`: one block's output without running the blocks above.
 * compression statistics as the harness measures them (``measure_sparsity``,
   ``average_bits``), re-exported from :mod:`benchmark.evaluation.compression_stats`.
 """
@@ -17,13 +24,28 @@ from __future__ import annotations
 from typing import Any
 
 from benchmark.evaluation.compression_stats import average_bits, measure_sparsity
+from benchmark.toolkit.activations import block_output, module_input
+from benchmark.toolkit.key_statistics import KeyStatistics, key_second_moments, prefix_weights_sha256, reference_texts
+from benchmark.toolkit.hyperparameters import flag, layer_list, name_list, number, required_texts
+from benchmark.toolkit.compression_options import (
+    CalibrationOptions,
+    bits_level,
+    calibration_options,
+    group_size_for,
+    mask_structure,
+    run_calibrated,
+    sparsity_level,
+    weight_quantization_groups,
+)
 from benchmark.toolkit.training import (
     IGNORE_INDEX,
     TrainResult,
+    collate,
     decoder_layers,
     lm_loss,
     mean_log_likelihood,
     num_layers,
+    pad_token_id,
     preserve_grad_state,
     seed_everything,
     select_parameters,
@@ -43,9 +65,30 @@ _LAZY = {
 }
 
 __all__ = [
+    "CalibrationOptions",
     "IGNORE_INDEX",
     "TrainResult",
+    "KeyStatistics",
     "average_bits",
+    "key_second_moments",
+    "module_input",
+    "pad_token_id",
+    "prefix_weights_sha256",
+    "reference_texts",
+    "required_texts",
+    "block_output",
+    "collate",
+    "flag",
+    "layer_list",
+    "name_list",
+    "number",
+    "bits_level",
+    "calibration_options",
+    "group_size_for",
+    "mask_structure",
+    "run_calibrated",
+    "sparsity_level",
+    "weight_quantization_groups",
     "decoder_layers",
     "lm_loss",
     "mean_log_likelihood",

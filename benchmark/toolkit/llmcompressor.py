@@ -31,9 +31,12 @@ by EOS (as the Wanda/SparseGPT/GPTQ reference code samples C4), so there is no p
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import copy
 import logging
 import os
 import tempfile
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -48,6 +51,7 @@ __all__ = [
     "model_group_size",
     "protect_lm_head",
     "fold_quantization",
+    "export_compressed",
 ]
 
 log = logging.getLogger(__name__)
@@ -361,6 +365,70 @@ def _restore_vanilla(model: torch.nn.Module, snap: _Snapshot) -> dict[str, Any]:
     return report
 
 
+def oneshot_arguments(model: torch.nn.Module, tokenizer: Any, recipe: Any, dataset: Any, pipeline: str | None) -> dict[str, Any]:
+    """The keyword arguments of ``llmcompressor.oneshot`` for an in-memory model (no output dir)."""
+    kwargs: dict[str, Any] = dict(
+        model=model,
+        tokenizer=tokenizer,
+        recipe=recipe,
+        output_dir=None,
+        tie_word_embeddings=True,
+    )
+    if dataset is not None:
+        kwargs.update(
+            dataset=dataset,
+            num_calibration_samples=len(dataset),
+            max_seq_length=max(len(r) for r in dataset["input_ids"]),
+            shuffle_calibration_samples=False,
+            batch_size=1,
+        )
+    if pipeline is not None:
+        kwargs["pipeline"] = pipeline
+    return kwargs
+
+
+_EXPORT_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("compose_bench_export_dir", default=None)
+
+
+@contextlib.contextmanager
+def export_compressed(directory: str | os.PathLike) -> Iterator[Path]:
+    """While active, :func:`run_oneshot` also saves the model in llm-compressor's compressed format.
+
+    Saving with ``save_compressed=True`` packs the weights of the model it is called on
+    (no ``.weight`` left), so the export compresses a copy of the uncompressed model with
+    the same recipe and calibration windows, saves that copy to ``directory`` (a
+    ``transformers`` folder with the compressed-tensors ``quantization_config`` /
+    ``sparsity_config``, loadable by ``from_pretrained`` and vLLM), and then compresses
+    the model itself as usual. It costs a second compression; the grid never uses it,
+    the deployment check does (``benchmark.evaluation.deployment``).
+    """
+    path = Path(directory)
+    token = _EXPORT_DIR.set(path)
+    try:
+        yield path
+    finally:
+        _EXPORT_DIR.reset(token)
+
+
+def _export_copy(model: torch.nn.Module, tokenizer: Any, recipe: Any, dataset: Any, pipeline: str | None, extra: dict, path: Path) -> None:
+    from llmcompressor import oneshot
+    from llmcompressor.core import reset_session
+
+    twin = copy.deepcopy(model)
+    try:
+        with _cpu_safe_pin_memory(), _config_on_disk(twin):
+            kwargs = oneshot_arguments(twin, tokenizer, copy.deepcopy(recipe), dataset, pipeline)
+            kwargs.update(extra)
+            oneshot(**kwargs)
+            # inside the context: llm-compressor re-saves the config from ``name_or_path``
+            path.mkdir(parents=True, exist_ok=True)
+            twin.save_pretrained(path, save_compressed=True)
+        tokenizer.save_pretrained(path)
+    finally:
+        reset_session()
+        del twin
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -416,24 +484,15 @@ def run_oneshot(
             dataset = build_calibration_dataset(tokenizer, calibration_texts, num_samples, seq_len, seed)
         except ValueError as exc:
             raise InterventionError(f"calibration data: {exc}") from exc
+    export_dir = _EXPORT_DIR.get()
+    if export_dir is not None:
+        with _quiet_loguru(quiet):
+            try:
+                _export_copy(model, tokenizer, recipe, dataset, pipeline, oneshot_kwargs, export_dir)
+            except Exception as exc:
+                raise InterventionError(f"saving the compressed copy to {export_dir} failed: {type(exc).__name__}: {exc}") from exc
     snap = _Snapshot(model)
-    kwargs: dict[str, Any] = dict(
-        model=model,
-        tokenizer=tokenizer,
-        recipe=recipe,
-        output_dir=None,
-        tie_word_embeddings=True,
-    )
-    if dataset is not None:
-        kwargs.update(
-            dataset=dataset,
-            num_calibration_samples=len(dataset),
-            max_seq_length=max(len(r) for r in dataset["input_ids"]),
-            shuffle_calibration_samples=False,
-            batch_size=1,
-        )
-    if pipeline is not None:
-        kwargs["pipeline"] = pipeline
+    kwargs = oneshot_arguments(model, tokenizer, recipe, dataset, pipeline)
     kwargs.update(oneshot_kwargs)
     error: Exception | None = None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

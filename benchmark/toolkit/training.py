@@ -37,6 +37,7 @@ import torch.nn.functional as F
 __all__ = [
     "IGNORE_INDEX",
     "pad_token_id",
+    "collate",
     "seed_everything",
     "decoder_layers",
     "num_layers",
@@ -132,8 +133,12 @@ def _as_str_list(values: Sequence[str] | str, what: str) -> list[str]:
     return out
 
 
-def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int, padding_side: str) -> Batch:
-    """Pad ``(input_ids, labels)`` rows into tensors; padding gets attention 0 and label -100."""
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, padding_side: str = "right") -> Batch:
+    """Pad ``(input_ids, labels)`` rows into tensors; padding gets attention 0 and label -100.
+
+    Right padding (the default) keeps every row's token ``i`` at column ``i``, which editors that
+    index positions (e.g. a subject's last token) rely on.
+    """
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -198,7 +203,7 @@ def tokenize_prompt_target(
         if not p_ids:  # a target needs at least one token before it to be predicted
             raise ValueError(f"prompt {i} is empty")
         rows.append((p_ids + t_ids, [IGNORE_INDEX] * len(p_ids) + t_ids))
-    return _collate(rows, pad_token_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
+    return collate(rows, pad_token_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
 
 
 def tokenize_texts_for_lm(tokenizer: Any, texts: Sequence[str], max_len: int) -> Batch:
@@ -221,7 +226,7 @@ def tokenize_texts_for_lm(tokenizer: Any, texts: Sequence[str], max_len: int) ->
             rows.append((ids, [IGNORE_INDEX]))
             continue
         rows.append((ids, list(ids)))
-    return _collate(rows, pad_token_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
+    return collate(rows, pad_token_id(tokenizer), getattr(tokenizer, "padding_side", "right"))
 
 
 # --------------------------------------------------------------------------- losses

@@ -19,7 +19,7 @@ import math
 import torch
 
 from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import lm_loss, num_layers, preserve_grad_state, select_parameters, tokenize_texts_for_lm, train
+from benchmark.toolkit import lm_loss, num_layers, preserve_grad_state, required_texts, select_parameters, tokenize_texts_for_lm, train
 
 
 def _number(context: InterventionContext, key: str, default=None, kind=float, minimum: float = 0.0, allow_equal: bool = False):
@@ -47,9 +47,7 @@ class GA(Intervention):
     category = Category.UNLEARNING
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
-        texts = [t for t in context.forget_texts if t.strip()]
-        if not texts:
-            raise InterventionError("ga: the context holds no forget texts")
+        texts = required_texts("ga", context.forget_texts, "forget texts")
         layers = context.hp("layers")
         n = num_layers(model)
         if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and -n <= i < n for i in layers):

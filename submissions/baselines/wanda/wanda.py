@@ -16,14 +16,10 @@ sparsity; embeddings and the LM head are not.
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import run_oneshot
-
-_MASK = re.compile(r"^(\d+):(\d+)$")
+from benchmark.api import Category, Intervention, InterventionContext
+from benchmark.toolkit import calibration_options, run_calibrated, mask_structure, sparsity_level
 
 
 class Wanda(Intervention):
@@ -37,36 +33,16 @@ class Wanda(Intervention):
     category = Category.COMPRESSION
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
-        sparsity = context.hp("sparsity")
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < float(sparsity) < 1.0:
-            raise InterventionError(f"wanda: hyperparameter 'sparsity' must be a number in (0, 1), got {sparsity!r}")
-        samples = context.hp("calibration_samples", 128)
-        seq_len = context.hp("calibration_seq_len", 2048)
-        for key, value, low in (("calibration_samples", samples, 1), ("calibration_seq_len", seq_len, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InterventionError(f"wanda: hyperparameter {key!r} must be an integer >= {low}, got {value!r}")
-        mask = str(context.hp("mask_structure", "0:0"))
-        match = _MASK.match(mask)
-        if not match or (match.group(1) != "0" and int(match.group(1)) >= int(match.group(2))):
-            raise InterventionError(f"wanda: hyperparameter 'mask_structure' must be '0:0' or 'N:M' with N < M, got {mask!r}")
-        texts = [t for t in context.calibration_texts if t.strip()]
-        if not texts:
-            raise InterventionError("wanda: no calibration texts in the context")
+        sparsity = sparsity_level("wanda", context)
+        calibration = calibration_options("wanda", context)
+        mask = mask_structure("wanda", context)
 
         from llmcompressor.modifiers.pruning import WandaPruningModifier
 
         modifier = WandaPruningModifier(
-            sparsity=float(sparsity),
+            sparsity=sparsity,
             mask_structure=mask,
             targets=["Linear"],
             ignore=["re:.*lm_head"],
         )
-        return run_oneshot(
-            model,
-            tokenizer,
-            modifier,
-            texts,
-            num_samples=samples,
-            seq_len=seq_len,
-            seed=context.seed,
-        )
+        return run_calibrated(model, tokenizer, modifier, calibration, context.seed)
