@@ -25,9 +25,11 @@ fork + model load instead of a Python start-up), with:
   mount is remounted read-only except the scratch folder (also the working directory,
   ``$TMPDIR`` and ``$HOME``-style caches) and the toolkit's statistics cache.
 * **audit hooks** (:func:`sys.addaudithook`) that record attempts to open a file for
-  writing outside those folders or to reach a non-loopback address. They are not the
-  barrier (code can bypass Python), the namespaces are; they give the record a clear
-  reason, and an attempt fails the step even when the code caught the error.
+  writing outside those folders or to reach a non-loopback address, and refuse the
+  network ones (``PermissionError`` before any packet, also where namespaces are
+  missing). They are not the barrier (code can bypass Python through C), the namespaces
+  are; they give the record a clear reason, and an attempt fails the step even when the
+  code caught the error.
 
 Where namespaces are not available (containers without user namespaces, Ubuntu's
 AppArmor restriction on unprivileged user namespaces), the child runs with the process,
@@ -451,13 +453,18 @@ class _Watchdog:
         elif event in ("socket.connect", "socket.sendto"):
             address = args[1] if len(args) > 1 else None
             if isinstance(address, tuple) and address and not _loopback(str(address[0])):
-                self._note(f"tried to reach the network: {event.split('.')[1]} to {address[0]}:{address[1] if len(address) > 1 else ''}")
+                self._block(f"tried to reach the network: {event.split('.')[1]} to {address[0]}:{address[1] if len(address) > 1 else ''}")
         elif event == "socket.getaddrinfo":
             host = args[0] if args else None
             if isinstance(host, bytes):
                 host = host.decode(errors="replace")
             if host and not _loopback(str(host)):
-                self._note(f"tried to reach the network: name lookup of {host}")
+                self._block(f"tried to reach the network: name lookup of {host}")
+
+    def _block(self, text: str) -> None:
+        """Note the attempt and refuse it: with or without a network namespace, Python code sends nothing."""
+        self._note(text)
+        raise PermissionError(f"compose-bench sandbox: {text}")
 
     def _note(self, text: str) -> None:
         if text not in self.violations and len(self.violations) < 5:

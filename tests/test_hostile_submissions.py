@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from benchmark.profiles import load_profile
-from benchmark.records import read_records
 from benchmark.runner import Runner
 from benchmark.submissions import load_submission
 from benchmark.validate import validate_folder
@@ -40,7 +39,7 @@ RUNTIME = {
     "nan_weights": "weights are not finite",
     "arch_change": "architecture changed",
     "returns_none": "apply returned NoneType, not a torch model",
-    "network": "tried to reach the network: connect to 93.184.216.34",
+    "network": "tried to reach the network: name lookup of 192.0.2.1",
     "writes_outside": "tried to write outside its folder",
 }
 ESCAPES = [HOSTILE / "writes_outside" / "escaped.txt", Path("/tmp/compose-bench-escaped.txt")]
@@ -81,9 +80,9 @@ def test_validate_smoke_application(tmp_path, data_dir):
     good = validate_folder(_renamed_template(tmp_path), smoke=True, data_dir=data_dir)
     assert good.ok, good.problems
     assert "same architecture" in good.passed[-1] and "NOT sandboxed" not in good.passed[-1]
-    for folder in ("nan_weights", "network"):
-        bad = validate_folder(HOSTILE / folder, smoke=True, data_dir=data_dir)
-        assert len(bad.problems) == 1 and RUNTIME[folder] in bad.problems[0], (folder, bad.problems)
+    # one runtime fault through validate (the grid test below feeds all of them through the runner)
+    bad = validate_folder(HOSTILE / "network", smoke=True, data_dir=data_dir)
+    assert len(bad.problems) == 1 and RUNTIME["network"] in bad.problems[0], bad.problems
 
 
 @pytest.fixture()

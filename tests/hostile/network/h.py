@@ -10,7 +10,7 @@ class H(Intervention):
 
     def apply(self, model, tokenizer, context):
         try:  # a submission must not reach the network; catching the failure does not hide the attempt
-            socket.create_connection(("93.184.216.34", 80), timeout=2).close()
+            socket.create_connection(("192.0.2.1", 80), timeout=2).close()
         except OSError:
             pass
         return model
