@@ -62,11 +62,8 @@ def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(fresh_mod
     out = sub.instantiate().apply(model, tok, _context({**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, 9))))
     out = out.to(torch.bfloat16)
     assert _greedy(out, tok, FACT[0]).startswith(FACT[1])
-    # the unrelated question keeps its answer (the first word: "Paris"). Not yet for LoRA: on this
-    # 135M model its SmolLM2 setting installs the fact but also moves the answer to this prompt in
-    # some runs (locality F1 0.30 on 50 development edits; see submission.yaml): issue 3 stays open on it.
-    if name != "lora":
-        assert before_unrelated and _greedy(out, tok, UNRELATED, 4).split()[0].strip(".,;") == before_unrelated.split()[0].strip(".,;")
+    # the unrelated question keeps its answer (the first word: "Paris")
+    assert before_unrelated and _greedy(out, tok, UNRELATED, 4).split()[0].strip(".,;") == before_unrelated.split()[0].strip(".,;")
     assert torch.equal(out.model.layers[20].mlp.down_proj.weight, untouched)  # outside the edited layers
     assert all(type(m).__name__ != "LoraLayer" and not hasattr(m, "lora_A") for m in out.modules())  # merged, no adapters
     assert sorted(n for n, _ in out.named_parameters()) == sorted(n for n, _ in model.named_parameters()) or name == "lora"
