@@ -475,13 +475,18 @@ def _loopback(host: str) -> bool:
     return host in ("localhost", "::1", "") or host.startswith("127.")
 
 
-def child_main(job: StepJob, scratch: str) -> None:
-    """Entry of the forked child: confine, load, apply, check, write the weights and a result."""
+def _detach_into_log(scratch: str) -> None:
+    """A child's first act: its own process group (killable as one), death with its parent, output to the log."""
     os.setsid()
     _die_with_parent()
     log = os.open(os.path.join(scratch, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+
+
+def child_main(job: StepJob, scratch: str) -> None:
+    """Entry of the forked child: confine, load, apply, check, write the weights and a result."""
+    _detach_into_log(scratch)
     code = 0
     try:
         _child(job, scratch)
@@ -627,11 +632,7 @@ def check_import(folder: str | Path, timeout_s: float) -> tuple[str, str]:
 
 
 def _import_main(folder: str, scratch: str) -> None:
-    os.setsid()
-    _die_with_parent()
-    log = os.open(os.path.join(scratch, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    _detach_into_log(scratch)
     code = 0
     try:
         os.environ.update({"TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"})
