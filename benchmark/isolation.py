@@ -448,6 +448,8 @@ class _Watchdog:
                 self._note(f"tried to write outside its folder: {os.fsdecode(path)}")
         elif event in ("os.remove", "os.rename", "os.mkdir", "os.rmdir", "shutil.rmtree", "os.truncate"):
             path = args[0] if args else None
+            if event == "os.mkdir" and isinstance(path, (str, bytes, os.PathLike)) and os.path.isdir(path):
+                return  # makedirs(exist_ok=True) on a folder that exists changes nothing (cache_dir() does it)
             if isinstance(path, (str, bytes, os.PathLike)) and not self._allowed(os.fsdecode(path)):
                 self._note(f"tried to change the file system outside its folder: {event} {os.fsdecode(path)}")
         elif event in ("socket.connect", "socket.sendto"):

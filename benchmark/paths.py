@@ -29,7 +29,8 @@ def baselines_dir() -> Path:
 def cache_dir() -> Path:
     """Converted models, covariance and data caches (safe to delete)."""
     path = Path(os.environ.get(ENV_CACHE_DIR, Path.home() / ".cache" / "compose-bench"))
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():  # no mkdir call when it exists: the step sandbox reports writes outside its folders
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -1,3 +1,5 @@
+import os
+
 from benchmark.api import Category, Intervention
 
 import torch
@@ -10,6 +12,10 @@ class H(Intervention):
     category = Category.COMPRESSION
 
     def apply(self, model, tokenizer, context):
+        # what library code does all the time (MEMIT's cache through benchmark.paths.cache_dir):
+        # makedirs(exist_ok=True) on folders that exist outside the scratch folder is no violation
+        os.makedirs(os.path.expanduser("~"), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(__file__)), exist_ok=True)
         weight = model.model.layers[0].mlp.down_proj.weight
         with torch.no_grad():
             weight[weight.abs() < weight.abs().float().median().to(weight.dtype)] = 0
