@@ -507,10 +507,22 @@ def _result(scratch: str, payload: dict) -> None:
     os.replace(tmp, os.path.join(scratch, RESULT))
 
 
+def _thread_only_progress_lock() -> None:
+    """tqdm's default lock holds a multiprocessing semaphore, registered with the harness's
+    resource tracker; a child ends with ``os._exit``, so the tracker warned at every harness
+    exit of a "leaked semaphore". One process needs no inter-process lock for its own bars."""
+    try:
+        from tqdm.std import TqdmDefaultWriteLock
+    except ImportError:  # pragma: no cover - tqdm ships with transformers
+        return
+    TqdmDefaultWriteLock.mp_lock = None
+
+
 def _child(job: StepJob, scratch: str) -> None:
     from benchmark.paths import cache_dir
 
     sys.dont_write_bytecode = True
+    _thread_only_progress_lock()
     toolkit_cache = cache_dir() / "key-statistics"
     toolkit_cache.mkdir(parents=True, exist_ok=True)
     writable = [os.path.realpath(scratch), os.path.realpath(toolkit_cache)]

@@ -207,7 +207,10 @@ def check_intervention_class(cls: Any, spec: SubmissionSpec, where: str) -> None
     if not (inspect.isclass(cls) and issubclass(cls, Intervention)):
         raise SubmissionError(f"{where}: {cls!r} is not a subclass of benchmark.api.Intervention")
     if getattr(cls, "name", None) != spec.name:
-        raise SubmissionError(f"{where}: class name attribute {getattr(cls, 'name', None)!r} != YAML name {spec.name!r}")
+        raise SubmissionError(
+            f"{where}: class name attribute {getattr(cls, 'name', None)!r} != YAML name {spec.name!r} "
+            f"(set `name = {spec.name!r}` in class {getattr(cls, '__name__', cls)}, or rename the YAML's `name`)"
+        )
     category = getattr(cls, "category", None)
     if category is None or Category(category) != spec.category:
         raise SubmissionError(f"{where}: class category {category!r} != YAML category {spec.category.value!r}")
