@@ -53,3 +53,18 @@ def test_levels_multiply_cells_and_ids_are_distinct():
     ids = [cell_id(c, {"k": 1}, [{} for _ in c.steps]) for c in cells]
     assert len(set(ids)) == len(ids)
     assert cell_id(cells[3], {"k": 1}, [{} for _ in cells[3].steps]) != cell_id(cells[3], {"k": 2}, [{} for _ in cells[3].steps])
+
+
+def test_all_baselines_profiles_pair_every_category_both_orders():
+    """77 cells: base, 10 alone, 3x3 + 3x4 + 3x4 = 33 cross-category pairs in both orders."""
+    plans = {}
+    for name in ("all-baselines", "all-baselines-smoke"):
+        prof, steps = _steps(name)
+        assert len(steps) == 10, name
+        cells = build_plan(steps, "paper")
+        plans[name] = [c.label for c in cells]
+        pairs = Counter(frozenset(s.label for s in c.steps) for c in cells if len(c.steps) == 2)
+        assert len(cells) == 77 and len(pairs) == 33 and set(pairs.values()) == {2}, name
+        categories = {s.label: s.submission.spec.category for s in steps}
+        assert all(len({categories[label] for label in pair}) == 2 for pair in pairs), name
+    assert plans["all-baselines"] == plans["all-baselines-smoke"]  # the same grid, other sizes
