@@ -59,7 +59,7 @@ def test_all_baselines_profiles_pair_every_category_both_orders():
     """77 cells: base, 10 alone, 3x3 + 3x4 + 3x4 = 33 cross-category pairs in both orders."""
     plans = {}
     for name in ("all-baselines", "all-baselines-smoke"):
-        prof, steps = _steps(name)
+        _, steps = _steps(name)
         assert len(steps) == 10, name
         cells = build_plan(steps, "paper")
         plans[name] = [c.label for c in cells]
