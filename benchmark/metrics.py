@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.records import atomic_write_text
+from benchmark.records import atomic_write_text, group_key
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ PERPLEXITY_TOKENS = "perplexity_tokens"
 COLUMNS = [
     "model_id",
     "profile",
+    "dtype",
     "a",
     "a_category",
     "b",
@@ -282,17 +283,13 @@ def _labels(record: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _provenance(record: Mapping[str, Any]) -> tuple[Any, Any]:
-    prov = record.get("provenance") or {}
-    return prov.get("model_id"), prov.get("profile")
-
-
 @dataclass(frozen=True)
 class IncompletePair:
     """An unordered pair of which only one order has a successful record."""
 
     model_id: str | None
     profile: str | None
+    dtype: str | None
     a: str
     b: str
     present: str  # the order that exists, "a -> b" or "b -> a" with the labels filled in
@@ -310,34 +307,33 @@ def _sort_key(value: Any) -> tuple[int, str]:
 
 def find_pairs(records: Iterable[Mapping[str, Any]]) -> Pairing:
     """Pair the two orders of every two-intervention sequence; see :func:`pair_records`."""
-    cells: dict[tuple[Any, Any, str, str], dict] = {}
+    cells: dict[tuple[Any, ...], dict] = {}
     for record in records:
         if record.get("status") != "ok":
             continue
         labels = _labels(record)
         if len(labels) != 2 or labels[0] == labels[1]:
             continue
-        model_id, profile = _provenance(record)
-        cells[(model_id, profile, labels[0], labels[1])] = record  # the last record of a cell wins
+        cells[(*group_key(record), labels[0], labels[1])] = record  # the last record of a cell wins
 
     pairs: list[tuple[dict, dict]] = []
     incomplete: list[IncompletePair] = []
-    seen: set[tuple[Any, Any, str, str]] = set()
-    for model_id, profile, first, second in sorted(
-        cells, key=lambda k: (_sort_key(k[0]), _sort_key(k[1]), min(k[2], k[3]), max(k[2], k[3]))
+    seen: set[tuple[Any, ...]] = set()
+    for *group, first, second in sorted(
+        cells, key=lambda k: (*(_sort_key(g) for g in k[:-2]), min(k[-2], k[-1]), max(k[-2], k[-1]))
     ):
         a, b = sorted((first, second))
-        key = (model_id, profile, a, b)
+        key = (*group, a, b)
         if key in seen:
             continue
         seen.add(key)
-        ab = cells.get((model_id, profile, a, b))
-        ba = cells.get((model_id, profile, b, a))
+        ab = cells.get((*group, a, b))
+        ba = cells.get((*group, b, a))
         if ab is not None and ba is not None:
             pairs.append((ab, ba))
         else:
             present = f"{a} -> {b}" if ab is not None else f"{b} -> {a}"
-            incomplete.append(IncompletePair(model_id, profile, a, b, present))
+            incomplete.append(IncompletePair(*group, a, b, present))
     return Pairing(pairs, incomplete)
 
 
@@ -346,7 +342,7 @@ def pair_records(records: list[dict]) -> list[tuple[dict, dict]]:
 
     Keeps ``status == "ok"`` records whose ``sequence`` has exactly two entries with
     different labels, groups them by (``provenance.model_id``,
-    ``provenance.profile``, unordered pair of labels); ``a`` is the label that sorts
+    ``provenance.profile``, ``provenance.dtype``, unordered pair of labels); ``a`` is the label that sorts
     first, so ``record_ab`` applied ``a`` then ``b``. When the same ordered cell
     appears more than once the last record wins. Pairs missing one order are
     skipped and logged (:func:`find_pairs` returns them too).
@@ -354,8 +350,8 @@ def pair_records(records: list[dict]) -> list[tuple[dict, dict]]:
     pairing = find_pairs(records)
     for inc in pairing.incomplete:
         logger.warning(
-            "pair %s / %s (model %s, profile %s): only '%s' succeeded; skipped",
-            inc.a, inc.b, inc.model_id, inc.profile, inc.present,
+            "pair %s / %s (model %s, profile %s, %s): only '%s' succeeded; skipped",
+            inc.a, inc.b, inc.model_id, inc.profile, inc.dtype, inc.present,
         )
     return pairing.pairs
 
@@ -433,8 +429,8 @@ class _PairBootstrap:
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, int] | None] = {}
 
     def _describe(self) -> str:
-        model_id, profile, a, b = self.pair_id
-        return f"pair '{a}' / '{b}' (model {model_id}, profile {profile})"
+        model_id, profile, dtype, a, b = self.pair_id
+        return f"pair '{a}' / '{b}' (model {model_id}, profile {profile}, {dtype})"
 
     def _unit(self, criterion_key: str, keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int] | None:
         """Point column sums, replicate column sums and n for the lists ``keys``.
@@ -466,7 +462,8 @@ class _PairBootstrap:
             self._cache[cache_key] = None
             return None
         values = np.column_stack(columns)
-        rng = _derived_rng(self.seed, *self.pair_id, cache_key)
+        model_id, profile, _dtype, a, b = self.pair_id  # dtype separates groups; leaving it out of the
+        rng = _derived_rng(self.seed, model_id, profile, a, b, cache_key)  # draws keeps CIs as before it joined
         sums = _resampled_sums(values, self.n_bootstrap, rng)
         result = (values.sum(axis=0), sums, n)
         self._cache[cache_key] = result
@@ -554,9 +551,9 @@ def compute_composability(
     rows: list[dict[str, Any]] = []
     unknown: set[str] = set()
     for rec_ab, rec_ba in pair_records(records):
-        model_id, profile = _provenance(rec_ab)
+        model_id, profile, dtype = group_key(rec_ab)
         a, b = _labels(rec_ab)
-        boot = _PairBootstrap(rec_ab, rec_ba, (model_id, profile, a, b), n_bootstrap, seed)
+        boot = _PairBootstrap(rec_ab, rec_ba, (model_id, profile, dtype, a, b), n_bootstrap, seed)
         scores_ab = rec_ab.get("scores") or {}
         scores_ba = rec_ba.get("scores") or {}
         unknown |= (set(scores_ab) | set(scores_ba)) - set(criteria)
@@ -570,6 +567,7 @@ def compute_composability(
             row: dict[str, Any] = {
                 "model_id": model_id,
                 "profile": profile,
+                "dtype": dtype,
                 "a": a,
                 "a_category": _category(rec_ab, 0),
                 "b": b,
@@ -620,7 +618,7 @@ def compute_composability(
         logger.warning("scores without a criterion in criteria.yaml (ignored): %s", ", ".join(sorted(unknown)))
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    float_cols = [c for c in COLUMNS[7:] if c not in ("exceeds_noise", "n_items")]
+    float_cols = COLUMNS[COLUMNS.index("score_ab"):COLUMNS.index("exceeds_noise")]
     df[float_cols] = df[float_cols].astype(float)
     df["exceeds_noise"] = df["exceeds_noise"].astype(bool)
     df["n_items"] = df["n_items"].astype(int)

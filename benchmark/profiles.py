@@ -61,7 +61,8 @@ class Profile(_Strict):
     name: str
     description: str = ""
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    # auto: bfloat16 where this machine runs it fast, float32 otherwise (benchmark/numerics.py)
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     device: str | None = None
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)

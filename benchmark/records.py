@@ -105,3 +105,19 @@ def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
 def finished_cells(records: list[dict[str, Any]], retry_failed: bool = False) -> set[str]:
     """Cell ids that need no new run."""
     return {r["cell_id"] for r in records if r.get("status") == "ok" or not retry_failed}
+
+
+GroupKey = tuple[str | None, str | None, str | None]
+"""(model_id, profile, dtype): records that may be paired and ranked together."""
+
+
+def group_key(record: dict[str, Any]) -> GroupKey:
+    """The group a record's metrics are computed in: model, profile and the dtype it was evaluated in.
+
+    Scores move slightly with the dtype (bf16 vs float32 on the same weights), so two
+    cells evaluated in different dtypes are never paired or ranked together, even when
+    model and profile agree (a run resumed on a machine of another CPU kind).
+    """
+    prov = record.get("provenance") or {}
+    dtype = prov.get("dtype")
+    return prov.get("model_id"), prov.get("profile"), None if dtype is None else str(dtype)

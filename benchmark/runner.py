@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from benchmark.api import Category, InterventionContext
 from benchmark.isolation import StepJob, run_isolated
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
-from benchmark.models import ResolvedModel, load_model, model_family, parse_dtype, pick_device, resolve_model, weights_sha256
+from benchmark.models import ResolvedModel, load_model, model_family, pick_device, resolve_model, weights_sha256
+from benchmark.numerics import DtypeChoice, choose_dtype, parse_dtype
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
 from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions
@@ -86,6 +87,7 @@ class RunInputs:
     family: str
     device: torch.device
     dtype: torch.dtype
+    numerics: DtypeChoice  # how dtype was chosen (recorded)
     base_model: torch.nn.Module  # pristine, never handed to an intervention
     tokenizer: Any
     base_sha: str
@@ -132,9 +134,12 @@ class Runner:
         if p.threads:
             torch.set_num_threads(p.threads)
         device = pick_device(self.device_name)
-        dtype = parse_dtype(p.dtype)
+        numerics = choose_dtype(p.dtype, str(device))
+        dtype = numerics.dtype
+        if warning := numerics.slow_warning():
+            self.echo(warning)
         resolved = resolve_model(self.model_id)
-        self.echo(f"model: {resolved.model_id} from {resolved.source} ({p.dtype} on {device})")
+        self.echo(f"model: {resolved.model_id} from {resolved.source} ({numerics.name} on {device}, {numerics.reason})")
         base_model, tokenizer = load_model(resolved, dtype, device)
         from benchmark.paths import tasks_dir
         import yaml
@@ -157,7 +162,7 @@ class Runner:
         context_key = {
             "model_id": resolved.model_id,
             "weights_sha256": base_sha,
-            "dtype": p.dtype,
+            "dtype": numerics.name,
             "seed": p.seed,
             "evaluation": p.evaluation.model_dump(mode="json"),
             "corpora": {"forget": forget.describe(), "retain": retain.describe(), "calibration": calibration.describe()},
@@ -165,7 +170,7 @@ class Runner:
             "tasks": suite.provenance,
         }
         return RunInputs(
-            p, resolved, family, device, dtype, base_model, tokenizer, base_sha, _signature(base_model),
+            p, resolved, family, device, dtype, numerics, base_model, tokenizer, base_sha, _signature(base_model),
             suite, forget, retain, calibration, self.out_dir, context_key,
         )
 
@@ -312,7 +317,9 @@ class Runner:
                 "model_family": inputs.family,
                 "base_weights_sha256": inputs.base_sha,
                 "weights_sha256": weights_sha,
-                "dtype": p.dtype,
+                "dtype": inputs.numerics.name,
+                "dtype_requested": p.dtype,
+                "numerics": inputs.numerics.describe(),
                 "device": str(inputs.device),
                 "seed": p.seed,
                 "tasks": inputs.suite.provenance,

@@ -53,8 +53,11 @@ PROTOCOL_TEXT = """
   perplexity, and the compression level actually measured (average bits, sparsity).
 - Profiles fix the model, sub-sample sizes and prompt format: `smoke` (CI, minutes on two
   CPU cores: its numbers only prove the pipeline works), `default` (the main CPU job on
-  SmolLM2-135M) and `paper` (Llama-3-8B on a GPU). The model and profile filters at the top
-  keep comparisons within one setting.
+  SmolLM2-135M) and `paper` (Llama-3-8B on a GPU). The model, profile and dtype filters at the
+  top keep comparisons within one setting.
+- Numerics: a profile's `dtype: auto` computes in bfloat16 where the machine runs it fast (a GPU,
+  a CPU with AVX-512 bf16/AMX) and in float32 elsewhere (AVX2-only CPUs). Scores differ slightly
+  by dtype, so cells evaluated in different dtypes are never paired or ranked together.
 - Every record carries its provenance: harness version, model source and weights hash, data
   revisions, submission hash, hyperparameters, seed, protocol, hardware, timings and memory
   (see the Intervention detail view).
@@ -87,8 +90,8 @@ def criteria_markdown(board: Board) -> str:
 
 def source_markdown(board: Board) -> str:
     lines = ["## Where these numbers come from", "", f"Store: {md(board.description) or 'none'}", ""]
-    for (model_id, profile), origin in sorted(board.metrics_origin.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
-        lines.append(f"- {md(model_id)}, profile {md(profile)}: metrics {md(origin)}")
+    for (model_id, profile, dtype), origin in sorted(board.metrics_origin.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        lines.append(f"- {md(model_id)}, profile {md(profile)}, {md(dtype)}: metrics {md(origin)}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""The Gradio app: five views over one results store, each filtered by model and profile.
+"""The Gradio app: five views over one results store, each filtered by model, profile and dtype.
 
 Plain Gradio 6 components only (Dataframe, Plot, Dropdown, Markdown, JSON);
 ``gradio_leaderboard`` needs Gradio < 6. The board is read from the store once at start
@@ -51,21 +51,24 @@ class BoardSource:
         with self._lock:
             self.board, self.generation = board, self.generation + 1
 
-    def select(self, model: str | None, profile: str | None) -> Board:
-        return _select(self, self.generation, model, profile)
+    def select(self, model: str | None, profile: str | None, dtype: str | None) -> Board:
+        return _select(self, self.generation, model, profile, dtype)
 
-    def defaults(self, model: str | None = None, profile: str | None = None) -> tuple[str | None, str | None]:
-        """A valid (model, profile): the given ones when they exist, else the largest group."""
+    def defaults(self, model: str | None = None, profile: str | None = None,
+                 dtype: str | None = None) -> tuple[str | None, str | None, str | None]:
+        """A valid (model, profile, dtype): the given ones when they exist, else the largest group."""
         models = self.board.models()
         model = model if model in models else (models[0] if models else None)
         profiles = self.board.profiles(model)
         profile = profile if profile in profiles else (profiles[0] if profiles else None)
-        return model, profile
+        dtypes = self.board.dtypes(model, profile)
+        dtype = dtype if dtype in dtypes else (dtypes[0] if dtypes else None)
+        return model, profile, dtype
 
 
 @lru_cache(maxsize=64)
-def _select(source: BoardSource, generation: int, model: str | None, profile: str | None) -> Board:
-    return source.board.select(model, profile)
+def _select(source: BoardSource, generation: int, model: str | None, profile: str | None, dtype: str | None) -> Board:
+    return source.board.select(model, profile, dtype)
 
 
 def _datatypes(df: pd.DataFrame) -> list[str]:
@@ -94,20 +97,20 @@ def build_app(source: BoardSource):
 
     # ---------------------------------------------------------------- view functions
 
-    def ranking_view(model, profile, criteria):
-        board = source.select(model, profile)
+    def ranking_view(model, profile, dtype, criteria):
+        board = source.select(model, profile, dtype)
         return table(ranking.ranking_table(board, criteria or []))
 
-    def matrices_view(model, profile, criterion):
-        board = source.select(model, profile)
+    def matrices_view(model, profile, dtype, criterion):
+        board = source.select(model, profile, dtype)
         choices = board.criteria_with_scores()
         criterion = _pick(criterion, choices, "edit_success")
         return (gr.Dropdown(choices=choices, value=criterion),
                 matrices.heatmap_figure(board, criterion or "", "order_free_error"),
                 matrices.heatmap_figure(board, criterion or "", "order_sensitivity"))
 
-    def detail_view(model, profile, name, criteria):
-        board = source.select(model, profile)
+    def detail_view(model, profile, dtype, name, criteria):
+        board = source.select(model, profile, dtype)
         names = board.names()
         name = _pick(name, names)
         criteria = criteria or []
@@ -124,11 +127,11 @@ def build_app(source: BoardSource):
             detail.record_details(board, chosen),
         )
 
-    def record_view(model, profile, cell_id):
-        return detail.record_details(source.select(model, profile), cell_id)
+    def record_view(model, profile, dtype, cell_id):
+        return detail.record_details(source.select(model, profile, dtype), cell_id)
 
-    def curves_view(model, profile, pair, criterion, axis):
-        board = source.select(model, profile)
+    def curves_view(model, profile, dtype, pair, criterion, axis):
+        board = source.select(model, profile, dtype)
         pairs = curves.curve_pairs(board)
         pair = _pick(pair, pairs)
         choices = board.criteria_with_scores()
@@ -136,17 +139,18 @@ def build_app(source: BoardSource):
         figure = curves.curve_figure(board, pair or "", criterion or "", axis or "level")
         return gr.Dropdown(choices=pairs, value=pair), gr.Dropdown(choices=choices, value=criterion), figure
 
-    def all_views(model, profile, criteria, matrix_criterion, name, pair, curve_criterion, axis):
-        model, profile = source.defaults(model, profile)
-        board = source.select(model, profile)
+    def all_views(model, profile, dtype, criteria, matrix_criterion, name, pair, curve_criterion, axis):
+        model, profile, dtype = source.defaults(model, profile, dtype)
+        board = source.select(model, profile, dtype)
         return (
             gr.Dropdown(choices=source.board.models(), value=model),
             gr.Dropdown(choices=source.board.profiles(model), value=profile),
+            gr.Dropdown(choices=source.board.dtypes(model, profile), value=dtype),
             status_text(board),
-            ranking_view(model, profile, criteria),
-            *matrices_view(model, profile, matrix_criterion),
-            *detail_view(model, profile, name, criteria),
-            *curves_view(model, profile, pair, curve_criterion, axis),
+            ranking_view(model, profile, dtype, criteria),
+            *matrices_view(model, profile, dtype, matrix_criterion),
+            *detail_view(model, profile, dtype, name, criteria),
+            *curves_view(model, profile, dtype, pair, curve_criterion, axis),
             about.about_markdown(board),
         )
 
@@ -156,8 +160,8 @@ def build_app(source: BoardSource):
 
     # ---------------------------------------------------------------- layout
 
-    model0, profile0 = source.defaults()
-    board0 = source.select(model0, profile0)
+    model0, profile0, dtype0 = source.defaults()
+    board0 = source.select(model0, profile0, dtype0)
     criteria_choices = list(source.board.criteria)
     headline = [c for c in HEADLINE_CRITERIA if c in criteria_choices]
 
@@ -167,6 +171,9 @@ def build_app(source: BoardSource):
             model_dd = gr.Dropdown(label="Model", choices=source.board.models(), value=model0, elem_id="filter-model")
             profile_dd = gr.Dropdown(label="Profile", choices=source.board.profiles(model0), value=profile0,
                                      elem_id="filter-profile")
+            dtype_dd = gr.Dropdown(label="Numerics (dtype)", choices=source.board.dtypes(model0, profile0), value=dtype0,
+                                   elem_id="filter-dtype",
+                                   info="scores differ slightly by dtype: cells of different dtypes are never compared")
             reload_btn = gr.Button("Reload from the store", scale=0)
         status_md = gr.Markdown(status_text(board0), elem_id="status")
         criteria_cb = gr.CheckboxGroup(label="Criteria shown in the Ranking and the Intervention detail",
@@ -211,24 +218,24 @@ def build_app(source: BoardSource):
 
         # ---------------------------------------------------------------- events
 
-        filters = [model_dd, profile_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio]
-        everything = [model_dd, profile_dd, status_md, ranking_df, matrix_dd, ofe_plot, os_plot,
+        filters = [model_dd, profile_dd, dtype_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio]
+        everything = [model_dd, profile_dd, dtype_dd, status_md, ranking_df, matrix_dd, ofe_plot, os_plot,
                       name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json,
                       pair_dd, curve_crit_dd, curve_plot, about_md]
-        gr.on([model_dd.input, profile_dd.input], all_views, inputs=filters, outputs=everything)
+        gr.on([model_dd.input, profile_dd.input, dtype_dd.input], all_views, inputs=filters, outputs=everything)
         reload_btn.click(reload, inputs=filters, outputs=everything)
         demo.load(all_views, inputs=filters, outputs=everything)
         criteria_cb.input(
-            lambda m, p, c, n: (ranking_view(m, p, c), *detail_view(m, p, n, c)),
-            inputs=[model_dd, profile_dd, criteria_cb, name_dd],
+            lambda m, p, d, c, n: (ranking_view(m, p, d, c), *detail_view(m, p, d, n, c)),
+            inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, name_dd],
             outputs=[ranking_df, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
         )
-        matrix_dd.input(matrices_view, inputs=[model_dd, profile_dd, matrix_dd], outputs=[matrix_dd, ofe_plot, os_plot])
-        name_dd.input(detail_view, inputs=[model_dd, profile_dd, name_dd, criteria_cb],
+        matrix_dd.input(matrices_view, inputs=[model_dd, profile_dd, dtype_dd, matrix_dd], outputs=[matrix_dd, ofe_plot, os_plot])
+        name_dd.input(detail_view, inputs=[model_dd, profile_dd, dtype_dd, name_dd, criteria_cb],
                       outputs=[name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json])
-        record_dd.input(record_view, inputs=[model_dd, profile_dd, record_dd], outputs=record_json)
+        record_dd.input(record_view, inputs=[model_dd, profile_dd, dtype_dd, record_dd], outputs=record_json)
         gr.on([pair_dd.input, curve_crit_dd.input, axis_radio.input], curves_view,
-              inputs=[model_dd, profile_dd, pair_dd, curve_crit_dd, axis_radio],
+              inputs=[model_dd, profile_dd, dtype_dd, pair_dd, curve_crit_dd, axis_radio],
               outputs=[pair_dd, curve_crit_dd, curve_plot])
     return demo
 

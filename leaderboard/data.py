@@ -16,7 +16,10 @@ from typing import Any, Mapping
 import pandas as pd
 
 from benchmark.metrics import Criterion, load_criteria
+from benchmark.records import group_key
 from benchmark.stores import Snapshot
+
+GROUP_COLUMNS = ("model_id", "profile", "dtype")  # what benchmark.records.group_key returns
 
 HEADLINE_CRITERIA = ("edit_success", "generalization", "locality", "wmdp", "mmlu", "perplexity")
 """The criteria shown by default: the paper's (token-set F1 for zsRE), plus perplexity."""
@@ -86,11 +89,11 @@ class Board:
 
     @cached_property
     def groups(self) -> pd.DataFrame:
-        """(model_id, profile, records) of every group, the largest first."""
-        rows = [((r.get("provenance") or {}).get("model_id"), (r.get("provenance") or {}).get("profile")) for r in self.records]
-        df = pd.DataFrame(rows, columns=["model_id", "profile"]).astype(str)
+        """(model_id, profile, dtype, records) of every group, the largest first."""
+        rows = [group_key(r) for r in self.records]
+        df = pd.DataFrame(rows, columns=list(GROUP_COLUMNS)).astype(str)
         counts = df.value_counts().rename("records").reset_index()
-        return counts.sort_values(["records", "model_id", "profile"], ascending=[False, True, True], ignore_index=True)
+        return counts.sort_values(["records", *GROUP_COLUMNS], ascending=[False, True, True, True], ignore_index=True)
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(self.groups["model_id"]))
@@ -98,16 +101,30 @@ class Board:
     def profiles(self, model_id: str | None) -> list[str]:
         return list(dict.fromkeys(self.groups.loc[self.groups["model_id"] == str(model_id), "profile"]))
 
-    def select(self, model_id: str | None, profile: str | None) -> "Board":
-        """The board of one model and profile (an empty board when there is no such group)."""
+    def dtypes(self, model_id: str | None, profile: str | None) -> list[str]:
+        rows = self.groups[(self.groups["model_id"] == str(model_id)) & (self.groups["profile"] == str(profile))]
+        return list(dict.fromkeys(rows["dtype"]))
+
+    def select(self, model_id: str | None, profile: str | None, dtype: str | None = None) -> "Board":
+        """The board of one group (an empty board when there is no such group).
+
+        ``dtype`` None picks the group's largest dtype, so a (model, profile) evaluated in
+        one dtype only needs no third choice; records of two dtypes are never mixed.
+        """
+        if dtype is None:
+            dtypes = self.dtypes(model_id, profile)
+            dtype = dtypes[0] if dtypes else None
+        wanted = (str(model_id), str(profile), str(dtype))
 
         def keep(record: dict) -> bool:
-            prov = record.get("provenance") or {}
-            return str(prov.get("model_id")) == str(model_id) and str(prov.get("profile")) == str(profile)
+            return tuple(str(part) for part in group_key(record)) == wanted
 
         metrics = self.metrics
         if not metrics.empty:
-            metrics = metrics[(metrics["model_id"].astype(str) == str(model_id)) & (metrics["profile"].astype(str) == str(profile))]
+            same = pd.Series(True, index=metrics.index)
+            for column, value in zip(GROUP_COLUMNS, wanted):
+                same &= metrics[column].astype(str) == value
+            metrics = metrics[same]
         return Board(
             [r for r in self.records if keep(r)],
             metrics.reset_index(drop=True),
@@ -166,6 +183,7 @@ class Board:
                 "finished_at": record.get("finished_at"),
                 "model_id": prov.get("model_id"),
                 "profile": prov.get("profile"),
+                "dtype": prov.get("dtype"),
             }
             for key, value in (record.get("scores") or {}).items():
                 row[f"score:{key}"] = fmt(value, 6)

@@ -57,10 +57,10 @@ def stored_records(files: dict[str, bytes]) -> dict[str, dict]:
 def test_local_store_reads_run_folders_with_their_metrics(all_records):
     snap = LocalStore(FIXTURES).read()
     assert len(snap.records) == len(all_records) == 15
-    assert set(snap.metrics_origin) == {(MODEL, "smoke"), (MODEL, "micro")}
+    assert set(snap.metrics_origin) == {(MODEL, "smoke", "bfloat16"), (MODEL, "micro", "bfloat16")}
     assert all(origin.startswith("stored in run folder") for origin in snap.metrics_origin.values())
     smoke = snap.metrics[snap.metrics["profile"] == "smoke"].reset_index(drop=True)
-    expected = read_metrics_csv((FIXTURES / "smoke" / "composability.csv").read_bytes())[(MODEL, "smoke")]
+    expected = read_metrics_csv((FIXTURES / "smoke" / "composability.csv").read_bytes())[(MODEL, "smoke", "bfloat16")]
     assert smoke.equals(expected)
 
 
@@ -80,7 +80,7 @@ def test_local_publish_is_idempotent_and_recomputes_metrics(tmp_path, all_record
     assert {p: p.stat().st_mtime_ns for p in store.root.rglob("*") if p.is_file()} == mtimes
 
     smoke = [r for r in all_records if r["provenance"]["profile"] == "smoke"]
-    stored = read_metrics_csv((store.root / metrics_paths((MODEL, "smoke"))[0]).read_bytes())[(MODEL, "smoke")]
+    stored = read_metrics_csv((store.root / metrics_paths((MODEL, "smoke", "bfloat16"))[0]).read_bytes())[(MODEL, "smoke", "bfloat16")]
     recomputed = compute_composability(select_latest(smoke), n_bootstrap=N_BOOT, seed=0)
     assert stored[["a", "b", "criterion"]].equals(recomputed[["a", "b", "criterion"]].astype(object))
     assert stored["order_free_error"].tolist() == pytest.approx(recomputed["order_free_error"].tolist(), nan_ok=True)

@@ -196,7 +196,7 @@ class HubStore:
         from huggingface_hub.errors import HfHubHTTPError
 
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in sorted(plan.files.items())]
-        groups = ", ".join(sorted({f"{profile}/{model}" for model, profile in plan.groups})) or "metadata"
+        groups = ", ".join(sorted({f"{profile}/{model}/{dtype}" for model, profile, dtype in plan.groups})) or "metadata"
         with self._errors("the commit"):
             try:
                 return api.create_commit(

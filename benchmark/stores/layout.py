@@ -3,11 +3,13 @@
 Both stores (a local folder and a Hugging Face dataset repository) use the same
 layout, so a folder can be uploaded as is and a repository downloaded as is:
 
-    records/<profile>/<model>/<harness>/<cell_id>.json   one result record per file
-    metrics/<profile>/<model>/composability.csv|.json     recomputed from all records of the group
+    records/<profile>/<model>/<dtype>/<harness>/<cell_id>.json   one result record per file
+    metrics/<profile>/<model>/<dtype>/composability.csv|.json     recomputed from all records of the group
     interventions/<name>.json                             display metadata of a submission
 
-One file per record keyed by (profile, model, harness version, cell id) means that
+A group is (model, profile, dtype): cells evaluated in different dtypes are never
+paired (:func:`benchmark.records.group_key`). One file per record keyed by (profile,
+model, dtype, harness version, cell id) means that
 publishers of different cells never write the same file, and that publishing a record
 again writes byte-identical content (sorted keys, fixed separators), which both stores
 detect through its git blob id and skip: publishing is idempotent.
@@ -20,7 +22,7 @@ import json
 import re
 from typing import Any, Mapping
 
-from benchmark.records import json_safe
+from benchmark.records import GroupKey, group_key, json_safe
 
 RECORDS_DIR = "records"
 METRICS_DIR = "metrics"
@@ -30,8 +32,8 @@ METRICS_JSON = "composability.json"
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
-Group = tuple[str | None, str | None]
-"""(model_id, profile): the unit composability metrics are computed over."""
+Group = GroupKey
+"""(model_id, profile, dtype): the unit composability metrics are computed over."""
 
 
 def slug(value: Any) -> str:
@@ -53,24 +55,24 @@ def provenance(record: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def group_of(record: Mapping[str, Any]) -> Group:
-    prov = provenance(record)
-    return prov.get("model_id"), prov.get("profile")
+    return group_key(record)
 
 
-def record_key(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """What identifies a stored record: profile, model, harness version and cell id."""
+def record_key(record: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+    """What identifies a stored record: profile, model, dtype, harness version and cell id."""
     prov = provenance(record)
     return (
         str(prov.get("profile")),
         str(prov.get("model_id")),
+        str(prov.get("dtype")),
         str(prov.get("harness_version")),
         str(record["cell_id"]),
     )
 
 
 def group_prefix(group: Group) -> str:
-    model_id, profile = group
-    return f"{RECORDS_DIR}/{slug(profile)}/{slug(model_id)}/"
+    model_id, profile, dtype = group
+    return f"{RECORDS_DIR}/{slug(profile)}/{slug(model_id)}/{slug(dtype)}/"
 
 
 def record_path(record: Mapping[str, Any]) -> str:
@@ -79,8 +81,8 @@ def record_path(record: Mapping[str, Any]) -> str:
 
 
 def metrics_paths(group: Group) -> tuple[str, str]:
-    model_id, profile = group
-    base = f"{METRICS_DIR}/{slug(profile)}/{slug(model_id)}/"
+    model_id, profile, dtype = group
+    base = f"{METRICS_DIR}/{slug(profile)}/{slug(model_id)}/{slug(dtype)}/"
     return base + METRICS_CSV, base + METRICS_JSON
 
 

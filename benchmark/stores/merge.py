@@ -29,7 +29,7 @@ class StoreError(RuntimeError):
     """A store that cannot be read or written; the message names the store and the file."""
 
 
-_STRING_COLUMNS = ["model_id", "profile", "a", "a_category", "b", "b_category", "criterion"]
+_STRING_COLUMNS = ["model_id", "profile", "dtype", "a", "a_category", "b", "b_category", "criterion"]
 
 
 def _rank(record: Mapping[str, Any]) -> tuple[bool, str]:
@@ -45,10 +45,9 @@ def replaces(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return _rank(new) > _rank(old)
 
 
-def cell_key(record: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def cell_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
     """One cell of one grid, whatever harness version produced it."""
-    model_id, profile = group_of(record)
-    return model_id, profile, str(record["cell_id"])
+    return (*group_of(record), str(record["cell_id"]))
 
 
 def best_by_cell(
@@ -125,9 +124,15 @@ def empty_metrics() -> pd.DataFrame:
 
 
 def read_metrics_csv(data: bytes | str | Path) -> dict[Group, pd.DataFrame]:
-    """A ``composability.csv`` split by (model_id, profile)."""
+    """A ``composability.csv`` split by (model_id, profile, dtype).
+
+    A table written before dtype joined the group has no ``dtype`` column: its rows get
+    dtype None, a group no record belongs to, so those metrics are recomputed from the records.
+    """
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     df = pd.read_csv(source, dtype={c: "string" for c in _STRING_COLUMNS})
+    if "dtype" not in df.columns:
+        df.insert(COLUMNS.index("dtype"), "dtype", pd.Series([pd.NA] * len(df), dtype="string"))
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"composability table lacks column(s) {missing}")
@@ -135,8 +140,8 @@ def read_metrics_csv(data: bytes | str | Path) -> dict[Group, pd.DataFrame]:
     df[_STRING_COLUMNS] = df[_STRING_COLUMNS].where(df[_STRING_COLUMNS].notna(), None)
     df["exceeds_noise"] = df["exceeds_noise"].astype(str).str.lower().eq("true")
     out: dict[Group, pd.DataFrame] = {}
-    for (model_id, profile), rows in df.groupby(["model_id", "profile"], dropna=False, sort=False):
-        out[(model_id, profile)] = rows.reset_index(drop=True)
+    for group, rows in df.groupby(["model_id", "profile", "dtype"], dropna=False, sort=False):
+        out[tuple(None if pd.isna(g) else g for g in group)] = rows.reset_index(drop=True)
     return out
 
 

@@ -126,7 +126,7 @@ def plan_publish(
 
     touched = {group_of(incoming[p]) for p in plan.files}
     touched |= {group_of(r) for r in incoming.values() if metrics_paths(group_of(r))[0] not in existing}
-    for group in sorted(touched, key=lambda g: (str(g[0]), str(g[1]))):
+    for group in sorted(touched, key=lambda g: tuple(str(part) for part in g)):
         prefix = group_prefix(group)
         stored = sorted(p for p in existing if p.startswith(prefix) and is_record_path(p) and p not in plan.files)
         contents = load(stored) if stored else {}
