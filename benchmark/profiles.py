@@ -37,6 +37,9 @@ class EvaluationSettings(_Strict):
     zsre_batch_size: int = Field(default=16, ge=1)
     mmlu_n: int | None = Field(default=None, ge=1)  # None: every question
     wmdp_n_per_subset: int | None = Field(default=None, ge=1)
+    # MCQ questions longer than this (question + choices, characters) are left out of the
+    # sampling pool: the CPU profiles' cost bound (benchmark.data.mcq.within_length). None: all.
+    mcq_max_chars: int | None = Field(default=None, ge=100)
     perplexity_seq_len: int = Field(default=512, ge=16)
     perplexity_windows: int | None = Field(default=32, ge=1)
     perplexity_batch_size: int = Field(default=4, ge=1)

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import random
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from benchmark.api import Category, InterventionContext
+from benchmark.cost import (CostModel, EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human,
+                            record_step_cost, step_cost_key)
 from benchmark.isolation import StepJob, run_isolated
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
 from benchmark.models import ResolvedModel, load_model, model_family, pick_device, resolve_model, weights_sha256
-from benchmark.numerics import DtypeChoice, choose_dtype, parse_dtype
+from benchmark.numerics import DtypeChoice, choose_dtype, matmul_gflops, parse_dtype
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
 from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions
@@ -98,6 +101,7 @@ class RunInputs:
     calibration: Corpus
     out_dir: Path
     context_key: dict[str, Any] = field(default_factory=dict)
+    tokens: EvaluationTokens | None = None  # tokens one evaluation processes (cost model)
 
 
 class Runner:
@@ -199,7 +203,15 @@ class Runner:
 
     # ---------------------------------------------------------------- steps
     def _apply(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-        """Apply one step to ``model``; returns the model it leaves and its timing entry."""
+        """Apply one step to ``model``; returns the model it leaves and its timing entry (its cost goes to the history)."""
+        model, entry = self._apply_step(inputs, step, model)
+        if entry.get("seconds"):
+            n = inputs.numerics
+            record_step_cost(self._step_plan(inputs, step).key, entry["seconds"],
+                             n.gflops.get(n.name) or matmul_gflops(inputs.dtype, inputs.device), n.capability, n.name)
+        return model, entry
+
+    def _apply_step(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
         if self.isolate:
             return self._apply_isolated(inputs, step, model)
         sub = step.submission
@@ -370,11 +382,16 @@ class Runner:
         done = finished_cells(read_records(self.records_path), self.retry_failed)
         todo = [c for c in self.cells if ids[c][0] not in done]
         self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded, {len(todo)} to run")
-        bar = tqdm(total=len(todo), desc="grid", unit="cell")
+        planned = self._estimate(inputs, todo)
+        bar = tqdm(total=max(1, round(sum(planned.values()))), desc="grid", unit="s",
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}{postfix}]")
+        started, cells_done = time.perf_counter(), 0
 
         def finish(cell: Cell) -> None:
-            bar.set_postfix_str(cell.label[:60])
-            bar.update(1)
+            nonlocal cells_done
+            cells_done += 1
+            bar.set_postfix_str(f"{cells_done}/{len(todo)} cells, {cell.label[:50]}")
+            bar.update(round(planned.get(cell, 0.0)))
 
         if Cell(()) in todo:
             cid, hps = ids[Cell(())]
@@ -386,8 +403,96 @@ class Runner:
             if group:
                 self._run_group(inputs, first, group, ids, finish)
         bar.close()
+        if todo:
+            spent = time.perf_counter() - started
+            self.echo(f"grid time: {human(spent)} ({spent:.0f} s; estimated {sum(planned.values()):.0f} s)")
         self._remove_stale_states()
         return read_records(self.records_path)
+
+    # ---------------------------------------------------------------- cost
+    def _step_plan(self, inputs: RunInputs, step: Step, scale: float = 1.0) -> StepPlan:
+        """The inputs of one application's cost; ``scale``: another profile's inputs relative to this one's."""
+        category = step.category
+        items = 0
+        if category in (Category.EDITING, Category.MULTI):
+            items += len(inputs.suite.edits)
+        if category in (Category.UNLEARNING, Category.MULTI):
+            items += len(inputs.forget.texts) + len(inputs.retain.texts)
+        if category in (Category.COMPRESSION, Category.MULTI):
+            items += len(inputs.calibration.texts)
+        items = max(1, round(items * scale)) if scale != 1.0 else items
+        key = step_cost_key(step.submission.name, step.submission.sha256, step.level, items)
+        return StepPlan(step.submission.name, category.value, key, items)
+
+    def _estimate(self, inputs: RunInputs, todo: list[Cell]) -> dict[Cell, float]:
+        """Estimated seconds per cell still to run (its first step counted in the first cell of its group); prints the total."""
+        if not todo:
+            return {}
+        rate = inputs.numerics.gflops.get(inputs.numerics.name) or matmul_gflops(inputs.dtype, inputs.device)
+        n_params = sum(t.numel() for t in {id(t): t for t in inputs.base_model.state_dict().values()}.values())
+        inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
+        cost_model = CostModel.load()
+        applications: list[tuple[Cell, Step]] = []
+        first_applied: set[Step] = set()
+        for cell in todo:
+            steps = list(cell.steps) + ([cell.recompress] if cell.recompress else [])
+            if cell.first is not None and len(cell.steps) > 1:
+                if cell.first in first_applied or self._state_file(inputs, cell.first).exists():
+                    steps = steps[1:]
+                first_applied.add(cell.first)
+            elif cell.first is not None:
+                first_applied.add(cell.first)
+            applications += [(cell, step) for step in steps]
+        est = estimate(inputs.tokens, n_params, rate, len(todo),
+                       [(step.label, self._step_plan(inputs, step)) for _, step in applications],
+                       sandboxed=self.isolate, model=cost_model)
+        per_cell = {cell: est.evaluation_s for cell in todo}
+        for (cell, _), (_, seconds, _) in zip(applications, est.steps_s):
+            per_cell[cell] += seconds
+        sources = sorted({source for _, _, source in est.steps_s})
+        self.echo(
+            f"estimate: {human(est.total_s)} on this machine ({inputs.numerics.capability}, {inputs.numerics.name} "
+            f"matmul {rate:.0f} GFLOP/s): {len(todo)} evaluations of ~{est.evaluation_s:.0f} s "
+            f"(MCQ {est.evaluation_parts_s['mcq']:.0f} s, zsRE {est.evaluation_parts_s['zsre']:.0f} s, "
+            f"perplexity {est.evaluation_parts_s['perplexity']:.0f} s) + {len(est.steps_s)} intervention "
+            f"applications {sum(s for _, s, _ in est.steps_s):.0f} s (costs from {', '.join(sources) or '-'})"
+        )
+        if sooner := self._sooner(inputs, est.total_s, rate, n_params, cost_model):
+            self.echo(sooner)
+        return per_cell
+
+    def _sooner(self, inputs: RunInputs, total_s: float, rate: float, n_params: int, cost_model: CostModel) -> str | None:
+        """One line naming the quickest other profile for the same model, when one is at least twice as quick."""
+        from benchmark.paths import baselines_dir
+        from benchmark.profiles import ProfileError, available_profiles, load_profile
+        from benchmark.submissions import SubmissionError, discover
+
+        try:
+            baselines = {s.name: s for s in discover(baselines_dir())}
+        except SubmissionError:
+            return None
+        extra = [s for s in self.submissions if s.name not in baselines]
+        best: tuple[float, str] | None = None
+        for name in available_profiles():
+            try:
+                other = load_profile(name)
+            except ProfileError:
+                continue
+            if name == self.profile.name or other.model != self.profile.model or other.device not in (None, "cpu"):
+                continue
+            subs = [baselines[n] for n in other.interventions if n in baselines] + extra
+            cells = build_plan(steps_for(subs, other), other.protocol.recompress_when_first)
+            tokens = inputs.tokens.scaled(evaluation_items(other.evaluation))
+            firsts = {c.first for c in cells if c.first is not None}
+            steps = [s for c in cells for s in c.steps[1:] + ((c.recompress,) if c.recompress else ())]
+            scale = _sizes_ratio(other, self.profile)
+            plans = [(s.label, self._step_plan(inputs, s, scale.get(s.category, 1.0))) for s in [*firsts, *steps]]
+            est = estimate(tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, model=cost_model)
+            if best is None or est.total_s < best[0]:
+                best = (est.total_s, name)
+        if best is None or best[0] * 2 > total_s:
+            return None
+        return f"sooner: --profile {best[1]} (estimated {human(best[0])} here; smaller samples, wider intervals)"
 
     def _remove_stale_states(self) -> None:
         """A run killed between a group's last record and its clean-up leaves a state file behind."""
@@ -495,3 +600,17 @@ def summary_table(records: list[dict]):
             "seconds": (r.get("timings") or {}).get("total_s"),
         })
     return pd.DataFrame(rows)
+
+
+def _sizes_ratio(other: Profile, this: Profile) -> dict[Category, float]:
+    """How much larger each category's inputs are in ``other`` than in ``this`` (edits, forget+retain, calibration)."""
+    def ratio(a: int | None, b: int | None) -> float:
+        return (a or 1) / (b or 1)
+
+    editing = ratio(other.evaluation.n_edits, this.evaluation.n_edits)
+    unlearning = ratio((other.corpora.forget_n or 0) + (other.corpora.retain_n or 0),
+                       (this.corpora.forget_n or 0) + (this.corpora.retain_n or 0))
+    compression = ratio(other.corpora.calibration_n, this.corpora.calibration_n)
+    return {Category.EDITING: editing, Category.UNLEARNING: unlearning, Category.COMPRESSION: compression,
+            Category.MULTI: max(editing, unlearning, compression)}
+

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from benchmark.data.corpora import STANDIN_NAME
-from benchmark.data.mcq import McqItem, items_sha256, load_mmlu, load_wmdp, stratified_sample
+from benchmark.data.mcq import McqItem, items_sha256, load_mmlu, load_wmdp, stratified_sample, within_length
 from benchmark.data.wikitext import load_wikitext_test
 from benchmark.data.wmdp_split import is_standin_forget
 from benchmark.data.zsre import DEV_SPLIT, ZsreRecord, load_zsre, sample_edits
@@ -56,14 +56,15 @@ class EvaluationSuite:
         zsre_all, zsre_src = load_zsre(data_dir)
         edits = sample_edits(zsre_all, settings.n_edits, seed)
         mmlu_all, mmlu_src = load_mmlu(data_dir)
-        mcq = {"mmlu": stratified_sample(mmlu_all, settings.mmlu_n, seed)}
+        cap = settings.mcq_max_chars
+        mcq = {"mmlu": stratified_sample(within_length(mmlu_all, cap), settings.mmlu_n, seed)}
         wmdp_src = {}
         scored_half = forget_corpus_name == STANDIN_NAME
         for subset in ("bio", "cyber"):
             items, src = load_wmdp(subset, data_dir)
             if scored_half:
                 items = [it for it in items if not is_standin_forget(it.question)]
-            mcq[f"wmdp_{subset}"] = stratified_sample(items, settings.wmdp_n_per_subset, seed)
+            mcq[f"wmdp_{subset}"] = stratified_sample(within_length(items, cap), settings.wmdp_n_per_subset, seed)
             wmdp_src[subset] = src.describe()
         text, wiki_src = load_wikitext_test(data_dir)
         provenance = {
@@ -79,6 +80,7 @@ class EvaluationSuite:
             "wikitext": {**wiki_src.describe(), "seq_len": settings.perplexity_seq_len,
                          "windows": settings.perplexity_windows},
             "prompt_format": settings.prompt_format,
+            "mcq_max_chars": cap,
             "batch_size": settings.batch_size,
             "mcq_batch_tokens": settings.mcq_batch_tokens,
         }

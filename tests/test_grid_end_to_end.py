@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -126,3 +127,14 @@ def test_bad_profile_and_records_are_clear(tmp_path):
     bad.write_text("{broken\n")
     proc = run_cli(["metrics", str(bad)], timeout=120)
     assert proc.returncode == 2 and "records.jsonl:1: not valid JSON" in proc.stderr
+
+
+def test_the_estimate_printed_before_the_grid_is_within_a_factor_of_1_5(smoke_run):
+    """The cost model (benchmark/cost.py) against the grid it estimated, on this machine and its dtype."""
+    _, proc = smoke_run
+    estimate = re.search(r"^estimate: .* on this machine \((cpu:\w+), (\w+) matmul (\d+) GFLOP/s\)", proc.stdout, re.M)
+    spent = re.search(r"^grid time: .*\((\d+) s; estimated (\d+) s\)", proc.stdout, re.M)
+    assert estimate and spent, proc.stdout[-3000:]
+    measured, estimated = int(spent.group(1)), int(spent.group(2))
+    assert measured / 1.5 <= estimated <= measured * 1.5, (
+        f"estimated {estimated} s, measured {measured} s on {estimate.group(1)} in {estimate.group(2)}")

@@ -190,6 +190,20 @@ def _allocate(capacity: dict[str, int], n: int, rng: random.Random) -> dict[str,
     return quota
 
 
+def within_length(items: Sequence[McqItem], max_chars: int | None) -> list[McqItem]:
+    """The items whose question and choices together hold at most ``max_chars`` characters (``None``: all).
+
+    Why characters, not tokens: the pool must be the same whichever model (tokenizer) is
+    evaluated. Why a cap at all: a few WMDP-cyber questions carry kilobytes of code, and on
+    a CPU the scored tokens are the evaluation's cost; 27% of WMDP-cyber, 12% of MMLU and
+    under 1% of WMDP-bio exceed 1,000 characters, and they held 60% of the default
+    sample's tokens.
+    """
+    if max_chars is None:
+        return list(items)
+    return [it for it in items if len(it.question) + sum(len(c) for c in it.choices) <= max_chars]
+
+
 def stratified_sample(items: Sequence[McqItem], n: int | None, seed: int) -> list[McqItem]:
     """``n`` items spread as evenly as possible over subjects; ``None`` means all items.
 

@@ -1,0 +1,215 @@
+"""How long a grid will take on this machine, said before it starts and kept honest while it runs.
+
+The estimate is a cost model, not a guess:
+
+* **evaluation** of one model = forward FLOPs of the tokens every scorer processes
+  (``2 x parameters x tokens``, counted from this run's own items and tokenizer) divided
+  by the matmul rate the dtype probe measured in this process
+  (:mod:`benchmark.numerics`) times each scorer's measured efficiency (the fraction of
+  that rate it reaches: ``tasks/cost_model.yaml``, from ``benchmarks/``), plus a fixed
+  per-model overhead;
+* **a step** (one intervention applied once) = its recorded work in GFLOP-equivalents
+  (seconds x the matmul rate of the machine and dtype it ran on) divided by this
+  machine's rate. Recorded work comes from this machine's own history (every applied step
+  appends its cost to ``<cache>/costs/steps.jsonl``), else from the shipped table of
+  ``tasks/cost_model.yaml`` (the baselines, measured), else from the category's typical cost;
+  the sandbox's start-up is added per sandboxed step.
+
+Scaling seconds by the matmul rate is what lets a cost measured on a machine with fast
+bf16 predict one with AVX2 only: both the steps and the scorers are dominated by dense
+matmuls of the model's own shapes. Written by hand: no library estimates LLM grid times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from benchmark.paths import cache_dir, tasks_dir
+
+log = logging.getLogger(__name__)
+
+COST_MODEL_FILE = "cost_model.yaml"
+HISTORY_FILE = "steps.jsonl"
+SCORERS = ("mcq", "zsre", "perplexity")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The measured constants of ``tasks/cost_model.yaml``."""
+
+    efficiency: dict[str, float]  # scorer -> achieved fraction of the matmul rate
+    evaluation_overhead_s: float
+    step_overhead_s: dict[str, float]  # "sandboxed" / "in_process" -> seconds per step
+    steps: dict[str, dict[str, float]]  # name (or "category:<c>") -> {fixed, per_item} in GFLOP-equivalents
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "CostModel":
+        path = path or tasks_dir() / COST_MODEL_FILE
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return cls(
+                efficiency={k: float(raw["evaluation_efficiency"][k]) for k in SCORERS},
+                evaluation_overhead_s=float(raw["evaluation_overhead_s"]),
+                step_overhead_s={k: float(v) for k, v in raw["step_overhead_s"].items()},
+                steps={str(k): {"fixed": float(v.get("fixed", 0.0)), "per_item": float(v.get("per_item", 0.0))}
+                       for k, v in raw["steps"].items()},
+            )
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass(frozen=True)
+class EvaluationTokens:
+    """Tokens one evaluated model costs, per scorer, and the item counts they came from."""
+
+    tokens: dict[str, int]
+    items: dict[str, int]
+
+    def scaled(self, items: dict[str, int]) -> "EvaluationTokens":
+        """The same per-item token averages for other item counts (another profile's sizes)."""
+        return EvaluationTokens(
+            {k: round(self.tokens[k] * items[k] / max(1, self.items[k])) for k in SCORERS}, dict(items)
+        )
+
+
+def evaluation_items(settings: Any, n_mcq: int | None = None) -> dict[str, int]:
+    """Item counts of one evaluation: MCQ questions, zsRE edits, perplexity windows (of ``seq_len`` tokens)."""
+    mcq = n_mcq if n_mcq is not None else (settings.mmlu_n or 14042) + 2 * (settings.wmdp_n_per_subset or 1500)
+    return {"mcq": mcq, "zsre": settings.n_edits, "perplexity": (settings.perplexity_windows or 64)}
+
+
+def count_tokens(suite: Any, tokenizer: Any) -> EvaluationTokens:
+    """Tokens each scorer processes for one model of ``suite`` (benchmark.suite.EvaluationSuite).
+
+    MCQ: each question once plus every choice (questions are shared across their choices).
+    zsRE: prompt + target of the edit, its paraphrase and the locality prompt, twice (the
+    teacher-forced pass and the greedy continuation). Perplexity: windows x length.
+    """
+    def n(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    mcq_items = [item for items in suite.mcq.values() for item in items]
+    mcq = sum(n(item.question) + sum(n(" " + c) for c in item.choices) + 8 for item in mcq_items)
+    zsre = sum(2 * (n(r.prompt) + n(r.rephrase) + n(r.loc) + 2 * n(" " + r.target) + n(" " + r.loc_ans))
+               for r in suite.edits)
+    s = suite.settings
+    windows = s.perplexity_windows or 64
+    perplexity = windows * s.perplexity_seq_len
+    return EvaluationTokens({"mcq": mcq, "zsre": zsre, "perplexity": perplexity},
+                            evaluation_items(s, n_mcq=len(mcq_items)))
+
+
+def history_path() -> Path:
+    return cache_dir() / "costs" / HISTORY_FILE
+
+
+def step_cost_key(name: str, submission_sha: str, level: Any, items: int) -> str:
+    return json.dumps([name, submission_sha, level, items], default=str)
+
+
+def record_step_cost(key: str, seconds: float, gflops: float, capability: str, dtype: str) -> None:
+    """Append one applied step's cost to this machine's history (best effort: a full disk must not fail a run)."""
+    path = history_path()
+    line = json.dumps({"key": key, "work_gflop": seconds * gflops, "seconds": seconds, "gflops": gflops,
+                       "capability": capability, "dtype": dtype}) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:  # one short append: atomic on local file systems
+            fh.write(line)
+    except OSError as exc:
+        log.debug("step cost not recorded: %s", exc)
+
+
+def read_history() -> dict[str, list[float]]:
+    """Recorded work (GFLOP-equivalents) per step key; unreadable lines are skipped."""
+    out: dict[str, list[float]] = {}
+    path = history_path()
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+                out.setdefault(entry["key"], []).append(float(entry["work_gflop"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+@dataclass
+class StepPlan:
+    """One application the grid will make (the inputs of its estimate)."""
+
+    name: str
+    category: str
+    key: str
+    items: int
+
+
+@dataclass
+class GridEstimate:
+    """Seconds per evaluated model and per step; the grid's total."""
+
+    gflops: float
+    n_params: int
+    evaluation_s: float
+    evaluation_parts_s: dict[str, float]
+    steps_s: list[tuple[str, float, str]] = field(default_factory=list)  # (label, seconds, where the cost came from)
+    n_evaluations: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.n_evaluations * self.evaluation_s + sum(s for _, s, _ in self.steps_s)
+
+
+def evaluation_seconds(tokens: EvaluationTokens, n_params: int, gflops: float, model: CostModel) -> dict[str, float]:
+    return {k: 2.0 * n_params * tokens.tokens[k] / (gflops * 1e9 * model.efficiency[k]) for k in SCORERS}
+
+
+def step_seconds(step: StepPlan, gflops: float, model: CostModel, history: dict[str, list[float]],
+                 overhead_s: float) -> tuple[float, str]:
+    """Seconds for one application, and where the cost came from."""
+    if step.key in history:
+        return statistics.median(history[step.key]) / gflops + overhead_s, "this machine's history"
+    for source, entry in ((step.name, model.steps.get(step.name)),
+                          (f"category:{step.category}", model.steps.get(f"category:{step.category}"))):
+        if entry is not None:
+            work = entry["fixed"] + entry["per_item"] * step.items
+            return work / gflops + overhead_s, "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
+    return 60.0 + overhead_s, "no recorded cost (assumed 60 s)"
+
+
+def estimate(tokens: EvaluationTokens, n_params: int, gflops: float, n_evaluations: int,
+             steps: Iterable[tuple[str, StepPlan]], sandboxed: bool, model: CostModel | None = None) -> GridEstimate:
+    """The grid's cost: ``n_evaluations`` evaluated models and the ``(label, step)`` applications."""
+    model = model or CostModel.load()
+    parts = evaluation_seconds(tokens, n_params, gflops, model)
+    history = read_history()
+    overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]
+    out = GridEstimate(gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s, parts,
+                       n_evaluations=n_evaluations)
+    for label, step in steps:
+        seconds, source = step_seconds(step, gflops, model, history, overhead)
+        out.steps_s.append((label, seconds, source))
+    return out
+
+
+def human(seconds: float) -> str:
+    """``1 h 02 min``, ``12 min 5 s``, ``40 s``."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s} s"
+

@@ -1,0 +1,102 @@
+"""Measure the constants of tasks/cost_model.yaml on this machine and print them as YAML.
+
+Evaluation: evaluates the base model once at a profile's sizes, in this process, and
+reports each scorer's efficiency (2 x parameters x counted tokens / seconds / the matmul
+rate measured in the same process). Steps: reads the records of finished runs and fits
+each intervention's work (seconds x the run's measured matmul rate) as fixed + per item.
+
+    python scripts/calibrate_cost_model.py --profile default [--runs runs/smoke runs/default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
+    from benchmark.cost import SCORERS, count_tokens
+    from benchmark.data.corpora import STANDIN_NAME
+    from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
+    from benchmark.numerics import choose_dtype, matmul_gflops
+    from benchmark.profiles import load_profile
+    from benchmark.suite import EvaluationSuite
+
+    p = load_profile(profile_name)
+    device = pick_device(p.device)
+    choice = choose_dtype(p.dtype, str(device))
+    model, tok = load_model(resolve_model(p.model), choice.dtype, device)
+    suite = EvaluationSuite.build(p.evaluation, p.seed, data_dir, STANDIN_NAME)
+    suite.prepare_reference(model, tok, Path("/tmp/compose-bench-calibration-reference.json"), weights_sha256(model))
+    tokens = count_tokens(suite, tok)
+    n_params = sum(t.numel() for t in {id(t): t for t in model.state_dict().values()}.values())
+    t = time.perf_counter()
+    _, _, parts = suite.evaluate(model, tok, None)
+    total = time.perf_counter() - t
+    rate = matmul_gflops(choice.dtype, device, seconds=1.0)
+    eff = {k: 2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9) for k in SCORERS}
+    return {"profile": p.name, "capability": choice.capability, "dtype": choice.name, "matmul_gflops": round(rate, 1),
+            "tokens": tokens.tokens, "seconds": {k: round(v, 2) for k, v in parts.items()},
+            "overhead_s": round(total - sum(parts.values()), 2),
+            "efficiency": {k: round(v, 3) for k, v in eff.items()}}
+
+
+def calibrate_steps(run_dirs: list[str]) -> dict:
+    from benchmark.records import read_records
+
+    points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for folder in run_dirs:
+        for record in read_records(folder):
+            prov = record.get("provenance") or {}
+            numerics = prov.get("numerics") or {}
+            rate = (numerics.get("gflops") or {}).get(numerics.get("dtype"))
+            if not rate:
+                continue
+            settings = prov.get("profile_settings") or {}
+            ev, corpora = settings.get("evaluation") or {}, settings.get("corpora") or {}
+            items = {"editing": ev.get("n_edits"), "unlearning": (corpora.get("forget_n") or 0) + (corpora.get("retain_n") or 0),
+                     "compression": corpora.get("calibration_n")}
+            by_label = {s["label"]: s for s in record.get("sequence") or []}
+            for entry in (record.get("timings") or {}).get("interventions") or []:
+                step = by_label.get(entry.get("label"))
+                if not step or not entry.get("seconds") or entry.get("reused_from_disk") or entry.get("cached"):
+                    continue
+                points[step["name"]].append((items.get(step["category"]) or 1, entry["seconds"] * rate))
+    out = {}
+    for name, pts in sorted(points.items()):
+        x = np.array([p[0] for p in pts], dtype=float)
+        y = np.array([p[1] for p in pts], dtype=float)
+        if len(set(x)) >= 2:
+            per_item, fixed = np.polyfit(x, y, 1)
+            if fixed < 0 or per_item < 0:
+                per_item, fixed = float(np.sum(x * y) / np.sum(x * x)), 0.0
+        else:
+            per_item, fixed = float(np.median(y / x)), 0.0
+        out[name] = {"fixed": round(float(fixed)), "per_item": round(float(per_item), 1), "n": len(pts)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs", nargs="*", default=[])
+    parser.add_argument("--skip-evaluation", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    result = {}
+    if not args.skip_evaluation:
+        result["evaluation"] = calibrate_evaluation(args.profile, args.data_dir)
+    if args.runs:
+        result["steps"] = calibrate_steps(args.runs)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
