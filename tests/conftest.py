@@ -28,15 +28,23 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def default_model():
-    """The real default model (bf16, CPU), loaded once per test session; do not mutate it."""
+def run_dtype():
+    """The dtype a profile's ``dtype: auto`` computes in on this machine (bf16 only where it is fast)."""
+    from benchmark.numerics import choose_dtype
+
+    return choose_dtype("auto", "cpu").dtype
+
+
+@pytest.fixture(scope="session")
+def default_model(run_dtype):
+    """The real default model (CPU, in this machine's ``auto`` dtype), loaded once per test session; do not mutate it."""
     import torch
 
     from benchmark.models import DEFAULT_MODEL_ID, load_model, resolve_model
 
     torch.manual_seed(0)
     resolved = resolve_model(DEFAULT_MODEL_ID)
-    model, tokenizer = load_model(resolved, torch.bfloat16, torch.device("cpu"))
+    model, tokenizer = load_model(resolved, run_dtype, torch.device("cpu"))
     return model, tokenizer
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.numerics import choose_dtype
 from benchmark.api import EditRequest, InterventionContext, InterventionError
 from benchmark.evaluation.compression_stats import average_bits, bits_from_sparsity, measure_sparsity
 from benchmark.paths import baselines_dir
@@ -30,6 +31,7 @@ from benchmark.toolkit import (
 )
 
 CPU = torch.device("cpu")
+RUN_DTYPE = choose_dtype("auto", "cpu").dtype  # what the profiles' dtype: auto picks here
 
 
 # --------------------------------------------------------------------------- helpers
@@ -42,7 +44,7 @@ def _submission(name: str):
 
 def _context(hp: dict, **fields) -> InterventionContext:
     return InterventionContext(
-        hyperparameters=hp, seed=0, device=CPU, dtype=torch.bfloat16, model_family="smollm2", **fields
+        hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2", **fields
     )
 
 
@@ -206,7 +208,7 @@ def test_ft_installs_a_made_up_fact_and_leaves_unrelated_prompts(fresh_model, da
     assert before_unrelated and answer(_greedy(model, tok, unrelated, 4)) == before_unrelated
     assert torch.equal(model.model.layers[20].mlp.down_proj.weight, untouched)  # outside the chosen layers
     assert all(p.requires_grad for p in model.parameters())  # flags restored
-    assert all(p.dtype == torch.bfloat16 and torch.isfinite(p).all() for p in model.parameters())
+    assert all(p.dtype == RUN_DTYPE and torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_ft_rejects_bad_input(fresh_model, data_dir):
@@ -310,7 +312,7 @@ def test_wanda_rejects_bad_input(fresh_model, data_dir):
 
 
 def test_run_oneshot_folds_round_to_nearest_quantization(fresh_model):
-    """A W4 group-64 round-to-nearest oneshot leaves plain bf16 weights on the 4-bit grid."""
+    """A W4 group-64 round-to-nearest oneshot leaves plain weights (in the model's dtype) on the 4-bit grid."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
@@ -347,7 +349,7 @@ def test_run_oneshot_folds_round_to_nearest_quantization(fresh_model):
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert torch.equal(model.model.embed_tokens.weight, embed)
     w = model.model.layers[3].self_attn.q_proj.weight
-    assert w.dtype == torch.bfloat16
+    assert w.dtype == RUN_DTYPE
     assert max(len(torch.unique(g)) for g in w.float().reshape(-1, 64)[:64]) <= 16
     # folding is exact: the plain model computes what the quantized forward computed
     with torch.no_grad():

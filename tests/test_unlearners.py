@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.numerics import choose_dtype
 from benchmark.api import InterventionContext, InterventionError
 from benchmark.data.corpora import STANDIN_NAME, load_forget_corpus, load_wmdp_dev_questions
 from benchmark.data.mcq import load_wmdp
@@ -24,10 +25,11 @@ from benchmark.suite import EvaluationSuite
 from benchmark.toolkit import lm_loss, mean_log_likelihood, tokenize_texts_for_lm
 
 CPU = torch.device("cpu")
+RUN_DTYPE = choose_dtype("auto", "cpu").dtype  # what the profiles' dtype: auto picks here
 
 
 def _context(hp: dict, **fields) -> InterventionContext:
-    return InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=torch.bfloat16, model_family="smollm2", **fields)
+    return InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2", **fields)
 
 
 def _retain(data_dir: Path, n: int) -> list[str]:
