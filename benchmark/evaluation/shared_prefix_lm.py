@@ -173,37 +173,54 @@ def _length_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     chunks: list[list[int]] = []
+    real = 0
     for i in order:
-        if chunks and (len(chunks[-1]) + 1) * lengths[chunks[-1][0]] <= max_tokens:
+        if chunks and _fits(len(chunks[-1]) + 1, lengths[chunks[-1][0]], real + lengths[i], max_tokens):
             chunks[-1].append(i)
+            real += lengths[i]
         else:
             chunks.append([i])
+            real = lengths[i]
     return chunks
+
+
+# A batch may hold at most this many padded positions per real token. Measured on 57 MMLU
+# cloze items (bf16, budget 2048): padding only by the budget fed 1.66 context and 3.5
+# continuation positions per real token.
+MAX_PADDING = 1.25
+
+
+def _fits(rows: int, longest: int, real_tokens: int, max_tokens: int) -> bool:
+    """Whether ``rows`` rows padded to ``longest`` fit the budget without too much padding."""
+    padded = rows * longest
+    return padded <= max_tokens and padded <= MAX_PADDING * real_tokens
 
 
 def _packs(contexts: list, widths: list[int], counts: list[int], max_tokens: int, max_contexts: int = 16):
     """Consecutive runs of the (longest-first) contexts that fit one batch.
 
     A pack's padded context tokens (its first context's length times its size) and its
-    continuation tokens (rows times the widest continuation) stay within ``max_tokens``;
+    continuation tokens (rows times the widest continuation) stay within ``max_tokens``,
+    and its padded context tokens within ``MAX_PADDING`` times its real ones;
     a single context always forms a pack, however long. At most ``max_contexts`` contexts,
     which bounds the logits kept at distinct last positions.
     """
     pack: list = []
-    longest = rows = widest = 0
+    longest = rows = widest = real = 0
     for context, width, count in zip(contexts, widths, counts, strict=True):
         if pack:
             fits = (
                 len(pack) < max_contexts
-                and longest * (len(pack) + 1) <= max_tokens
+                and _fits(len(pack) + 1, longest, real + len(context), max_tokens)
                 and (rows + count) * max(widest, width) <= max_tokens
             )
             if not fits:
                 yield pack
-                pack, rows, widest = [], 0, 0
+                pack, rows, widest, real = [], 0, 0, 0
         if not pack:
             longest = len(context)
         pack.append(context)
+        real += len(context)
         rows += count
         widest = max(widest, width)
     if pack:
