@@ -18,7 +18,7 @@ from benchmark.data.wikitext import load_wikitext_test
 from benchmark.data.zsre import ZsreRecord, load_zsre, sample_edits
 from benchmark.evaluation.multiple_choice import evaluate_mcq
 from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
-from benchmark.evaluation.zsre import _greedy, _query, locality_reference, score_edits, token_set_f1
+from benchmark.evaluation.zsre import _greedy_and_forced, _query, locality_reference, score_edits, token_set_f1
 
 # --- multiple choice -----------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ def test_batched_greedy_matches_transformers_generate(default_model):
     model, tokenizer = default_model
     prompts = ["The capital of France is", "Water boils at a temperature of", "My favourite food is"]
     queries = [_query(tokenizer, p, "x y z w v u") for p in prompts]
-    ours = _greedy(model, tokenizer, queries, batch_size=1, desc="test")
+    ours = _greedy_and_forced(model, tokenizer, queries, batch_size=1, desc="test")[0]
     for q, tokens in zip(queries, ours):
         with torch.inference_mode():
             out = model.generate(
@@ -306,7 +306,7 @@ def test_batched_greedy_matches_transformers_generate(default_model):
         if eos in hf:  # generate() stops at EOS; we go on past it
             hf = hf[: hf.index(eos) + 1]
         assert tokens[: len(hf)] == hf
-    batched = _greedy(model, tokenizer, queries, batch_size=3, desc="test")
+    batched = _greedy_and_forced(model, tokenizer, queries, batch_size=3, desc="test")[0]
     assert sum(a == b for a, b in zip(batched, ours)) >= 2  # left padding in bf16 may nudge one
 
 

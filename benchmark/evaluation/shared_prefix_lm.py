@@ -121,19 +121,19 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
                         logits_to_keep=torch.tensor(last_positions, device=device))  # only these are scored
             first = torch.stack([out.logits[b, last_positions.index(n - 1)] for b, n in enumerate(lengths)])
             rows = [(b, cont) for b, conts in enumerate(continuations) for cont in conts]
-            per_slice = max(1, max_batch_tokens // width)
-            flat: list[tuple[float, bool]] = []
-            for start in range(0, len(rows), per_slice):
-                chunk = rows[start : start + per_slice]
-                which = torch.tensor([b for b, _ in chunk], device=device)
+            flat: list[tuple[float, bool] | None] = [None] * len(rows)
+            for chunk in _length_chunks([len(cont) for _, cont in rows], max_batch_tokens):
+                picked = [rows[r] for r in chunk]
+                which = torch.tensor([b for b, _ in picked], device=device)
+                width = max(len(cont) for _, cont in picked)
                 logits = first[which].unsqueeze(1)
                 if width > 1:
                     cache = copy.deepcopy(out.past_key_values)
                     cache.batch_select_indices(which)
-                    tail = torch.full((len(chunk), width - 1), pad, dtype=torch.long, device=device)
+                    tail = torch.full((len(picked), width - 1), pad, dtype=torch.long, device=device)
                     tail_mask = torch.zeros_like(tail)
                     positions = torch.zeros_like(tail)
-                    for row, (b, cont) in enumerate(chunk):
+                    for row, (b, cont) in enumerate(picked):
                         tail[row, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long, device=device)
                         tail_mask[row, : len(cont) - 1] = 1
                         positions[row] = torch.arange(lengths[b], lengths[b] + width - 1, device=device)
@@ -142,12 +142,19 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
                         position_ids=positions, past_key_values=cache, use_cache=True,
                     ).logits
                     logits = torch.cat([logits, rest], dim=1)
-                logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype or torch.float32)
-                for row, (_, cont) in enumerate(chunk):
-                    lp = logprobs[row, : len(cont)]
-                    target = torch.tensor(cont, dtype=torch.long, device=lp.device)
-                    greedy = bool((lp.argmax(dim=-1) == target).all())
-                    flat.append((float(lp.gather(1, target.unsqueeze(1)).sum()), greedy))
+                # the float32 log-softmax over the vocabulary only at real continuation tokens
+                real = torch.zeros(logits.shape[:2], dtype=torch.bool, device=device)
+                for row, (_, cont) in enumerate(picked):
+                    real[row, : len(cont)] = True
+                logprobs = F.log_softmax(logits[real], dim=-1, dtype=self.softmax_dtype or torch.float32)
+                targets = torch.tensor([t for _, cont in picked for t in cont], dtype=torch.long, device=device)
+                chosen = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
+                hits = logprobs.argmax(dim=-1) == targets
+                start = 0
+                for r, (_, cont) in zip(chunk, picked):
+                    end = start + len(cont)
+                    flat[r] = (float(chosen[start:end].sum()), bool(hits[start:end].all()))
+                    start = end
             grouped, k = [], 0
             for conts in continuations:
                 grouped.append(flat[k : k + len(conts)])
@@ -157,29 +164,63 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
     return SharedPrefixHFLM
 
 
+def _length_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` in runs of similar length whose padded size fits ``max_tokens``.
+
+    Continuations of one pack range from one token (a letter) to hundreds (a code answer);
+    padding every row to the pack's longest made up most of the continuation pass.
+    Sorting by length first keeps the padding to the spread within a chunk.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    chunks: list[list[int]] = []
+    real = 0
+    for i in order:
+        if chunks and _fits(len(chunks[-1]) + 1, lengths[chunks[-1][0]], real + lengths[i], max_tokens):
+            chunks[-1].append(i)
+            real += lengths[i]
+        else:
+            chunks.append([i])
+            real = lengths[i]
+    return chunks
+
+
+# A batch may hold at most this many padded positions per real token. Measured on 57 MMLU
+# cloze items (bf16, budget 2048): padding only by the budget fed 1.66 context and 3.5
+# continuation positions per real token.
+MAX_PADDING = 1.25
+
+
+def _fits(rows: int, longest: int, real_tokens: int, max_tokens: int) -> bool:
+    """Whether ``rows`` rows padded to ``longest`` fit the budget without too much padding."""
+    padded = rows * longest
+    return padded <= max_tokens and padded <= MAX_PADDING * real_tokens
+
+
 def _packs(contexts: list, widths: list[int], counts: list[int], max_tokens: int, max_contexts: int = 16):
     """Consecutive runs of the (longest-first) contexts that fit one batch.
 
     A pack's padded context tokens (its first context's length times its size) and its
-    continuation tokens (rows times the widest continuation) stay within ``max_tokens``;
+    continuation tokens (rows times the widest continuation) stay within ``max_tokens``,
+    and its padded context tokens within ``MAX_PADDING`` times its real ones;
     a single context always forms a pack, however long. At most ``max_contexts`` contexts,
     which bounds the logits kept at distinct last positions.
     """
     pack: list = []
-    longest = rows = widest = 0
+    longest = rows = widest = real = 0
     for context, width, count in zip(contexts, widths, counts, strict=True):
         if pack:
             fits = (
                 len(pack) < max_contexts
-                and longest * (len(pack) + 1) <= max_tokens
+                and _fits(len(pack) + 1, longest, real + len(context), max_tokens)
                 and (rows + count) * max(widest, width) <= max_tokens
             )
             if not fits:
                 yield pack
-                pack, rows, widest = [], 0, 0
+                pack, rows, widest, real = [], 0, 0, 0
         if not pack:
             longest = len(context)
         pack.append(context)
+        real += len(context)
         rows += count
         widest = max(widest, width)
     if pack:
