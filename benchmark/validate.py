@@ -32,6 +32,19 @@ class ValidationReport:
         return not self.problems
 
 
+def reserved_name_problem(sub: Submission, store: str | None = None) -> str | None:
+    """One line when ``sub`` takes a baseline's name or a name ``store`` has published, else None."""
+    from benchmark.reserved_names import reserved_names
+    from benchmark.stores import StoreError
+
+    try:
+        reserved = reserved_names(store)
+    except StoreError as exc:
+        return f"cannot read the published names of {store}: {exc}".replace("\n", " ")
+    problem = reserved.problem(sub.name, sub.folder, sub.sha256)
+    return f"{sub.folder / 'submission.yaml'}: field 'name': {problem}" if problem else None
+
+
 def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None, str]:
     """(import problem, API problem, sandbox note), checked in a fresh sandboxed process (isolation.check_import)."""
     from benchmark.isolation import check_import
@@ -79,12 +92,27 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
             f"{sandbox}")
 
 
-def validate_folder(folder: str | Path, smoke: bool = True, data_dir: str | Path | None = None) -> ValidationReport:
+def validate_folder(
+    folder: str | Path, smoke: bool = True, data_dir: str | Path | None = None, store: str | None = None,
+) -> ValidationReport:
+    """Every check of the module docstring; ``store`` names the results store whose published names are reserved."""
     report = ValidationReport(Path(folder))
+    if smoke:
+        from benchmark.paths import data_dir as resolve_data_dir
+
+        try:
+            resolve_data_dir(data_dir)  # before anything runs: a missing folder is one line, not a traceback
+        except (FileNotFoundError, OSError) as exc:
+            report.problems.append(str(exc).replace("\n", " "))
+            return report
     try:
         sub = load_submission(folder)
     except SubmissionError as exc:
         report.problems.append(str(exc))
+        return report
+    name_problem = reserved_name_problem(sub, store)
+    if name_problem:
+        report.problems.append(name_problem)
         return report
     report.passed.append(f"schema and licence ({sub.spec.license}) of {sub.folder / 'submission.yaml'}")
     import_problem, api_problem, sandbox = check_import_and_api(sub)
@@ -103,6 +131,9 @@ def validate_folder(folder: str | Path, smoke: bool = True, data_dir: str | Path
             report.passed.append(smoke_apply(sub, data_dir))
         except (StepFailed, SubmissionError) as exc:
             report.problems.append(str(exc))
+        except (OSError, ValueError) as exc:  # the data folder lacks a file, or holds a malformed one
+            report.problems.append(f"smoke application: cannot load its data: {type(exc).__name__}: {exc}"
+                                   .replace("\n", " ")[:700])
     return report
 
 
