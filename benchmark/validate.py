@@ -78,12 +78,23 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
         forget_texts=load_forget_corpus(2 * n_items, 0, data_dir).texts,
         retain_texts=load_retain_corpus(2 * n_items, 0, data_dir).texts,
         calibration_texts=load_calibration_corpus(n_items, 0, data_dir).texts,
+        reference_texts=load_retain_corpus(None, 0, data_dir).texts if sub.category.value in ("editing", "multi") else (),
         max_seq_len=256,
     )
-    job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype="bfloat16",
-                  apply_dtype=want, device="cpu", threads=torch.get_num_threads(), label=sub.name)
+    import tempfile
+
+    from benchmark.step_cache import open_step_cache
+
     res = sub.spec.resources
-    outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
+    with tempfile.TemporaryDirectory(prefix="compose-bench-validate-cache-") as cache_root:
+        cache = open_step_cache(Path(cache_root), sub.sha256, "validate", {"hyperparameters": hp, "dtype": want})
+        job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype="bfloat16",
+                      apply_dtype=want, device="cpu", threads=torch.get_num_threads(), label=sub.name,
+                      step_cache=cache.environment())
+        try:
+            outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
+        finally:
+            cache.discard()  # a smoke application keeps nothing
     if outcome.error is not None:
         raise StepFailed(outcome.error)
     sandbox = "sandboxed" if "namespaces" not in outcome.isolation else "NOT sandboxed (" + str(outcome.isolation["namespaces"]) + ")"
