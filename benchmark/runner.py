@@ -379,7 +379,8 @@ class Runner:
     ) -> dict:
         bits = [e["weight_bits"] for e in entries if e.get("weight_bits") is not None]
         with measure() as usage:
-            scores, items, parts = inputs.suite.evaluate(model, inputs.tokenizer, min(bits) if bits else None)
+            scores, items, parts, compression = inputs.suite.evaluate(
+                model, inputs.tokenizer, min(bits) if bits else None, inputs.base_model)
         timings = {
             "interventions": entries,
             "evaluation_s": round(usage.seconds, 3),
@@ -388,6 +389,7 @@ class Runner:
         }
         peak = max([usage.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
         record = self._record(inputs, cell, cid, hps, "ok", None, scores, items, timings, round(peak, 1), weights_sha256(model))
+        record["compression_check"] = compression  # the steps' claimed bits beside the measured ones
         append_record(self.records_path, record)
         return record
 
