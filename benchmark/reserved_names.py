@@ -5,8 +5,9 @@ row's metadata (authors, link, licence) on the leaderboard and mix its records w
 other method's. The baselines are the folders under ``submissions/baselines``; the
 published names are read from a results store (the records' ``sequence[].name`` with the
 ``submission_sha256`` each was run with, and the stored intervention metadata). A folder
-may keep a reserved name only when it *is* that submission: the baseline folder itself,
-or the exact content (same folder hash) that the store published under that name.
+may keep a reserved name only when it *is* that submission: the baseline folder itself (or
+a byte-identical copy), or the exact content (same folder hash) that the store published
+under that name.
 """
 
 from __future__ import annotations
@@ -30,12 +31,22 @@ class ReservedNames:
     def problem(self, name: str, folder: Path, sha256: str) -> str | None:
         """Why ``folder`` (hash ``sha256``) may not be called ``name``, or None."""
         baseline = self.baselines.get(name)
-        if baseline is not None and Path(baseline).resolve() != Path(folder).resolve():
+        if baseline is not None and Path(baseline).resolve() != Path(folder).resolve() and not _same_content(baseline, sha256):
             return f"name {name!r} is reserved for the baseline in {baseline}; choose another name"
         if baseline is None and name in self.published and sha256 not in self.published[name]:
             return (f"name {name!r} is already published in {self.store} by another submission; "
                     f"choose another name")
         return None
+
+
+def _same_content(baseline: Path, sha256: str) -> bool:
+    """The folder is a byte-identical copy of the baseline (e.g. another checkout of it)."""
+    from benchmark.submission_files import FolderProblem, folder_sha256
+
+    try:
+        return folder_sha256(Path(baseline)) == sha256
+    except (FolderProblem, OSError):
+        return False
 
 
 def baseline_names() -> dict[str, Path]:
