@@ -163,3 +163,17 @@ def test_hostile_steps_fail_or_score_what_is_really_there(tmp_path, data_dir):
     assert (check["claimed_weight_bits"], check["claimed_avg_bits"], check["check"]) == (2.0, 2.25, "refuted")
     assert check["groups_refuting_the_claim"] == check["groups"] > 0
     assert base["compression_check"]["check"] == "measured"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "--profile", "smoke", "--submission", str(HOSTILE / "baseline_name")], "name 'ft' is reserved for the baseline"),
+    (["validate", str(HOSTILE / "binary_yaml"), "--no-smoke"], "not UTF-8 text"),
+])
+def test_the_cli_says_one_line_and_runs_nothing(tmp_path, args, expected):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "benchmark.cli", *args, *(["--out", str(tmp_path / "run")] if args[0] == "run" else [])],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert done.returncode != 0 and expected in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / "run").exists()
