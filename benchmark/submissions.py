@@ -11,13 +11,12 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-
-import json
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
