@@ -42,14 +42,15 @@ class EditRequest:
     """One zsRE edit: make ``prompt`` continue with ``target``.
 
     ``subject`` is the entity the fact is about (editors such as MEMIT locate
-    its last token); ``rephrase`` is a paraphrase of the prompt, used for
-    scoring generalization only and handed over so editors can ignore it.
+    its last token); ``record_id`` names the edit in error messages. That is all
+    an editor gets: the paraphrase that scores generalization and the locality
+    prompts stay with the harness, since a method that saw them could fit the
+    score instead of the fact.
     """
 
     prompt: str
     target: str
     subject: str
-    rephrase: str = ""
     record_id: int = -1
 
 
@@ -64,9 +65,13 @@ class InterventionContext:
     Attributes:
         hyperparameters: values from ``submission.yaml`` for this model family,
             merged with the level of this grid cell (e.g. ``{"sparsity": 0.25}``).
-        edits: edit requests, all applied at once (editing, multi).
+        edits: edit requests, all applied at once (editing, multi): prompt, subject and
+            target only, never a prompt that is scored.
         forget_texts / retain_texts: unlearning corpora (unlearning, multi).
         calibration_texts: plain text samples (compression).
+        reference_texts: generic encyclopaedic text that scores no criterion (the retain
+            corpus, whole), for statistics such as MEMIT's key second moments (editing,
+            multi). A step cannot read the data folder, so this is where such text comes from.
         forget_corpus_name: which forget corpus this is (Hub name or stand-in).
         seed: set before ``apply`` is called; use it for any extra randomness.
         device / dtype: where the model lives and the dtype it was given in.
@@ -83,6 +88,7 @@ class InterventionContext:
     forget_texts: Sequence[str] = field(default_factory=tuple)
     retain_texts: Sequence[str] = field(default_factory=tuple)
     calibration_texts: Sequence[str] = field(default_factory=tuple)
+    reference_texts: Sequence[str] = field(default_factory=tuple)
     forget_corpus_name: str = ""
     max_seq_len: int = 512
 

@@ -92,6 +92,12 @@ def run(
         subs += [load_submission(p) for p in submission]
     except (ProfileError, SubmissionError) as exc:
         _die(str(exc))
+    from benchmark.validate import reserved_name_problem
+
+    for extra in subs[len(subs) - len(submission):]:
+        problem = reserved_name_problem(extra)  # a baseline's name: records and leaderboard rows would mix
+        if problem:
+            _die(problem)
     missing = sorted(set(prof.interventions) - {s.name for s in subs})
     if missing:
         _die(f"profile {prof.name!r} names interventions that are not in {baselines_dir()}: {missing}")
@@ -141,12 +147,15 @@ def validate(
     smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="Also apply it once to the default model."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    store: Optional[str] = typer.Option(
+        None, "--store", envvar="COMPOSE_BENCH_STORE",
+        help="Results store whose published names the submission may not take (default: $COMPOSE_BENCH_STORE)."),
 ) -> None:
-    """Check a submission: schema, licence, import in a fresh process, API, smoke application."""
+    """Check a submission: schema, licence, reserved names, import in a fresh process, API, smoke application."""
     _setup(False)
     from benchmark.validate import report_json, validate_folder
 
-    report = validate_folder(folder, smoke=smoke, data_dir=data_dir)
+    report = validate_folder(folder, smoke=smoke, data_dir=data_dir, store=store)
     if as_json:
         typer.echo(report_json(report))
     else:
@@ -271,7 +280,7 @@ def publish(
     records = _read_records_or_die(run_folder, "file or folder")
     if not records:
         _die(f"{run_folder}: no records to publish")
-    metadata = metadata_from_folders([*submission, baselines_dir()])
+    metadata = metadata_from_folders([baselines_dir(), *submission])  # a baseline's row is never overwritten
     used = names_in(records)
     try:
         target = open_store(store, create=create)

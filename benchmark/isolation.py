@@ -97,6 +97,9 @@ class StepJob:
     device: str
     threads: int
     label: str
+    # benchmark.step_cache.StepCache.environment(): this submission's own cache (read-only) and the
+    # step's outbox (writable); variables set in the child, the outbox bound writable
+    step_cache: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -519,13 +522,12 @@ def _thread_only_progress_lock() -> None:
 
 
 def _child(job: StepJob, scratch: str) -> None:
-    from benchmark.paths import cache_dir
-
     sys.dont_write_bytecode = True
     _thread_only_progress_lock()
-    toolkit_cache = cache_dir() / "key-statistics"
-    toolkit_cache.mkdir(parents=True, exist_ok=True)
-    writable = [os.path.realpath(scratch), os.path.realpath(toolkit_cache)]
+    # the step's own cache (benchmark.step_cache), never the shared one: the outbox is writable,
+    # the folder of what this submission kept before stays read-only like everything else
+    outbox = job.step_cache.get("COMPOSE_BENCH_STEP_CACHE_OUT")
+    writable = [os.path.realpath(scratch)] + ([os.path.realpath(outbox)] if outbox else [])
     try:
         import huggingface_hub.constants as hf_constants
 
@@ -536,7 +538,7 @@ def _child(job: StepJob, scratch: str) -> None:
         "TMPDIR": scratch, "XDG_CACHE_HOME": os.path.join(scratch, "cache"), "HF_HOME": hf_home,
         "HF_DATASETS_CACHE": os.path.join(scratch, "datasets"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1", "MPLCONFIGDIR": os.path.join(scratch, "mpl"), "PYTHONDONTWRITEBYTECODE": "1",
-        "TOKENIZERS_PARALLELISM": "false", "GRADIO_ANALYTICS_ENABLED": "False",
+        "TOKENIZERS_PARALLELISM": "false", "GRADIO_ANALYTICS_ENABLED": "False", **job.step_cache,
     }
     os.environ.update(env)
     tempfile.tempdir = scratch

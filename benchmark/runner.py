@@ -39,6 +39,7 @@ from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions
 from benchmark.records import RECORDS_FILE, SCHEMA_VERSION, append_record, finished_cells, read_records
 from benchmark.resources import measure
+from benchmark.step_cache import StepCache, open_step_cache
 from benchmark.submissions import Submission, SubmissionError
 from benchmark.suite import EvaluationSuite
 
@@ -102,6 +103,7 @@ class RunInputs:
     out_dir: Path
     context_key: dict[str, Any] = field(default_factory=dict)
     tokens: EvaluationTokens | None = None  # tokens one evaluation processes (cost model)
+    reference: Corpus | None = None  # generic text for editors' statistics (the whole retain corpus)
 
 
 class Runner:
@@ -176,13 +178,15 @@ class Runner:
         return RunInputs(
             p, resolved, family, device, dtype, numerics, base_model, tokenizer, base_sha, _signature(base_model),
             suite, forget, retain, calibration, self.out_dir, context_key,
+            reference=load_retain_corpus(None, p.seed, self.data_dir),
         )
 
     def _context(self, inputs: RunInputs, step: Step, hp: dict[str, Any], dtype: torch.dtype) -> InterventionContext:
         category = step.category
-        edits = forget = retain = calibration = ()
+        edits = forget = retain = calibration = reference = ()
         if category in (Category.EDITING, Category.MULTI):
-            edits = tuple(r.to_edit_request() for r in inputs.suite.edits)
+            edits = tuple(r.to_edit_request() for r in inputs.suite.edits)  # prompt, subject, target only
+            reference = inputs.reference.texts if inputs.reference else ()
         if category in (Category.UNLEARNING, Category.MULTI):
             forget, retain = inputs.forget.texts, inputs.retain.texts
         if category in (Category.COMPRESSION, Category.MULTI):
@@ -197,23 +201,41 @@ class Runner:
             forget_texts=forget,
             retain_texts=retain,
             calibration_texts=calibration,
+            reference_texts=reference,
             forget_corpus_name=inputs.forget.name if forget else "",
             max_seq_len=inputs.profile.evaluation.perplexity_seq_len,
         )
 
     # ---------------------------------------------------------------- steps
     def _apply(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-        """Apply one step to ``model``; returns the model it leaves and its timing entry (its cost goes to the history)."""
-        model, entry = self._apply_step(inputs, step, model)
+        """Apply one step to ``model``; returns the model it leaves and its timing entry (its cost goes to the history).
+
+        The step gets its own cache (benchmark.step_cache): what it writes there is kept for
+        this submission only, and only when the step succeeded.
+        """
+        cache = self._step_cache(inputs, step)
+        try:
+            model, entry = self._apply_step(inputs, step, model, cache)
+        except BaseException:
+            cache.discard()
+            raise
+        cache.keep()
         if entry.get("seconds"):
             n = inputs.numerics
             record_step_cost(self._step_plan(inputs, step).key, entry["seconds"],
                              n.gflops.get(n.name) or matmul_gflops(inputs.dtype, inputs.device), n.capability, n.name)
         return model, entry
 
-    def _apply_step(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+    def _step_cache(self, inputs: RunInputs, step: Step) -> StepCache:
+        from benchmark.paths import cache_dir
+
+        want = step.submission.spec.resources.dtype or inputs.numerics.name
+        settings = {"hyperparameters": step.hyperparameters(inputs.family), "dtype": want, "model": inputs.resolved.model_id}
+        return open_step_cache(cache_dir() / "steps", step.submission.sha256, inputs.base_sha, settings)
+
+    def _apply_step(self, inputs: RunInputs, step: Step, model: torch.nn.Module, cache: StepCache) -> tuple[torch.nn.Module, dict]:
         if self.isolate:
-            return self._apply_isolated(inputs, step, model)
+            return self._apply_isolated(inputs, step, model, cache)
         sub = step.submission
         hp = step.hyperparameters(inputs.family)
         want = sub.spec.resources.dtype
@@ -226,7 +248,7 @@ class Runner:
             model = model.to(dtype)
         context = self._context(inputs, step, hp, dtype)
         seed_everything(inputs.profile.seed)
-        with measure() as usage:
+        with measure() as usage, cache.in_process():
             try:
                 model = intervention.apply(model, inputs.tokenizer, context)
             except (KeyboardInterrupt, SystemExit):
@@ -254,7 +276,9 @@ class Runner:
         }
         return model, entry
 
-    def _apply_isolated(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+    def _apply_isolated(
+        self, inputs: RunInputs, step: Step, model: torch.nn.Module, cache: StepCache,
+    ) -> tuple[torch.nn.Module, dict]:
         """Apply one step in a sandboxed child (benchmark.isolation); the harness never imports the code."""
         sub = step.submission
         hp = step.hyperparameters(inputs.family)
@@ -264,6 +288,7 @@ class Runner:
             submission=sub, context=self._context(inputs, step, hp, dtype), model_path=inputs.resolved.path,
             model_dtype=str(inputs.dtype).removeprefix("torch."), apply_dtype=str(dtype).removeprefix("torch."),
             device=str(inputs.device), threads=torch.get_num_threads(), label=step.label,
+            step_cache=cache.environment(),
         )
         res = sub.spec.resources
         outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
@@ -354,7 +379,8 @@ class Runner:
     ) -> dict:
         bits = [e["weight_bits"] for e in entries if e.get("weight_bits") is not None]
         with measure() as usage:
-            scores, items, parts = inputs.suite.evaluate(model, inputs.tokenizer, min(bits) if bits else None)
+            scores, items, parts, compression = inputs.suite.evaluate(
+                model, inputs.tokenizer, min(bits) if bits else None, inputs.base_model)
         timings = {
             "interventions": entries,
             "evaluation_s": round(usage.seconds, 3),
@@ -363,6 +389,7 @@ class Runner:
         }
         peak = max([usage.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
         record = self._record(inputs, cell, cid, hps, "ok", None, scores, items, timings, round(peak, 1), weights_sha256(model))
+        record["compression_check"] = compression  # the steps' claimed bits beside the measured ones
         append_record(self.records_path, record)
         return record
 

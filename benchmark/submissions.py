@@ -7,21 +7,22 @@ line naming the file and the field, so the CLI and the result records can show i
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.api import Category, Intervention
+from benchmark.submission_files import FolderProblem, folder_sha256, read_yaml_bounded
 
 SUBMISSION_FILE = "submission.yaml"
 
@@ -34,14 +35,24 @@ KNOWN_LICENSES = {
 }
 
 
+# Sizes of the fields that are copied into every record and shown on the leaderboard.
+MAX_DESCRIPTION_CHARS = 2_000
+MAX_AUTHORS = 20
+MAX_AUTHOR_CHARS = 200
+MAX_LINK_CHARS = 500
+MAX_HYPERPARAMETER_BLOCKS = 16
+MAX_HYPERPARAMETERS_JSON = 16 * 1024  # all blocks serialized as JSON, what a cell id hashes
+MAX_LEVELS = 32
+
+
 class SubmissionError(ValueError):
     """A submission that cannot be used; ``str()`` is a one-line reason naming file and field."""
 
 
 class Levels(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    parameter: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
-    values: list[float | int | str] = Field(min_length=1)
+    parameter: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
+    values: list[float | int | Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=MAX_LEVELS)
     default: float | int | str | None = None
 
     @model_validator(mode="after")
@@ -71,11 +82,11 @@ class SubmissionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")
     category: Category
-    description: str = Field(min_length=1)
-    authors: list[str] = Field(min_length=1)
-    link: str = Field(pattern=r"^https?://\S+$")
-    license: str
-    entry_point: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+    authors: list[Annotated[str, Field(min_length=1, max_length=MAX_AUTHOR_CHARS)]] = Field(min_length=1, max_length=MAX_AUTHORS)
+    link: str = Field(max_length=MAX_LINK_CHARS)
+    license: str = Field(max_length=64)
+    entry_point: str = Field(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
     levels: Levels | None = None
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
     resources: Resources = Field(default_factory=Resources)
@@ -88,12 +99,30 @@ class SubmissionSpec(BaseModel):
             return value
         raise ValueError(f"{value!r} is not a known SPDX licence identifier (e.g. MIT, Apache-2.0) or LicenseRef-<name>")
 
+    @field_validator("link")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """An http(s) URL with a host and nothing a page could misread (the leaderboard links it)."""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not value.startswith(parts.scheme + "://"):
+            raise ValueError(f"must be an http:// or https:// URL, got scheme {parts.scheme or '(none)'!r}")
+        if not parts.hostname or "@" in parts.netloc:
+            raise ValueError("must name a host (and no user name or password)")
+        if not value.isascii() or any(c.isspace() or c in '"<>\\`^{|}' or ord(c) < 32 for c in value):
+            raise ValueError("must be a plain ASCII URL without spaces, quotes or angle brackets (percent-encode them)")
+        return value
+
     @field_validator("hyperparameters")
     @classmethod
     def _blocks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if len(value) > MAX_HYPERPARAMETER_BLOCKS:
+            raise ValueError(f"{len(value)} blocks, at most {MAX_HYPERPARAMETER_BLOCKS}")
         for family, block in value.items():
             if not isinstance(block, dict):
                 raise ValueError(f"block {family!r} must be a mapping of hyperparameters")
+        size = len(json.dumps(value, default=str))
+        if size > MAX_HYPERPARAMETERS_JSON:
+            raise ValueError(f"{size} characters as JSON, at most {MAX_HYPERPARAMETERS_JSON}")
         return value
 
     @model_validator(mode="after")
@@ -114,19 +143,6 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
             msg = "unknown field"
         problems.append(f"field '{field}': {msg}")
     return f"{path}: " + "; ".join(problems)
-
-
-def folder_sha256(folder: Path) -> str:
-    """SHA-256 over the submission's files (relative path + bytes), caches excluded."""
-    h = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = file.relative_to(folder)
-        if "__pycache__" in rel.parts or rel.suffix == ".pyc" or rel.name.startswith("."):
-            continue
-        h.update(str(rel).encode() + b"\0")
-        h.update(file.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,21 +244,20 @@ def load_submission(folder: str | Path) -> Submission:
     path = folder / SUBMISSION_FILE
     if not folder.is_dir():
         raise SubmissionError(f"{folder}: not a folder")
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise SubmissionError(f"{path}: file not found (every submission folder needs one)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SubmissionError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raw = read_yaml_bounded(path)
+        sha256 = folder_sha256(folder)  # also refuses symlinks out of the folder and special files
+    except FolderProblem as exc:
+        raise SubmissionError(str(exc)) from None
     if not isinstance(raw, dict):
         raise SubmissionError(f"{path}: must be a mapping of fields, got {type(raw).__name__}")
     try:
         spec = SubmissionSpec.model_validate(raw)
     except ValidationError as exc:
         raise SubmissionError(_format_validation_error(path, exc)) from None
-    return Submission(folder=folder, spec=spec, sha256=folder_sha256(folder))
+    return Submission(folder=folder, spec=spec, sha256=sha256)
 
 
 def discover(root: str | Path) -> list[Submission]:

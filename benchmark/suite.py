@@ -24,7 +24,7 @@ from benchmark.data.mcq import McqItem, items_sha256, load_mmlu, load_wmdp, stra
 from benchmark.data.wikitext import load_wikitext_test
 from benchmark.data.wmdp_split import is_standin_forget
 from benchmark.data.zsre import DEV_SPLIT, ZsreRecord, load_zsre, sample_edits
-from benchmark.evaluation.compression_stats import average_bits, measure_sparsity
+from benchmark.evaluation.compression_stats import measure_bits, measure_sparsity
 from benchmark.evaluation.multiple_choice import evaluate_mcq
 from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
 from benchmark.evaluation.zsre import locality_reference, score_edits
@@ -98,8 +98,13 @@ class EvaluationSuite:
         atomic_write_text(cache_file, json.dumps({"key": key, "reference": self.reference}))
 
     @torch.inference_mode()
-    def evaluate(self, model, tokenizer, weight_bits: float | None) -> tuple[dict, dict, dict]:
-        """Every criterion on ``model``: (scores, per-item values, seconds per part)."""
+    def evaluate(self, model, tokenizer, weight_bits: float | None, base_model=None) -> tuple[dict, dict, dict, dict]:
+        """Every criterion on ``model``: (scores, per-item values, seconds per part, compression check).
+
+        ``weight_bits`` is what the cell's steps claimed; average bits are measured on the
+        weights against ``base_model`` (:func:`measure_bits`), and the check says whether the
+        claim held.
+        """
         s = self.settings
         model.eval()
         seconds: dict[str, float] = {}
@@ -125,5 +130,8 @@ class EvaluationSuite:
         scores["perplexity"] = perplexity_from_windows(nll, ntok)
         sparsity = measure_sparsity(model)
         scores["sparsity"] = sparsity
-        scores["avg_bits"] = average_bits(model, weight_bits)
-        return scores, items, seconds
+        t = time.perf_counter()
+        bits = measure_bits(model, weight_bits, base_model)
+        seconds["compression_stats"] = time.perf_counter() - t
+        scores["avg_bits"] = bits.avg_bits
+        return scores, items, seconds, bits.as_record()

@@ -32,6 +32,19 @@ class ValidationReport:
         return not self.problems
 
 
+def reserved_name_problem(sub: Submission, store: str | None = None) -> str | None:
+    """One line when ``sub`` takes a baseline's name or a name ``store`` has published, else None."""
+    from benchmark.reserved_names import reserved_names
+    from benchmark.stores import StoreError
+
+    try:
+        reserved = reserved_names(store)
+    except StoreError as exc:
+        return f"cannot read the published names of {store}: {exc}".replace("\n", " ")
+    problem = reserved.problem(sub.name, sub.folder, sub.sha256)
+    return f"{sub.folder / 'submission.yaml'}: field 'name': {problem}" if problem else None
+
+
 def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None, str]:
     """(import problem, API problem, sandbox note), checked in a fresh sandboxed process (isolation.check_import)."""
     from benchmark.isolation import check_import
@@ -65,12 +78,23 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
         forget_texts=load_forget_corpus(2 * n_items, 0, data_dir).texts,
         retain_texts=load_retain_corpus(2 * n_items, 0, data_dir).texts,
         calibration_texts=load_calibration_corpus(n_items, 0, data_dir).texts,
+        reference_texts=load_retain_corpus(None, 0, data_dir).texts if sub.category.value in ("editing", "multi") else (),
         max_seq_len=256,
     )
-    job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype="bfloat16",
-                  apply_dtype=want, device="cpu", threads=torch.get_num_threads(), label=sub.name)
+    import tempfile
+
+    from benchmark.step_cache import open_step_cache
+
     res = sub.spec.resources
-    outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
+    with tempfile.TemporaryDirectory(prefix="compose-bench-validate-cache-") as cache_root:
+        cache = open_step_cache(Path(cache_root), sub.sha256, "validate", {"hyperparameters": hp, "dtype": want})
+        job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype="bfloat16",
+                      apply_dtype=want, device="cpu", threads=torch.get_num_threads(), label=sub.name,
+                      step_cache=cache.environment())
+        try:
+            outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
+        finally:
+            cache.discard()  # a smoke application keeps nothing
     if outcome.error is not None:
         raise StepFailed(outcome.error)
     sandbox = "sandboxed" if "namespaces" not in outcome.isolation else "NOT sandboxed (" + str(outcome.isolation["namespaces"]) + ")"
@@ -79,12 +103,27 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
             f"{sandbox}")
 
 
-def validate_folder(folder: str | Path, smoke: bool = True, data_dir: str | Path | None = None) -> ValidationReport:
+def validate_folder(
+    folder: str | Path, smoke: bool = True, data_dir: str | Path | None = None, store: str | None = None,
+) -> ValidationReport:
+    """Every check of the module docstring; ``store`` names the results store whose published names are reserved."""
     report = ValidationReport(Path(folder))
+    if smoke:
+        from benchmark.paths import data_dir as resolve_data_dir
+
+        try:
+            resolve_data_dir(data_dir)  # before anything runs: a missing folder is one line, not a traceback
+        except (FileNotFoundError, OSError) as exc:
+            report.problems.append(str(exc).replace("\n", " "))
+            return report
     try:
         sub = load_submission(folder)
     except SubmissionError as exc:
         report.problems.append(str(exc))
+        return report
+    name_problem = reserved_name_problem(sub, store)
+    if name_problem:
+        report.problems.append(name_problem)
         return report
     report.passed.append(f"schema and licence ({sub.spec.license}) of {sub.folder / 'submission.yaml'}")
     import_problem, api_problem, sandbox = check_import_and_api(sub)
@@ -103,6 +142,9 @@ def validate_folder(folder: str | Path, smoke: bool = True, data_dir: str | Path
             report.passed.append(smoke_apply(sub, data_dir))
         except (StepFailed, SubmissionError) as exc:
             report.problems.append(str(exc))
+        except (OSError, ValueError) as exc:  # the data folder lacks a file, or holds a malformed one
+            report.problems.append(f"smoke application: cannot load its data: {type(exc).__name__}: {exc}"
+                                   .replace("\n", " ")[:700])
     return report
 
 

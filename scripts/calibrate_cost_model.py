@@ -37,7 +37,7 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     tokens = count_tokens(suite, tok)
     n_params = sum(t.numel() for t in {id(t): t for t in model.state_dict().values()}.values())
     t = time.perf_counter()
-    _, _, parts = suite.evaluate(model, tok, None)
+    _, _, parts, _ = suite.evaluate(model, tok, None)
     total = time.perf_counter() - t
     rate = matmul_gflops(choice.dtype, device, seconds=1.0)
     eff = {k: 2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9) for k in SCORERS}

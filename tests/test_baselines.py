@@ -18,7 +18,7 @@ import torch
 
 from benchmark.numerics import choose_dtype
 from benchmark.api import EditRequest, InterventionContext, InterventionError
-from benchmark.evaluation.compression_stats import average_bits, bits_from_sparsity, measure_sparsity
+from benchmark.evaluation.compression_stats import average_bits, bits_from_sparsity, measure_bits, measure_sparsity
 from benchmark.paths import baselines_dir
 from benchmark.submissions import load_submission
 from benchmark.toolkit import (
@@ -109,10 +109,25 @@ def _tiny_llama():
 
 def test_average_bits_follow_the_paper():
     model = _tiny_llama()
+    base = copy.deepcopy(model)
     assert measure_sparsity(model) == 0.0
     assert average_bits(model, None) == 16.0
-    assert average_bits(model, 4) == 4.25
-    assert average_bits(model, 8) == 8.25
+    # measured, not claimed: a claim on weights nobody quantized is refuted and scores 16
+    assert average_bits(model, 4, base) == 16.0 and average_bits(model, 8, base) == 16.0
+    assert measure_bits(model, 4, base).check == "refuted"
+    quantized = copy.deepcopy(model)
+    with torch.no_grad():  # round-to-nearest on a 4-bit grid per 32 weights of a row (every Linear here is 32 or 64 wide)
+        for layer in quantized.model.layers:
+            for module in layer.modules():
+                if isinstance(module, torch.nn.Linear):
+                    w = module.weight.view(module.out_features, -1, 32)
+                    scale = w.abs().amax(dim=-1, keepdim=True) / 7
+                    w.copy_(torch.clamp(torch.round(w / scale), -8, 7) * scale)
+    assert measure_bits(quantized, 4, base).group_size == 32
+    assert (average_bits(quantized, 4, base), measure_bits(quantized, 4, base).check) == (4.25, "verified")
+    # 16 values per group do not fit a 2-bit claim: counted as unquantized (its zeros as pruned)
+    assert average_bits(quantized, 2, base) == pytest.approx(bits_from_sparsity(measure_sparsity(quantized)), abs=1e-4)
+    assert measure_bits(quantized, 2, base).check == "refuted"
     with torch.no_grad():
         for layer in model.model.layers:
             for module in layer.modules():
@@ -120,7 +135,7 @@ def test_average_bits_follow_the_paper():
                     module.weight[:, : module.in_features // 4] = 0.0
     assert measure_sparsity(model) == pytest.approx(0.25)
     assert average_bits(model, None) == pytest.approx(12.25)
-    assert average_bits(model, 4) == 4.25  # a quantized model is counted by its bit width
+    assert average_bits(model, 4, base) == pytest.approx(12.25)  # pruning is not quantization, whatever is claimed
     assert bits_from_sparsity(0.5) == pytest.approx(8.5)
     # embeddings / LM head are not counted
     with torch.no_grad():

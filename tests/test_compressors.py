@@ -18,7 +18,7 @@ import torch
 
 from benchmark.api import InterventionContext, InterventionError
 from benchmark.data.corpora import load_calibration_corpus
-from benchmark.evaluation.compression_stats import block_linear_weights, measure_sparsity
+from benchmark.evaluation.compression_stats import block_linear_weights, measure_bits, measure_sparsity
 from benchmark.evaluation.deployment import check_deployment
 from benchmark.paths import baselines_dir
 from benchmark.plan import Step, build_plan
@@ -92,22 +92,28 @@ def test_sparsegpt_measured_sparsity_is_the_asked_one(short_model, calibration, 
 
 def test_gptq_stays_on_its_grid_and_its_compressed_export_reloads_to_the_same_logits(short_model, calibration):
     model, tok = short_model
+    base = copy.deepcopy(model)
     intervention, context = _run("gptq", model, tok, calibration, bits=3)
     model, check = check_deployment(intervention, model, tok, context)
     assert check.format == "pack-quantized" and "model.safetensors" in check.files
     assert check.ok, check.as_dict()
     assert 1 < _max_values_per_group(model, 64) <= 2**3
     assert intervention.weight_bits(context) == 3
+    measured = measure_bits(model, intervention.weight_bits(context), base)  # what the record scores
+    assert (measured.avg_bits, measured.check, measured.groups_refuting_the_claim) == (3.25, "verified", 0)
     _assert_vanilla(model)
 
 
 def test_awq_stays_on_its_grid(short_model, calibration):
     model, tok = short_model
     before = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    base = copy.deepcopy(model)
     intervention, context = _run("awq", model, tok, calibration, bits=2)
     model = intervention.apply(model, tok, context)
     assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, before)
     assert 1 < _max_values_per_group(model, 64) <= 2**2
+    measured = measure_bits(model, intervention.weight_bits(context), base)
+    assert (measured.avg_bits, measured.check) == (2.25, "verified")
     _assert_vanilla(model)
 
 
@@ -129,6 +135,7 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
     assert by_steps("never")["gptq(bits=4) -> ft"].recompress is None
 
     model, tok = short_model
+    base = copy.deepcopy(model)
     edits = tuple(r.to_edit_request() for r in sample_edits(load_zsre(data_dir)[0], 4, 0))
     cell = plan["gptq(bits=4) -> ft"]
     for step in (*cell.steps, cell.recompress):
@@ -142,7 +149,12 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
         model = step.submission.instantiate().apply(model, tok, context)
         if step is cell.steps[1]:
             assert _max_values_per_group(model, 64) > 2**4  # the edit moved weights off the grid
+            # ... and the measured bits say so: FT's layers count as unquantized, the rest as 4 bits
+            off_grid = measure_bits(model, 4, base)
+            assert off_grid.check == "refuted" and 4.25 < off_grid.avg_bits < 16
+            assert off_grid.groups_refuting_the_claim > 0 and off_grid.groups_fitting_the_claim > 0
     assert _max_values_per_group(model, 64) <= 2**4
+    assert (measure_bits(model, 4, base).avg_bits, measure_bits(model, 4, base).check) == (4.25, "verified")
     _assert_vanilla(model)
 
 

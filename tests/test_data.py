@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -53,13 +54,16 @@ def test_zsre_record_becomes_edit_request(zsre):
     record = zsre[0][5]
     request = record.to_edit_request()
     assert isinstance(request, EditRequest)
-    assert (request.prompt, request.target, request.subject, request.rephrase, request.record_id) == (
+    assert (request.prompt, request.target, request.subject, request.record_id) == (
         record.prompt,
         record.target,
         record.subject,
-        record.rephrase,
         5,
     )
+    # the edit only: nothing that scores generalization or locality reaches an editor
+    assert {f.name for f in dataclasses.fields(request)} == {"prompt", "target", "subject", "record_id"}
+    handed_over = set(dataclasses.astuple(request))
+    assert not handed_over & {record.rephrase, record.loc, record.loc_ans}
 
 
 def _write_zsre(root: Path, records) -> Path:

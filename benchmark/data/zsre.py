@@ -86,14 +86,8 @@ class ZsreRecord:
     loc_ans: str
 
     def to_edit_request(self) -> EditRequest:
-        """The part of the record an editor may see (no locality data)."""
-        return EditRequest(
-            prompt=self.prompt,
-            target=self.target,
-            subject=self.subject,
-            rephrase=self.rephrase,
-            record_id=self.record_id,
-        )
+        """The part of the record an editor may see: the edit itself, no scored prompt (rephrase, locality)."""
+        return EditRequest(prompt=self.prompt, target=self.target, subject=self.subject, record_id=self.record_id)
 
 
 def parse_zsre_records(raw: Any, origin: str) -> list[ZsreRecord]:

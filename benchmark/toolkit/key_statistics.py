@@ -4,11 +4,18 @@ Public to submitters, beside :mod:`benchmark.api`. Locate-then-edit methods (MEM
 successors) spread an edit over a layer's weights through ``C = E[k k^T]``, the second
 moment of the layer's input vectors ("keys") over generic text. Estimating ``C`` takes a
 forward pass over many tokens, so it is computed once per (model weights, layer, module,
-corpus, token count) and kept in the compose-bench cache folder (``$COMPOSE_BENCH_CACHE``,
-default ``~/.cache/compose-bench``) under ``key-statistics/``: a safetensors file with the
-float32 matrix and a JSON file with its provenance, both written atomically. A cache entry
-is used only when every provenance field matches; otherwise it is recomputed, never
-silently reused.
+corpus, token count) and kept on disk: a safetensors file with the float32 matrix and a
+JSON file with its provenance, both written atomically. A cache entry is used only when
+every provenance field matches; otherwise it is recomputed, never silently reused.
+
+Where the cache lives decides whom it can hurt. Inside a grid step the harness names two
+folders (:mod:`benchmark.step_cache`): ``$COMPOSE_BENCH_STEP_CACHE``, this submission's
+own statistics from earlier steps (read-only), and ``$COMPOSE_BENCH_STEP_CACHE_OUT``, where
+new entries go (the harness keeps them for this submission only after the step). Both are
+keyed by the submission's hash, the base weights and the step's settings, so a file one
+submission plants is never read by another's step. Outside a step (a script, a notebook,
+the tests) the user's own folder is used: ``key-statistics/`` under ``$COMPOSE_BENCH_CACHE``
+(default ``~/.cache/compose-bench``).
 
 The weights fingerprint covers only what the keys depend on: the embeddings and the
 blocks up to the deepest requested layer. An intervention that changed those blocks (a
@@ -37,11 +44,28 @@ import torch
 
 from benchmark.toolkit.training import _model_device, decoder_layers
 
-__all__ = ["KeyStatistics", "key_second_moments", "reference_texts", "prefix_weights_sha256"]
+__all__ = ["KeyStatistics", "key_second_moments", "reference_texts", "prefix_weights_sha256", "cache_folders",
+           "ENV_STEP_CACHE", "ENV_STEP_CACHE_OUT"]
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+ENV_STEP_CACHE = "COMPOSE_BENCH_STEP_CACHE"  # read: this submission's own statistics (harness steps)
+ENV_STEP_CACHE_OUT = "COMPOSE_BENCH_STEP_CACHE_OUT"  # write: new statistics, kept by the harness after the step
+
+
+def cache_folders(cache_root: str | Path | None = None) -> tuple[Path | None, Path | None]:
+    """``(read folder, write folder)`` of the statistics cache (see the module docstring)."""
+    if cache_root is not None:
+        return Path(cache_root), Path(cache_root)
+    step_cache = os.environ.get(ENV_STEP_CACHE)
+    if step_cache:  # inside a harness step: never the shared folder
+        out = os.environ.get(ENV_STEP_CACHE_OUT)
+        return Path(step_cache), (Path(out) if out else None)
+    from benchmark.paths import cache_dir
+
+    root = cache_dir() / "key-statistics"
+    return root, root
 
 
 @dataclass(frozen=True)
@@ -175,7 +199,7 @@ def key_second_moments(
         seq_len: texts are cut to this many tokens.
         texts / corpus: the text and its description; default :func:`reference_texts`.
         cache: read and write the on-disk cache.
-        cache_root: override the cache folder (tests).
+        cache_root: override the cache folder (tests); default :func:`cache_folders`.
     """
     if not layers:
         raise ValueError("no layers given")
@@ -183,9 +207,7 @@ def key_second_moments(
     if texts is None:
         texts, corpus = reference_texts()
     corpus = corpus or {"name": "caller-supplied", "sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()}
-    from benchmark.paths import cache_dir
-
-    root = Path(cache_root) if cache_root is not None else cache_dir() / "key-statistics"
+    root, write_root = cache_folders(cache_root)
     fingerprint = prefix_weights_sha256(model, max(layers))
     results: dict[int, torch.Tensor] = {}
     provenance_of: dict[int, dict] = {}
@@ -203,16 +225,23 @@ def key_second_moments(
         }
         key = hashlib.sha256(json.dumps(provenance, sort_keys=True, default=str).encode()).hexdigest()[:20]
         provenance_of[layer] = {**provenance, "cache_key": key}
-        tensor_path, meta_path = root / f"{key}.safetensors", root / f"{key}.json"
-        if cache and tensor_path.exists() and meta_path.exists():
+        found = [folder for folder in dict.fromkeys((root, write_root)) if folder is not None
+                 and (folder / f"{key}.safetensors").is_file() and (folder / f"{key}.json").is_file()]
+        tensor_path, meta_path = (found[0] / f"{key}.safetensors", found[0] / f"{key}.json") if found else (None, None)
+        if cache and found:
             try:
                 stored = json.loads(meta_path.read_text())
                 if {k: stored.get(k) for k in provenance} == json.loads(json.dumps(provenance, default=str)):
                     from safetensors.torch import load_file
 
-                    results[layer] = load_file(str(tensor_path))["moment"]
-                    continue
-                log.warning("key statistics %s: provenance does not match; recomputing", meta_path)
+                    moment = load_file(str(tensor_path))["moment"]
+                    square = moment.dim() == 2 and moment.shape[0] == moment.shape[1]
+                    if moment.dtype == torch.float32 and square and bool(torch.isfinite(moment).all()):
+                        results[layer] = moment
+                        continue
+                    log.warning("key statistics %s: not a finite square float32 matrix; recomputing", tensor_path)
+                else:
+                    log.warning("key statistics %s: provenance does not match; recomputing", meta_path)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("key statistics %s unreadable (%s); recomputing", meta_path, exc)
         missing.append(layer)
@@ -224,11 +253,11 @@ def key_second_moments(
         for layer, moment in computed.items():
             results[layer] = moment
             provenance_of[layer].update(tokens_used=used, seconds=round(seconds, 2))
-            if cache:
+            if cache and write_root is not None:
                 from safetensors.torch import save_file
 
                 key = provenance_of[layer]["cache_key"]
-                _atomic_write(root / f"{key}.safetensors", lambda p, m=moment: save_file({"moment": m.contiguous()}, p))
-                _atomic_write(root / f"{key}.json", lambda p, meta=provenance_of[layer]: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
+                _atomic_write(write_root / f"{key}.safetensors", lambda p, m=moment: save_file({"moment": m.contiguous()}, p))
+                _atomic_write(write_root / f"{key}.json", lambda p, meta=provenance_of[layer]: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
     return KeyStatistics(results, {"layers": provenance_of, "weights_fingerprint": fingerprint, "computed_layers": missing},
                          from_cache=not missing)

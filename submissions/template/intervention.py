@@ -43,5 +43,9 @@ class TemplateIntervention(Intervention):
         return model
 
     def weight_bits(self, context: InterventionContext) -> float | None:
-        """Compressors return the bits per stored weight (e.g. 4 for a 4-bit quantizer); others None."""
+        """Compressors claim the bits per stored weight (e.g. 4 for a 4-bit quantizer); others None.
+
+        The harness measures the returned weights (distinct values per group of 64/128) and scores
+        what is there; a claim they do not back is recorded as refuted.
+        """
         return None

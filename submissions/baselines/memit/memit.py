@@ -112,7 +112,9 @@ class MEMIT(Intervention):
         with preserve_grad_state(model):
             model.requires_grad_(False)
             model.eval()
-            stats = key_second_moments(model, tokenizer, layers, n_tokens=n_tokens, seq_len=seq_len)
+            # the harness's reference text (a step cannot read the data folder); None: the toolkit's own
+            texts = tuple(context.reference_texts) or None
+            stats = key_second_moments(model, tokenizer, layers, n_tokens=n_tokens, seq_len=seq_len, texts=texts)
             self.statistics_provenance = stats.provenance
             z = self._target_values(model, tokenizer, edits, prompts, subject_pos, targets, layers[-1],
                                     v_lr, v_steps, decay, clamp, kl_factor, pad, device)
