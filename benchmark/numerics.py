@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+from benchmark.hardware import cpu_capability, matmul_gflops
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ DTYPES: dict[str, torch.dtype] = {
 BF16_MARGIN = 1.2
 # a pinned dtype this many times slower than the best candidate gets a warning line
 SLOW_FACTOR = 2.0
-# probe shape: one block of 512 tokens through a 576 -> 1536 projection (SmolLM2-135M's MLP)
-PROBE_SHAPE = (512, 576, 1536)
-PROBE_SECONDS = 0.15
+PROBE_SECONDS = 0.15  # per dtype: enough for a stable rate (best of three slices, benchmark.hardware)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -66,34 +65,8 @@ def device_capability(device: torch.device) -> str:
         major, minor = torch.cuda.get_device_capability(index)
         return f"cuda:{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
     if device.type == "cpu":
-        return f"cpu:{torch.backends.cpu.get_cpu_capability()}"
+        return f"cpu:{cpu_capability()}"
     return device.type
-
-
-def matmul_gflops(dtype: torch.dtype, device: torch.device, seconds: float = PROBE_SECONDS,
-                  shape: tuple[int, int, int] = PROBE_SHAPE) -> float:
-    """Dense matmul rate (GFLOP/s, 2*m*k*n per product) of ``dtype`` on ``device``, timed for about ``seconds``.
-
-    Uses the process's torch thread count, so it measures what the run will get.
-    On a slow path one product can take longer than ``seconds``; the loop still runs it
-    at least twice after one warm-up call.
-    """
-    m, k, n = shape
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(m, k, generator=gen).to(device=device, dtype=dtype)
-    b = torch.randn(k, n, generator=gen).to(device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    a @ b  # warm-up: kernel selection, page faults
-    sync()
-    count, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        count += 1
-        sync()
-        elapsed = time.perf_counter() - start
-        if count >= 2 and elapsed >= seconds:
-            break
-    return 2.0 * m * k * n * count / elapsed / 1e9
 
 
 @dataclass(frozen=True)
@@ -157,7 +130,7 @@ def decide(requested: str, capability: str, gflops: dict[str, float], cuda_bf16:
 @functools.lru_cache(maxsize=None)
 def _measured(device_key: str) -> dict[str, float]:
     device = torch.device(device_key)
-    return {dtype_name(dt): matmul_gflops(dt, device) for dt in (torch.float32, torch.bfloat16)}
+    return {dtype_name(dt): matmul_gflops(dt, device, seconds=PROBE_SECONDS) for dt in (torch.float32, torch.bfloat16)}
 
 
 @functools.lru_cache(maxsize=None)

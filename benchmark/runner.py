@@ -33,7 +33,8 @@ from benchmark.cost import (CostModel, EvaluationTokens, StepPlan, count_tokens,
 from benchmark.isolation import StepJob, run_isolated
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
 from benchmark.models import ResolvedModel, load_model, model_family, pick_device, resolve_model, weights_sha256
-from benchmark.numerics import DtypeChoice, choose_dtype, matmul_gflops, parse_dtype
+from benchmark.hardware import matmul_gflops
+from benchmark.numerics import DtypeChoice, choose_dtype, parse_dtype
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
 from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions

@@ -24,7 +24,8 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     from benchmark.cost import SCORERS, count_tokens
     from benchmark.data.corpora import STANDIN_NAME
     from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
-    from benchmark.numerics import choose_dtype, matmul_gflops
+    from benchmark.hardware import matmul_gflops
+    from benchmark.numerics import choose_dtype
     from benchmark.profiles import load_profile
     from benchmark.suite import EvaluationSuite
 
