@@ -36,6 +36,7 @@ memory limits only) for callers that accepted that risk.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import io
 import json
@@ -65,6 +66,7 @@ BOX_UID = 1000  # the uid inside the box: not 0, so an exec never regains capabi
 PACKAGE_DIR = Path(__file__).resolve().parent
 BOX_LIB = "/box/lib"  # the harness package appears as /box/lib/benchmark
 POLL_S = 0.05
+ZYGOTE_TMP_BYTES = 64 << 20
 LOG_TAIL_BYTES = 4000
 ENV_PASS = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")  # the only harness variables that go in
 
@@ -105,7 +107,7 @@ class CallResult:
     """What came back from one call; ``error`` is the harness's one-line reason, or None."""
 
     report: dict | None
-    files: dict[str, Path]
+    files: dict[str, Path]  # returned files, written by the parent into its own folder
     error: str | None
     seconds: float  # measured by the parent, from the request to the child's exit
     peak_memory_bytes: int = 0
@@ -115,6 +117,7 @@ class CallResult:
     exit_text: str = ""
     log_tail: str = ""
     isolation: dict[str, Any] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # returned in-memory outputs
 
 
 # --------------------------------------------------------------------------- availability
@@ -185,7 +188,8 @@ def bwrap_args(spec: BoxSpec, fd: int) -> list[str]:
     args += ["--ro-bind", str(PACKAGE_DIR), f"{BOX_LIB}/benchmark"]
     for host, inside in spec.binds:
         args += ["--ro-bind", str(host), str(inside)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/tmp"]
+    # the zygote's own small /tmp (some imports probe tempfile); every call mounts a private one over it
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(ZYGOTE_TMP_BYTES), "--tmpfs", "/tmp"]
     for dev in spec.devices:
         args += ["--dev-bind", dev, dev]
     args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]
@@ -371,9 +375,15 @@ class Box:
         return None
 
     # ------------------------------------------------------------ one call
-    def call(self, target: str, payload: Any, inputs: dict[str, Path], limits: Limits, out_dir: Path,
+    def call(self, target: str, payload: Any, inputs: dict[str, Path | bytes], limits: Limits, out_dir: Path,
              label: str) -> CallResult:
-        """Run ``target(payload, in_dir, out_dir)`` in a fresh sealed child; inputs are files or folders."""
+        """Run ``target(payload, in_dir, out_dir)`` in a fresh sealed child.
+
+        ``inputs`` maps names to files and folders (placed in ``in_dir``; folders read-only)
+        or to bytes (handed over in memory: ``sandbox_inside.MEMORY_IN``). Whatever the
+        target leaves in ``out_dir`` or ``sandbox_inside.MEMORY_OUT`` comes back, capped at
+        ``limits.output_bytes``.
+        """
         with self._lock:
             try:
                 self.start(limits.startup_s)
@@ -390,9 +400,13 @@ class _Call:
         self.box, self.target, self.limits, self.out_dir, self.label = box, target, limits, out_dir, label
         self.blobs: list[tuple[str, bytes | Path, str]] = [("payload.pickle", pickle.dumps(payload), "file")]
         for name, path in inputs.items():
+            if isinstance(path, (bytes, bytearray, memoryview)):
+                self.blobs.append((name, bytes(path), "mem"))
+                continue
             path = Path(path)
             self.blobs.append((name, _tar_folder(path), "dir") if path.is_dir() else (name, path, "file"))
         self.files: dict[str, Path] = {}
+        self.blobs_out: dict[str, bytes] = {}
         self.report: dict | None = None
         self.stream_error: str | None = None
         self.log = bytearray()
@@ -432,6 +446,13 @@ class _Call:
                                              f"{self.limits.output_bytes}" if total > self.limits.output_bytes
                                              else f"returned a file with a bad name {name[:80]!r}")
                         return
+                    if meta.get("mem"):
+                        data = fh.read(n)
+                        if len(data) != n:
+                            self.stream_error = "output stream ended early"
+                            return
+                        self.blobs_out[name] = data
+                        continue
                     dest = self.out_dir / name
                     with open(dest, "wb") as out:
                         left = n
@@ -462,6 +483,11 @@ class _Call:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         log_r, log_w = os.pipe()
+        for fd in (in_w, out_w):  # large pipes: a model's weights cross them
+            try:
+                fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+            except OSError:
+                pass
         scratch_root = "/tmp" if box.sealed else tempfile.mkdtemp(prefix="compose-bench-call-")
         request = {"op": "run", "target": self.target, "scratch": scratch_root,
                    "files": [[n, len(b) if isinstance(b, bytes) else b.stat().st_size, k] for n, b, k in self.blobs],
@@ -494,7 +520,7 @@ class _Call:
             tail = self._tail()
             result.error = (f"{self.label}: the sandboxed process {result.exit_text} without a result"
                             + (f"; its output ends: {tail}" if tail else ""))
-        result.report, result.files, result.log_tail = self.report, self.files, self._tail()
+        result.report, result.files, result.blobs, result.log_tail = self.report, self.files, self.blobs_out, self._tail()
         return result
 
     def _watch(self, t0: float) -> CallResult:

@@ -3,7 +3,7 @@
 Checks, in order (a later check needs the earlier ones to pass):
 1. ``submission.yaml`` against the schema, licence included (YAML only: no code runs);
 2. the entry point imports in a fresh Python process, sandboxed like a grid step
-   (:func:`benchmark.isolation.confine`), and the class follows the API (subclass,
+   (:func:`benchmark.isolation.check_import`), and the class follows the API (subclass,
    name, category, ``apply``): the harness itself never imports the submission's code;
 3. optionally, a smoke application on the default model with a few real edits / texts in
    the step sandbox (:func:`benchmark.isolation.run_isolated`): it must return the same
@@ -73,7 +73,7 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
     if outcome.error is not None:
         raise StepFailed(outcome.error)
-    sandbox = "sandboxed" if "namespaces" not in outcome.isolation else "NOT sandboxed (" + str(outcome.isolation["namespaces"]) + ")"
+    sandbox = "sandboxed" if str(outcome.isolation.get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
     return (f"smoke application on the default model: {outcome.seconds:.1f} s of {res.time_budget_s:g} s, "
             f"peak {outcome.peak_rss_mb:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
             f"{sandbox}")
