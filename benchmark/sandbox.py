@@ -407,6 +407,8 @@ class _Call:
             self.blobs.append((name, _tar_folder(path), "dir") if path.is_dir() else (name, path, "file"))
         self.files: dict[str, Path] = {}
         self.blobs_out: dict[str, bytes] = {}
+        self.sealed = threading.Event()
+        self.seen: dict[str, Any] = {}
         self.report: dict | None = None
         self.stream_error: str | None = None
         self.log = bytearray()
@@ -420,6 +422,11 @@ class _Call:
                     else:
                         with open(blob, "rb") as src:
                             shutil.copyfileobj(src, fh, 1 << 22)
+                fh.flush()
+                # the child reports sealed before any of the target's code runs: read its /proc entry, then go
+                if self.sealed.wait(self.limits.time_s + self.limits.grace_s + 60):
+                    self._inspect()
+                    fh.write(b"g")
         except (BrokenPipeError, OSError):
             pass  # the child died or was killed: its exit says why
 
@@ -436,6 +443,9 @@ class _Call:
                         self.stream_error = "sent a malformed output stream"
                         return
                     meta = json.loads(fh.read(size))
+                    if "sealed" in meta:
+                        self.sealed.set()
+                        continue
                     if "report" in meta:
                         self.report = meta["report"] if isinstance(meta["report"], dict) else None
                         return
@@ -533,7 +543,7 @@ class _Call:
         peak = peak_rss = peak_scratch = peak_shm = 0
         reason = None
         status = None
-        seen: dict[str, Any] = {}
+        seen = self.seen
         deadline = t0 + limits.time_s + limits.grace_s
         while True:
             msg, _ = box._recv(POLL_S)
@@ -571,6 +581,21 @@ class _Call:
         result.isolation = self._isolation(seen)
         return result
 
+    def _inspect(self) -> None:
+        """Read the call's PID 1 (three PID namespace levels deep, the innermost pid 1) from /proc."""
+        if not self.box.sealed:
+            return
+        try:
+            tree = psutil.Process(self.box._proc.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for p in tree:
+            ns = _ns_pid(p.pid)
+            if len(ns) >= 3 and ns[-1] == 1:
+                self.seen["pid1"] = _status(p.pid)
+                self.seen["ns"] = _namespaces(p.pid)
+                return
+
     def _usage(self, host_pid: int, seen: dict) -> tuple[int, int, int]:
         try:
             root = psutil.Process(host_pid)
@@ -585,11 +610,6 @@ class _Call:
                 pass
         if not self.box.sealed:
             return rss, 0, 0
-        if len(tree) > 1:  # the call's PID 1, what the code runs under: the last reading counts
-            status = _status(tree[1].pid)
-            if status.get("NoNewPrivs", "0").strip() == "1":
-                seen["pid1"] = status
-                seen.setdefault("ns", _namespaces(tree[1].pid))
         return rss, _used(f"/proc/{host_pid}/root/tmp"), _used(f"/proc/{host_pid}/root/dev/shm")
 
     def _kill(self, host_pid: int | None) -> None:

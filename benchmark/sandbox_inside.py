@@ -275,7 +275,6 @@ def _call(request: dict, in_fd: int, out_fd: int, sealed: bool, libc) -> None:
     for d in (in_dir, out_dir, work, os.path.join(root, "home")):
         os.makedirs(d, exist_ok=True)
     folders = _receive_inputs(in_fd, in_dir, request["files"])
-    os.close(in_fd)
     payload = pickle.loads(_read_exact_file(os.path.join(in_dir, "payload.pickle")))
     os.unlink(os.path.join(in_dir, "payload.pickle"))
     confinement = {}
@@ -283,6 +282,12 @@ def _call(request: dict, in_fd: int, out_fd: int, sealed: bool, libc) -> None:
         for folder in folders:
             _read_only(libc, folder)
         confinement["seccomp"] = _drop_privileges(libc)
+    # sealed: the parent reads this process's namespaces, capabilities and seccomp mode, then says go
+    head = json.dumps({"sealed": True}).encode()
+    _write_all(out_fd, struct.pack(">I", len(head)) + head)
+    if _read_exact(in_fd, 1) != b"g":
+        raise ConfineError("the harness did not confirm the seal")
+    os.close(in_fd)
     os.environ.update({"TMPDIR": root, "HOME": os.path.join(root, "home")})
     import tempfile
 
