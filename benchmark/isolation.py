@@ -51,6 +51,7 @@ from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
 __all__ = ["StepJob", "StepOutcome", "run_isolated", "check_import", "check_returned_state", "verify_built",
            "refusal", "allow_unsafe", "SandboxUnavailable", "is_trusted"]
 
+ENV_REQUIRE = "COMPOSE_BENCH_REQUIRE_SANDBOX"
 GRACE_S = 5.0
 STARTUP_LIMIT_S = 600.0
 LOG_TAIL_CHARS = 600
@@ -105,6 +106,11 @@ def allow_unsafe(flag: bool) -> None:
     _UNSAFE["allowed"] = bool(flag)
 
 
+def _required() -> bool:
+    """CI sets ``COMPOSE_BENCH_REQUIRE_SANDBOX=1``: no unconfined step at all, baselines included."""
+    return os.environ.get(ENV_REQUIRE, "") not in ("", "0")
+
+
 def is_trusted(folder: str | Path) -> bool:
     """The repository's own baselines (their folder is under submissions/baselines of this checkout)."""
     try:
@@ -115,11 +121,13 @@ def is_trusted(folder: str | Path) -> bool:
 
 def refusal(folders: list[Path], unsafe: bool) -> str | None:
     """One line refusing outside submissions where no box can be built (None: go ahead)."""
-    outside = [str(f) for f in folders if not is_trusted(f)]
-    if not outside or unsafe:
-        return None
     reason = probe()
     if reason is None:
+        return None
+    if _required():
+        return f"${ENV_REQUIRE} is set and this machine cannot build the sandbox: {reason}"
+    outside = [str(f) for f in folders if not is_trusted(f)]
+    if not outside or unsafe:
         return None
     return (f"refusing to run outside submission(s) {outside} without a sandbox ({reason}); pass "
             "--unsafe-no-sandbox to run them unconfined, able to read your data, runs and environment")
@@ -130,6 +138,8 @@ def _sealed(folder: Path) -> bool:
     reason = probe()
     if reason is None:
         return True
+    if _required():
+        raise SandboxUnavailable(f"${ENV_REQUIRE} is set and this machine cannot build the sandbox: {reason}")
     if is_trusted(folder) or _UNSAFE["allowed"]:
         return False
     raise SandboxUnavailable(f"{folder}: no sandbox here ({reason}); refusing to run an outside submission "
@@ -303,8 +313,17 @@ def _one_line(text: Any, limit: int = 700) -> str:
     return " ".join(str(text).split())[:limit]
 
 
-def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: float, memory_budget_gb: float) -> StepOutcome:
-    """Apply ``job`` to a model holding ``state`` in the sealed box; never raises for the child's faults."""
+def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: float, memory_budget_gb: float,
+                 extra_inputs: dict[str, Path | bytes] | None = None) -> StepOutcome:
+    """Apply ``job`` to a model holding ``state`` in the sealed box; never raises for the child's faults.
+
+    ``extra_inputs`` is the hook for harness-computed, per-submission and per-step data
+    (e.g. the key statistics MEMIT needs): folders arrive read-only at
+    ``<in_dir>/<name>`` (``in_dir`` is the parent of ``submission.folder`` inside the box),
+    bytes in ``benchmark.sandbox_inside.MEMORY_IN``. Nothing written in the box outlives the
+    call: the toolkit's cache there (``$COMPOSE_BENCH_CACHE`` = ``/tmp/compose-bench-cache``)
+    is private to the call and counted in its memory.
+    """
     t0 = time.perf_counter()
     try:
         sealed = _sealed(job.submission.folder)
@@ -324,7 +343,8 @@ def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: fl
         limits = Limits(time_s=time_budget_s, grace_s=grace_s(time_budget_s), memory_bytes=int(memory_budget_gb * 2**30),
                         output_bytes=2 * in_size + (64 << 20), startup_s=STARTUP_LIMIT_S)
         result = box.call("benchmark.isolation:step_main", job,
-                          {"submission": job.submission.folder, STATE_IN: data}, limits, out_dir, job.label)
+                          {**(extra_inputs or {}), "submission": job.submission.folder, STATE_IN: data}, limits,
+                          out_dir, job.label)
         del data
         report = result.report or {}
         outcome = StepOutcome(None, result.error, seconds=round(result.seconds, 3),

@@ -9,7 +9,7 @@ class H(Intervention):
     """Hostile test submission: report every host path, process and secret it can see (always fails, on purpose)."""
 
     name = "leak_probe"
-    category = Category.UNLEARNING
+    category = Category.EDITING
 
     def apply(self, model, tokenizer, context):
         visible = []

@@ -9,7 +9,7 @@ class H(Intervention):
     """Hostile test submission: write into the scratch folder until it is full, then carry on."""
 
     name = "scratch_fill"
-    category = Category.COMPRESSION
+    category = Category.EDITING
 
     def apply(self, model, tokenizer, context):
         chunk = b"\1" * (64 << 20)
