@@ -148,3 +148,33 @@ def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alo
     assert 0.45 < zero_share < 0.55
     print(f"isolated step: wall {outcome.wall_s:.2f} s, process {outcome.seconds:.2f} s (apply {outcome.reported_apply_s} s), "
           f"overhead {outcome.wall_s - outcome.reported_apply_s:.2f} s, peak {outcome.peak_rss_mb:.0f} MB")
+
+
+def test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_named(monkeypatch):
+    """A kernel that refuses namespaces, for real: bwrap replaced by a program that fails as bwrap would."""
+    from typer.testing import CliRunner
+
+    import benchmark.isolation as isolation
+    import benchmark.sandbox as sandbox
+    from benchmark.cli import app
+
+    monkeypatch.setattr(sandbox, "bwrap_binary", lambda: "/bin/false")
+    monkeypatch.delenv("COMPOSE_BENCH_REQUIRE_SANDBOX", raising=False)
+    sandbox.probe.cache_clear()
+    try:
+        assert "cannot create namespaces" in sandbox.probe()
+        runner = CliRunner()
+        refused = runner.invoke(app, ["validate", str(HOSTILE / "crash"), "--no-smoke"])
+        assert refused.exit_code == 2
+        assert len(refused.output.strip().splitlines()) == 1 and "--unsafe-no-sandbox" in refused.output
+        accepted = runner.invoke(app, ["validate", str(HOSTILE / "crash"), "--no-smoke", "--unsafe-no-sandbox"])
+        assert accepted.exit_code == 0, accepted.output
+        assert "NOT sandboxed" in accepted.output
+        baseline = runner.invoke(app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"])
+        assert baseline.exit_code == 0, baseline.output  # trusted: runs, unconfined
+        monkeypatch.setenv("COMPOSE_BENCH_REQUIRE_SANDBOX", "1")  # CI: nothing unconfined, baselines included
+        required = runner.invoke(app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"])
+        assert required.exit_code == 2 and "COMPOSE_BENCH_REQUIRE_SANDBOX" in required.output
+    finally:
+        isolation.allow_unsafe(False)
+        sandbox.probe.cache_clear()

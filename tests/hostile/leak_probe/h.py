@@ -34,5 +34,5 @@ class H(Intervention):
                 continue
             if "sandbox_inside" not in cmd and "bwrap" not in cmd and cmd.strip():
                 foreign.append(cmd[:60])
-        secrets = [f"{k}={v}" for k, v in os.environ.items() if "hf_" in v.lower() or "token" in k.lower()]
+        secrets = [f"{k}={v}" for k, v in os.environ.items() if "hf_" in v.lower() or k.endswith(("_TOKEN", "_KEY"))]
         raise RuntimeError(f"visible: {visible}; foreign processes: {foreign}; secrets: {secrets}")
