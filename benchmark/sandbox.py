@@ -408,6 +408,7 @@ class _Call:
         self.files: dict[str, Path] = {}
         self.blobs_out: dict[str, bytes] = {}
         self.sealed = threading.Event()
+        self.finished = False
         self.seen: dict[str, Any] = {}
         self.report: dict | None = None
         self.stream_error: str | None = None
@@ -424,7 +425,7 @@ class _Call:
                             shutil.copyfileobj(src, fh, 1 << 22)
                 fh.flush()
                 # the child reports sealed before any of the target's code runs: read its /proc entry, then go
-                if self.sealed.wait(self.limits.time_s + self.limits.grace_s + 60):
+                if self.sealed.wait(self.limits.time_s + self.limits.grace_s + 60) and not self.finished:
                     self._inspect()
                     fh.write(b"g")
         except (BrokenPipeError, OSError):
@@ -520,6 +521,8 @@ class _Call:
         try:
             result = self._watch(t0)
         finally:
+            self.finished = True
+            self.sealed.set()  # a child that died before its seal: let the feeder finish now
             if not box.sealed:
                 shutil.rmtree(scratch_root, ignore_errors=True)
         for t in threads:
