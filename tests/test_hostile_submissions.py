@@ -199,6 +199,6 @@ def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, 
     # no side effect outside the box
     assert received == [], f"a submission reached the host's UNIX socket: {received}"
     assert not [m for m in MARKERS if m.exists()], [m for m in MARKERS if m.exists()]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["locality_reference.json", "records.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["locality_reference.json", "records.jsonl", "records.jsonl.lock"]
     assert FAKE_TOKEN not in (run_dir / "records.jsonl").read_text() and not any(FAKE_TOKEN in ln for ln in lines)
     assert not [p for p in psutil.Process().children(recursive=True) if "forkserver" in " ".join(p.cmdline())]
