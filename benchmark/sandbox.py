@@ -577,6 +577,9 @@ class _Call:
                 status = int(msg["exited"]) if msg and "exited" in msg else None
                 break
         seconds = time.perf_counter() - t0
+        rss, scratch, shm = seen.get("usage_at_seal", (0, 0, 0))
+        if rss + scratch + shm > peak:
+            peak, peak_rss, peak_scratch, peak_shm = rss + scratch + shm, rss, scratch, shm
         if status is None:  # the zygote died with the call
             box.close()
             reason = reason or f"{self.label}: the sandbox died during the call"
@@ -597,6 +600,7 @@ class _Call:
             if len(ns) >= 3 and ns[-1] == 1:
                 self.seen["pid1"] = _status(p.pid)
                 self.seen["ns"] = _namespaces(p.pid)
+                self.seen["usage_at_seal"] = self._usage(p.pid, self.seen)  # one sample even of the shortest call
                 return
 
     def _usage(self, host_pid: int, seen: dict) -> tuple[int, int, int]:

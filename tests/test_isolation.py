@@ -38,6 +38,16 @@ except OSError as exc:
     seen["unix_socket"] = errno.errorcode.get(exc.errno, type(exc).__name__)
 for name in ("data", "checkout"):
     seen[name + "_visible"] = os.path.exists(ARGS[name])
+reached = []  # the box's other processes (bubblewrap's init, the zygote): listed in /proc, never entered
+me = os.readlink("/proc/self")  # this process as the box's /proc numbers it
+for pid in (p for p in os.listdir("/proc") if p.isdigit() and p != me):
+    for what in ("environ", "mem", "root/tmp", "cwd", "fd/1"):
+        try:
+            os.close(os.open(f"/proc/{pid}/{what}", os.O_RDONLY))
+            reached.append(f"{pid}/{what}")
+        except OSError:
+            pass
+seen["reached"] = reached
 open("/dev/shm/parked", "wb").write(b"x" * 1000)
 open(os.path.join(OUT_DIR, "note.txt"), "w").write("ok")
 REPORT = seen
@@ -72,7 +82,7 @@ def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
     assert seen["pid"] == 1  # PID 1 of its own PID namespace
     assert seen["write_outside"] in ("ENOENT", "EROFS") and seen["write_box_root"] == "EROFS"
     assert seen["network"] == "ENETUNREACH" and seen["unix_socket"] in ("ENOENT", "ECONNREFUSED")
-    assert not seen["data_visible"] and not seen["checkout_visible"]
+    assert not seen["data_visible"] and not seen["checkout_visible"] and seen["reached"] == []
     assert "HF_TOKEN" not in seen["env"] and "hf_FAKE" not in json.dumps(seen)
     assert set(seen["root"]) <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp", "usr",
                                  "work", "opt", "home"}
