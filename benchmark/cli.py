@@ -72,6 +72,9 @@ def run(
     in_process: bool = typer.Option(
         False, "--in-process", help="Run interventions inside the harness process, without the sandbox "
         "(trusted code only: for debugging with a debugger or profiler)."),
+    unsafe_no_sandbox: bool = typer.Option(
+        False, "--unsafe-no-sandbox", help="Where the kernel cannot build the sandbox, run outside submissions "
+        "anyway, unconfined: their code can read your data, runs and environment (secrets)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a grid: the base model, each intervention alone and every cross-category pair in both orders.
@@ -109,6 +112,16 @@ def run(
     names = [s.name for s in subs]
     if len(set(names)) != len(names):
         _die(f"two submissions share a name: {names}")
+    from benchmark.isolation import allow_unsafe, is_trusted, refusal
+
+    refused = refusal([s.folder for s in subs], unsafe_no_sandbox)
+    if refused:
+        _die(refused)
+    outside = [s.name for s in subs if not is_trusted(s.folder)]
+    if in_process and outside and not unsafe_no_sandbox:
+        _die(f"--in-process would run outside submission(s) {outside} inside the harness; add --unsafe-no-sandbox "
+             "to accept that their code can read your data, runs and environment")
+    allow_unsafe(unsafe_no_sandbox)
     out_dir = out or Path("runs") / prof.name
     runner = Runner(prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
                     retry_failed=retry_failed, echo=typer.echo, isolate=not in_process)
@@ -150,11 +163,19 @@ def validate(
     store: Optional[str] = typer.Option(
         None, "--store", envvar="COMPOSE_BENCH_STORE",
         help="Results store whose published names the submission may not take (default: $COMPOSE_BENCH_STORE)."),
+    unsafe_no_sandbox: bool = typer.Option(
+        False, "--unsafe-no-sandbox", help="Where the kernel cannot build the sandbox, import and apply the "
+        "submission anyway, unconfined: its code can read your data and environment (secrets)."),
 ) -> None:
     """Check a submission: schema, licence, reserved names, import in a fresh process, API, smoke application."""
     _setup(False)
+    from benchmark.isolation import allow_unsafe, refusal
     from benchmark.validate import report_json, validate_folder
 
+    refused = refusal([folder], unsafe_no_sandbox)
+    if refused:
+        _die(refused)
+    allow_unsafe(unsafe_no_sandbox)
     report = validate_folder(folder, smoke=smoke, data_dir=data_dir, store=store)
     if as_json:
         typer.echo(report_json(report))

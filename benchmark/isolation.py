@@ -1,54 +1,40 @@
-"""Run a submission's code in a sandboxed child process; the harness only ever sees its weights.
+"""Grid steps and import checks in the sealed box (benchmark.sandbox); the harness only ever sees weights.
 
-Why: a pull request's intervention is untrusted code, and a crash, a hang or a memory
-blow-up in it must fail one cell, not the grid. Each application runs in a fresh process
-forked from a warm fork server (torch and transformers already imported, so a step costs
-fork + model load instead of a Python start-up), with:
+Why: a pull request's intervention is untrusted code. It must not see the answers (data
+folder, run folder, other cells' states, caches, the checkout, other processes), must not
+reach the machine (no network, no path socket, no environment secrets), and a crash, a hang
+or a memory blow-up in it must fail one cell, not the grid. :mod:`benchmark.sandbox` gives
+the box; this module is what a step and an import check do in it, and what the harness
+checks of what comes back:
 
-* **its own copy of the model**: the harness writes the model's state to a safetensors
-  file in a per-step scratch folder; the child loads the default architecture from the
-  model folder, loads that state, applies the intervention and writes the weights back.
-  The harness checks the returned file (same keys, shapes and dtypes, finite values, a
-  sane size) before it builds a model from it; its own model object is never handed over.
-* **a time limit**: the intervention's ``resources.time_budget_s``, counted from the
-  moment ``apply`` starts (the child touches a marker file), plus :data:`GRACE_S`; the
-  harness kills the child's process group when it runs over. Start-up (model load)
-  has its own limit, :data:`STARTUP_LIMIT_S`.
-* **a memory limit**: ``resources.memory_budget_gb`` against the resident set of the
-  child and its descendants, polled every :data:`POLL_S` (``RLIMIT_AS`` is not used: torch
-  reserves large virtual ranges it never touches, so an address-space limit kills sound
-  runs). A burst faster than the poll can overshoot by what it allocates in that time.
-* **Linux namespaces** (where the kernel lets an unprivileged user create them, as
-  ``unshare -rn true`` tests): a user namespace mapping the caller's uid to itself; a
-  network namespace (only a downed loopback: every connection fails); a PID namespace (the
-  code cannot signal the harness or any other process); a mount namespace in which every
-  mount is remounted read-only except the scratch folder (also the working directory,
-  ``$TMPDIR`` and ``$HOME``-style caches) and the toolkit's statistics cache.
-* **audit hooks** (:func:`sys.addaudithook`) that record attempts to open a file for
-  writing outside those folders or to reach a non-loopback address, and refuse the
-  network ones (``PermissionError`` before any packet, also where namespaces are
-  missing). They are not the barrier (code can bypass Python through C), the namespaces
-  are; they give the record a clear reason, and an attempt fails the step even when the
-  code caught the error.
+* **the model goes in and comes back as files the harness owns**: the harness writes the
+  state to a safetensors file and streams it in; the box holds the architecture's config
+  and tokenizer only (a copy of the model folder without weights), on which a warm zygote
+  built the model once; the child loads the state, applies the intervention, and the
+  weights it returns are checked (:func:`check_returned_state`: same keys, shapes, dtypes,
+  finite values, tied tensors still tied) and hashed before the harness builds the model it
+  evaluates from them (:func:`verify_built`: byte for byte the returned one).
+* **the harness measures**: time from the start of the child's process (import of the
+  submission, construction and apply included) against ``resources.time_budget_s``;
+  memory as resident set plus the child's ``/tmp`` and ``/dev/shm`` against
+  ``resources.memory_budget_gb``; the isolation report from what it set up. The child's
+  own figures (apply seconds, claimed bits) are kept as *reported*.
+* **audit hooks** inside the box name an attempt (a write outside the scratch, a network
+  or UNIX-socket connection) in the record; the box, not the hook, is the barrier.
 
-Where namespaces are not available (containers without user namespaces, Ubuntu's
-AppArmor restriction on unprivileged user namespaces), the child runs with the process,
-time and memory limits only; every timing entry says which protections held
-(``isolation``), and ``COMPOSE_BENCH_REQUIRE_SANDBOX=1`` turns the fallback into a
-failed step. Written by hand because no maintained library does this for Python
-workers: multiprocessing provides the fork server, ctypes the two system calls.
+Where the kernel cannot build the box (:func:`benchmark.sandbox.probe`), only the
+repository's baselines run, unconfined, unless the user passed ``--unsafe-no-sandbox``
+(:func:`allow_unsafe`); outside submissions are refused with one line (:func:`refusal`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
-import json
-import multiprocessing as mp
+import atexit
+import dataclasses
+import glob
+import hashlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -56,33 +42,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+import numpy as np
 import torch
 
+from benchmark.paths import baselines_dir
+from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
+from benchmark.toolkit.key_statistics import ENV_STEP_CACHE, ENV_STEP_CACHE_OUT
+
+__all__ = ["StepJob", "StepOutcome", "run_isolated", "check_import", "check_returned_state", "verify_built",
+           "refusal", "allow_unsafe", "SandboxUnavailable", "is_trusted"]
+
 ENV_REQUIRE = "COMPOSE_BENCH_REQUIRE_SANDBOX"
-POLL_S = 0.05
 GRACE_S = 5.0
 STARTUP_LIMIT_S = 600.0
 LOG_TAIL_CHARS = 600
+STEP_CACHE_IN = "step-cache"  # the submission's kept step cache, handed in read-only
+STEP_CACHE_OUT_PREFIX = "step-cache-out--"  # returned files that go to the step's outbox
 STATE_IN = "in.safetensors"
 STATE_OUT = "out.safetensors"
-RESULT = "result.json"
-STARTED = "apply.started"
-LOG = "child.log"
-
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWPID = 0x20000000
-_CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 1024, 2048, 1 << 21
-_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
-# mounts left as they are: kernel pseudo file systems and devices (GPU nodes, /dev/null, /dev/shm)
-_KEEP_MOUNTS = ("/proc", "/sys", "/dev")
-
-
-class SandboxUnavailable(RuntimeError):
-    """The kernel refused a namespace; the message says which and why."""
+MODEL_IN_BOX = "/box/model"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx", ".ckpt")
+_PRELOAD_PREFIXES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "benchmark")
+_BASE_PRELOAD = ("torch", "safetensors.torch", "transformers", "transformers.models.llama.modeling_llama",
+                 "benchmark.api", "benchmark.models", "benchmark.submissions", "benchmark.resources", "benchmark.isolation",
+                 "benchmark.runner", "benchmark.toolkit")
 
 
 @dataclass
@@ -91,58 +74,176 @@ class StepJob:
 
     submission: Any  # benchmark.submissions.Submission
     context: Any  # benchmark.api.InterventionContext
-    model_path: str  # folder the architecture, config and tokenizer are read from
+    model_path: str  # folder or Hub id the architecture, config and tokenizer are read from (never the weights)
     model_dtype: str  # the harness's dtype, which the weights must come back in
     apply_dtype: str  # the dtype the intervention asked for
     device: str
     threads: int
     label: str
-    # benchmark.step_cache.StepCache.environment(): this submission's own cache (read-only) and the
+    # benchmark.step_cache.StepCache.environment(): host paths of this submission's own cache (handed
+    # into the box read-only) and of the step's outbox (what the step leaves in its own outbox in the box
+    # is moved there after the call; benchmark.step_cache keeps it only when the step succeeded)
     # step's outbox (writable); variables set in the child, the outbox bound writable
     step_cache: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class StepOutcome:
-    """What came back: the new weights, or a one-line reason."""
+    """What came back: the new weights, or a one-line reason; figures measured by the harness."""
 
     state: dict[str, torch.Tensor] | None
     error: str | None
-    seconds: float | None = None  # apply() only, measured in the child
-    wall_s: float = 0.0  # the whole isolated step: transfer, start-up, apply, checks
-    peak_rss_mb: float = 0.0  # the child's resident set (with its children), polled by the harness
-    weight_bits: float | None = None
+    seconds: float | None = None  # measured by the harness from the start of the child's process to its exit
+    wall_s: float = 0.0  # the whole isolated step: transfer, box call, checks
+    peak_rss_mb: float = 0.0  # resident set of the child's processes plus its /tmp and /dev/shm, polled by the harness
+    weight_bits: float | None = None  # claimed by the code (weight_bits()); not a measurement
+    reported_apply_s: float | None = None  # the child's own timing of apply(); not used for the budget
+    returned_sha256: str | None = None  # SHA-256 of the returned safetensors bytes
     isolation: dict[str, Any] = field(default_factory=dict)
     log_tail: str = ""
+
+
+# --------------------------------------------------------------------------- policy
+
+
+_UNSAFE = {"allowed": False}
+
+
+def allow_unsafe(flag: bool) -> None:
+    """``--unsafe-no-sandbox``: where no box can be built, run outside submissions unconfined."""
+    _UNSAFE["allowed"] = bool(flag)
+
+
+def _required() -> bool:
+    """CI sets ``COMPOSE_BENCH_REQUIRE_SANDBOX=1``: no unconfined step at all, baselines included."""
+    return os.environ.get(ENV_REQUIRE, "") not in ("", "0")
+
+
+def is_trusted(folder: str | Path) -> bool:
+    """The repository's own baselines (their folder is under submissions/baselines of this checkout)."""
+    try:
+        return Path(folder).resolve().is_relative_to(baselines_dir().resolve())
+    except OSError:
+        return False
+
+
+def refusal(folders: list[Path], unsafe: bool) -> str | None:
+    """One line refusing outside submissions where no box can be built (None: go ahead)."""
+    reason = probe()
+    if reason is None:
+        return None
+    if _required():
+        return f"${ENV_REQUIRE} is set and this machine cannot build the sandbox: {reason}"
+    outside = [str(f) for f in folders if not is_trusted(f)]
+    if not outside or unsafe:
+        return None
+    return (f"refusing to run outside submission(s) {outside} without a sandbox ({reason}); pass "
+            "--unsafe-no-sandbox to run them unconfined, able to read your data, runs and environment")
+
+
+def _sealed(folder: Path) -> bool:
+    """Box when the kernel allows; unconfined only for baselines or after --unsafe-no-sandbox."""
+    reason = probe()
+    if reason is None:
+        return True
+    if _required():
+        raise SandboxUnavailable(f"${ENV_REQUIRE} is set and this machine cannot build the sandbox: {reason}")
+    if is_trusted(folder) or _UNSAFE["allowed"]:
+        return False
+    raise SandboxUnavailable(f"{folder}: no sandbox here ({reason}); refusing to run an outside submission "
+                             "without --unsafe-no-sandbox")
+
+
+# --------------------------------------------------------------------------- boxes, one per model
+
+
+_BOXES: dict[tuple, Box] = {}
+_SKELETONS: dict[str, Path] = {}
+
+
+def _close_all() -> None:
+    for box in _BOXES.values():
+        box.close()
+    _BOXES.clear()
+    for folder in _SKELETONS.values():
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    _SKELETONS.clear()
+
+
+atexit.register(_close_all)
+
+
+def model_skeleton(model_path: str) -> Path:
+    """A folder with the model's config and tokenizer files only (no weights), made once per model.
+
+    The box builds the architecture from it; the weights always come from the harness's
+    state file, so the box never needs the Hub cache or the converted-model cache.
+    """
+    if model_path in _SKELETONS:
+        return _SKELETONS[model_path]
+    source = Path(model_path)
+    if not source.is_dir():
+        from huggingface_hub import snapshot_download
+
+        source = Path(snapshot_download(model_path, local_files_only=True,
+                                        ignore_patterns=[f"*{s}" for s in WEIGHT_SUFFIXES]))
+    target = Path(tempfile.mkdtemp(prefix="compose-bench-model-")) / "model"
+    target.mkdir()
+    for file in source.iterdir():
+        if file.is_file() and not file.name.endswith(WEIGHT_SUFFIXES) and not file.name.startswith("."):
+            shutil.copyfile(file, target / file.name)  # follows the Hub cache's symlinks into blobs
+    _SKELETONS[model_path] = target
+    return target
+
+
+def _preload() -> tuple[str, ...]:
+    """What the zygote imports once: the base set plus what the harness has imported of the model's stack."""
+    loaded = sorted(n for n in list(sys.modules) if n.split(".")[0] in _PRELOAD_PREFIXES and n != "benchmark.cli")
+    return _BASE_PRELOAD + tuple(loaded)
+
+
+def _gpu_devices(device: str) -> tuple[str, ...]:
+    return tuple(sorted(glob.glob("/dev/nvidia*"))) if device.startswith("cuda") else ()
+
+
+def _step_box(job: StepJob, sealed: bool) -> Box:
+    skeleton = model_skeleton(job.model_path)
+    key = ("step", str(skeleton), job.model_dtype, job.device.split(":")[0], sealed)
+    if key not in _BOXES:
+        inside = MODEL_IN_BOX if sealed else str(skeleton)
+        spec = BoxSpec(binds=((str(skeleton), MODEL_IN_BOX),) if sealed else (), preload=_preload(),
+                       warmup="benchmark.isolation:warm_model", warmup_arg={"model_dir": inside, "dtype": job.model_dtype},
+                       devices=_gpu_devices(job.device))
+        _BOXES[key] = Box(spec, sealed=sealed)
+    return _BOXES[key]
+
+
+def _import_box(sealed: bool) -> Box:
+    key = ("import", sealed)
+    if key not in _BOXES:
+        _BOXES[key] = Box(BoxSpec(preload=("torch", "benchmark.api", "benchmark.submissions")), sealed=sealed)
+    return _BOXES[key]
 
 
 # --------------------------------------------------------------------------- the parent side
 
 
-# always imported by the server: the default model's architecture and what every step uses
-_BASE_PRELOAD = ("safetensors.torch", "transformers", "transformers.models.llama.modeling_llama",
-                 "benchmark.api", "benchmark.models", "benchmark.runner", "benchmark.toolkit")
-_PRELOAD_PREFIXES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "benchmark")
+def grace_s(time_budget_s: float) -> float:
+    """Time over budget before the kill: the weights are written after apply returns."""
+    return min(GRACE_S, 1.0 + 0.1 * time_budget_s)
 
 
-def _context() -> mp.context.BaseContext:
-    """The fork server context; the server imports what the harness has imported so far.
-
-    The harness has loaded the model before the first step, so its ``sys.modules`` holds
-    the architecture's modeling code and the tokenizer's: importing them once in the server
-    saves every step ~5 s of lazy imports (measured on the default model, 2 CPU cores).
-    """
-    ctx = mp.get_context("forkserver")
-    preload = sorted(
-        name for name in list(sys.modules)
-        if name.split(".")[0] in _PRELOAD_PREFIXES and name != "benchmark.cli"
-    )
-    ctx.set_forkserver_preload(["benchmark.isolation", *_BASE_PRELOAD, *preload])
-    return ctx
+def tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
+    """Names that share storage (e.g. lm_head.weight and model.embed_tokens.weight), in key order."""
+    by_ptr: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        if tensor.numel():
+            by_ptr.setdefault((tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)), []).append(name)
+    return [names for names in by_ptr.values() if len(names) > 1]
 
 
 def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage: tied tensors get their own copy (tied again on load)."""
+    """safetensors refuses shared storage: tied tensors get their own copy (compared again on return)."""
     seen: set[int] = set()
     out = {}
     for name, tensor in state.items():
@@ -152,67 +253,31 @@ def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    try:
-        tree = [proc, *proc.children(recursive=True)]
-    except psutil.Error:  # exited between two polls
-        return 0
-    for p in tree:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+# exponent bits of IEEE formats: all ones means inf or NaN
+_EXPONENT = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00), torch.float32: (torch.int32, 0x7F800000)}
 
 
-def grace_s(time_budget_s: float) -> float:
-    """Time over budget before the kill: the result and weights are written after apply returns."""
-    return min(GRACE_S, 1.0 + 0.1 * time_budget_s)
-
-
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: this process gets SIGKILL when its parent exits (a killed harness leaves no orphans)."""
-    try:
-        _libc().prctl(1, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _kill_group(pid: int) -> None:
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            target()
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            pass
-
-
-def _tail(path: Path) -> str:
-    try:
-        text = path.read_bytes()[-4 * LOG_TAIL_CHARS:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
-    return " | ".join(lines)[-LOG_TAIL_CHARS:]
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+def _finite(t: torch.Tensor) -> bool:
+    """All values finite, read from the exponent bits in numpy (one thread): torch's elementwise
+    ops ran ~50 ns per element here on a contended 2-core machine (6.8 s for the default model)."""
+    if t.dtype in _EXPONENT and t.numel():
+        itype, mask = _EXPONENT[t.dtype]
+        bits = t.detach().cpu().contiguous().view(itype).numpy()
+        return not bool(np.any((bits & mask) == mask))
+    return bool(torch.isfinite(t).all())
 
 
 def check_returned_state(
-    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], label: str
+    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], label: str,
+    tied: list[list[str]] | None = None,
 ) -> str | None:
-    """None when ``state`` has exactly the reference's keys, shapes and dtypes and finite values."""
+    """None when ``state`` has the reference's keys, shapes, dtypes, finite values and ties.
+
+    ``tied`` lists the names tied in the input (default: read from ``reference``'s storage);
+    each group must come back equal, byte for byte: a step that unties the LM head from the
+    embedding and edits one of them fails here, instead of the harness silently evaluating
+    the model with one of the two edits dropped.
+    """
     missing = sorted(set(reference) - set(state))[:3]
     added = sorted(set(state) - set(reference))[:3]
     if missing or added:
@@ -223,220 +288,201 @@ def check_returned_state(
             return f"{label}: architecture changed ({name} is {tuple(got.shape)}, was {tuple(ref.shape)})"
         if got.dtype != ref.dtype:
             return f"{label}: {name} came back as {got.dtype}, expected {ref.dtype}"
-        if got.is_floating_point() and not torch.isfinite(got).all():
+        if got.is_floating_point() and not _finite(got):
             return f"{label}: weights are not finite (NaN or inf in {name})"
+    for group in tied if tied is not None else tied_groups(reference):
+        first = state[group[0]]
+        for other in group[1:]:
+            if not torch.equal(first, state[other]):
+                return (f"{label}: {other} is no longer tied to {group[0]} (the step untied them and changed "
+                        "one; tied weights must come back tied)")
     return None
 
 
-def run_isolated(
-    job: StepJob,
-    state: dict[str, torch.Tensor],
-    time_budget_s: float,
-    memory_budget_gb: float,
-) -> StepOutcome:
-    """Apply ``job`` to a model holding ``state`` in a sandboxed child; never raises for the child's faults."""
+def verify_built(model: torch.nn.Module, returned: dict[str, torch.Tensor] | None, label: str) -> str | None:
+    """None when the model the harness built holds exactly the returned tensors, every key, byte for byte.
+
+    With tied keys (one storage in the model, two tensors in the file) this fails when the
+    two returned tensors differ, whatever the loading order made of them.
+    """
+    if returned is None:
+        return f"{label}: no returned weights to compare with"
+    built = model.state_dict()
+    if set(built) != set(returned):
+        return f"{label}: the model built from the returned weights has other keys"
+    for name, tensor in returned.items():
+        other = built[name].detach()
+        if other.dtype != tensor.dtype or other.shape != tensor.shape or not torch.equal(other.cpu(), tensor):
+            return f"{label}: the model built from the returned weights differs from them at {name}"
+    return None
+
+
+def _one_line(text: Any, limit: int = 700) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: float, memory_budget_gb: float,
+                 extra_inputs: dict[str, Path | bytes] | None = None) -> StepOutcome:
+    """Apply ``job`` to a model holding ``state`` in the sealed box; never raises for the child's faults.
+
+    ``extra_inputs`` is the hook for harness-computed, per-submission and per-step data
+    (e.g. the key statistics MEMIT needs): folders arrive read-only at
+    ``<in_dir>/<name>`` (``in_dir`` is the parent of ``submission.folder`` inside the box),
+    bytes in ``benchmark.sandbox_inside.MEMORY_IN``. Nothing written in the box outlives the
+    call: the toolkit's cache there (``$COMPOSE_BENCH_CACHE`` = ``/tmp/compose-bench-cache``)
+    is private to the call and counted in its memory.
+    """
     t0 = time.perf_counter()
+    try:
+        sealed = _sealed(job.submission.folder)
+    except SandboxUnavailable as exc:
+        return StepOutcome(None, f"{job.label}: {exc}")
+    box = _step_box(job, sealed)
     scratch = Path(tempfile.mkdtemp(prefix="compose-bench-step-"))
     try:
         reference = dict(state)
-        from safetensors.torch import save_file
+        tied = tied_groups(reference)
+        from safetensors.torch import load, save
 
-        save_file(_untied(state), str(scratch / STATE_IN))
-        in_size = (scratch / STATE_IN).stat().st_size
-        ctx = _context()
-        proc = ctx.Process(target=child_main, args=(job, str(scratch)), name=f"compose-bench:{job.label}", daemon=False)
-        _start_without_main(proc)
-        outcome = _watch(proc, scratch, job.label, time_budget_s, memory_budget_gb)
+        data = save(_untied(state))
+        in_size = len(data)
+        out_dir = scratch / "out"
+        out_dir.mkdir()
+        limits = Limits(time_s=time_budget_s, grace_s=grace_s(time_budget_s), memory_bytes=int(memory_budget_gb * 2**30),
+                        output_bytes=2 * in_size + (64 << 20), startup_s=STARTUP_LIMIT_S)
+        inputs = {**(extra_inputs or {}), "submission": job.submission.folder, STATE_IN: data}
+        kept = Path(job.step_cache.get(ENV_STEP_CACHE, ""))
+        if job.step_cache.get(ENV_STEP_CACHE) and kept.is_dir() and any(kept.iterdir()):
+            inputs[STEP_CACHE_IN] = kept
+        result = box.call("benchmark.isolation:step_main", job, inputs, limits, out_dir, job.label)
+        del data
+        report = result.report or {}
+        outcome = StepOutcome(None, result.error, seconds=round(result.seconds, 3),
+                              peak_rss_mb=result.peak_memory_bytes / 2**20, isolation=result.isolation,
+                              log_tail=result.log_tail[-LOG_TAIL_CHARS:])
+        outcome.weight_bits = _number(report.get("weight_bits"))
+        outcome.reported_apply_s = _number(report.get("apply_s"))
+        if outcome.error is None and report.get("error"):
+            outcome.error = _one_line(report["error"])
         if outcome.error is None:
-            outcome = _collect(outcome, scratch, reference, in_size, job.label, time_budget_s)
+            outcome.error, outcome.state, outcome.returned_sha256 = _collect(result.blobs, reference, tied, job.label, load)
+        if outcome.error is None and job.step_cache.get(ENV_STEP_CACHE_OUT):
+            _hand_out_step_cache(out_dir, Path(job.step_cache[ENV_STEP_CACHE_OUT]))
         outcome.wall_s = time.perf_counter() - t0
         return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _start_without_main(proc) -> None:
-    """Start ``proc`` without multiprocessing re-importing our ``__main__`` in the child.
+def _hand_out_step_cache(out_dir: Path, outbox: Path) -> None:
+    """Move the files the step left in its cache outbox (returned as ``STEP_CACHE_OUT_PREFIX*``) to the host outbox.
 
-    The child needs only this module; re-running a caller's script (or the CLI) there
-    would cost time and, for unguarded scripts, start the work again.
+    Only names and plain files: benchmark.step_cache.StepCache.keep checks sizes and names again.
     """
-    import types
+    for path in sorted(out_dir.glob(STEP_CACHE_OUT_PREFIX + "*")):
+        name = path.name.removeprefix(STEP_CACHE_OUT_PREFIX)
+        if path.is_file() and not path.is_symlink() and name and "/" not in name:
+            shutil.move(str(path), str(outbox / name))
 
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _collect(blobs: dict[str, bytes], reference: dict, tied: list[list[str]], label: str, load):
+    """Read the returned weights (untrusted safetensors bytes) and check them; (error, state, sha256)."""
+    data = blobs.pop(STATE_OUT, None)
+    if data is None:
+        return f"{label}: the sandboxed process returned no weights", None, None
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        proc.start()
-    finally:
-        sys.modules["__main__"] = main
-
-
-def _watch(proc, scratch: Path, label: str, time_budget_s: float, memory_budget_gb: float) -> StepOutcome:
-    """Poll the child until it exits; kill its process group when it runs over a limit."""
-    limit_bytes = memory_budget_gb * 2**30
-    started_at: float | None = None
-    t_start = time.perf_counter()
-    peak = 0
-    reason = None
-    ps = psutil.Process(proc.pid)
-    while True:
-        proc.join(POLL_S)
-        if proc.exitcode is not None:
-            break
-        now = time.perf_counter()
-        rss = _tree_rss(ps)
-        peak = max(peak, rss)
-        if started_at is None and (scratch / STARTED).exists():
-            started_at = now
-        if rss > limit_bytes:
-            reason = (f"{label}: out of memory: used {rss / 2**30:.1f} GB, over its memory budget of "
-                      f"{memory_budget_gb:g} GB (killed)")
-        elif started_at is not None and now - started_at > time_budget_s + grace_s(time_budget_s):
-            reason = f"{label}: ran over its time budget of {time_budget_s:g} s (killed after {now - started_at:.0f} s)"
-        elif started_at is None and now - t_start > STARTUP_LIMIT_S:
-            reason = f"{label}: did not start within {STARTUP_LIMIT_S:.0f} s (killed)"
-        if reason:
-            _kill_group(proc.pid)
-            proc.join(10)
-            break
-    outcome = StepOutcome(None, reason, peak_rss_mb=peak / 2**20)
-    if reason is None and not (scratch / RESULT).exists():
-        tail = _tail(scratch / LOG)
-        outcome.error = f"{label}: the isolated process {_exit_text(proc.exitcode)} without a result" + (
-            f"; its output ends: {tail}" if tail else "")
-    outcome.log_tail = _tail(scratch / LOG)
-    return outcome
-
-
-def _collect(outcome: StepOutcome, scratch: Path, reference: dict, in_size: int, label: str, budget: float) -> StepOutcome:
-    """Read the child's result and weights; treat both as untrusted."""
-    try:
-        result = json.loads((scratch / RESULT).read_text(encoding="utf-8", errors="replace")[:100_000])
-        if not isinstance(result, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        outcome.error = f"{label}: unreadable result from the isolated process ({exc})"
-        return outcome
-    outcome.isolation = result.get("isolation") if isinstance(result.get("isolation"), dict) else {}
-    seconds = result.get("seconds")
-    outcome.seconds = float(seconds) if isinstance(seconds, (int, float)) else None
-    bits = result.get("weight_bits")
-    outcome.weight_bits = float(bits) if isinstance(bits, (int, float)) and not isinstance(bits, bool) else None
-    if result.get("error"):
-        outcome.error = str(result["error"]).replace("\n", " ")[:700]
-        return outcome
-    if outcome.seconds is not None and outcome.seconds > budget:
-        outcome.error = f"{label}: ran {outcome.seconds:.0f} s, over its time budget of {budget:g} s"
-        return outcome
-    out = scratch / STATE_OUT
-    if not out.exists() or out.stat().st_size > in_size * 1.05 + 2**20:
-        outcome.error = f"{label}: the isolated process returned no weights file or an oversized one"
-        return outcome
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(out))
-    except Exception as exc:  # a malformed file written by untrusted code
-        outcome.error = f"{label}: unreadable weights from the isolated process ({type(exc).__name__}: {exc})"
-        return outcome
-    problem = check_returned_state(state, reference, label)
+        state = load(bytes(data))
+    except Exception as exc:  # noqa: BLE001 - a malformed file is the child's fault
+        return f"{label}: unreadable weights from the sandboxed process ({_one_line(exc, 200)})", None, None
+    problem = check_returned_state(state, reference, label, tied)
     if problem:
-        outcome.error = problem
-        return outcome
-    outcome.state = state
-    return outcome
+        return problem, None, None
+    return None, state, digest
 
 
-# --------------------------------------------------------------------------- the child side
+# --------------------------------------------------------------------------- import check
 
 
-def _libc():
-    lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    lib.unshare.argtypes = [ctypes.c_int]
-    return lib
+def check_import(folder: str | Path, timeout_s: float) -> tuple[str, str]:
+    """Import a submission's entry point and check its class in the sealed box.
 
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as fh:
-        fh.write(text)
-
-
-def _mount_points() -> list[tuple[str, set[str]]]:
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        parts = line.split()
-        point = parts[4].encode().decode("unicode_escape")
-        points.append((point, set(parts[5].split(","))))
-    return points
-
-
-def _flags(options: set[str]) -> int:
-    """Mount flags a remount inside a user namespace must keep (the kernel locks them)."""
-    table = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC, "noatime": _MS_NOATIME,
-             "nodiratime": _MS_NODIRATIME, "relatime": _MS_RELATIME}
-    return sum(v for k, v in table.items() if k in options)
-
-
-def confine(writable: list[str]) -> dict[str, Any]:
-    """Enter user, network, PID and mount namespaces; make every mount but ``writable`` read-only.
-
-    Must run in a single-threaded process. Forks once (a new PID namespace takes effect for
-    children only): the caller returns in the grandchild, PID 1 of the new namespace, while
-    this process waits for it and exits with its status. Raises SandboxUnavailable.
+    Returns ``(verdict, message)`` with verdict ``"ok"``, ``"import"`` (the entry point did
+    not import, or the process died or hung while importing) or ``"api"`` (the class does
+    not follow the API). The child is forked from a zygote that never imported a
+    submission; the harness never imports the submission's code.
     """
-    libc = _libc()
-    uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS | _CLONE_NEWPID) != 0:
-        err = ctypes.get_errno()
-        raise SandboxUnavailable(f"unshare(user, net, mount, pid) failed: {os.strerror(err)}")
+    folder = Path(folder).resolve()
     try:
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
-    except OSError as exc:
-        raise SandboxUnavailable(f"writing the user namespace's id maps failed: {exc}") from exc
-    if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        raise SandboxUnavailable(f"making mounts private failed: {os.strerror(ctypes.get_errno())}")
-    for folder in writable:  # a bind mount of its own, so it stays writable below a read-only parent
-        if libc.mount(folder.encode(), folder.encode(), None, _MS_BIND | _MS_REC, None) != 0:
-            raise SandboxUnavailable(f"bind-mounting {folder} failed: {os.strerror(ctypes.get_errno())}")
-    read_only = []
-    for point, options in _mount_points():
-        if point in writable or any(point == k or point.startswith(k + "/") for k in _KEEP_MOUNTS):
-            continue
-        if "ro" in options:
-            continue
-        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _flags(options)
-        if libc.mount(None, point.encode(), None, flags, None) != 0:
-            err = ctypes.get_errno()
-            if err in (errno.ENOENT, errno.EACCES) and point != "/":
-                continue  # a mount hidden below another one: not reachable anyway
-            raise SandboxUnavailable(f"remounting {point} read-only failed: {os.strerror(err)}")
-        read_only.append(point)
-    pid = os.fork()
-    if pid:  # the outer process: wait for PID 1 of the new namespace and pass on its status
-        _, status = os.waitpid(pid, 0)
-        if os.WIFSIGNALED(status):  # die of the same signal, so the harness can name it
-            signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-            os.kill(os.getpid(), os.WTERMSIG(status))
-        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    _die_with_parent()
-    return {"network": "none (network namespace)", "pid_namespace": True,
-            "filesystem": f"read-only except {writable}", "read_only_mounts": len(read_only)}
+        sealed = _sealed(folder)
+    except SandboxUnavailable as exc:
+        return "import", str(exc)
+    with tempfile.TemporaryDirectory(prefix="compose-bench-import-") as out:
+        limits = Limits(time_s=timeout_s, grace_s=1.0, memory_bytes=8 * 2**30, output_bytes=1 << 20)
+        result = _import_box(sealed).call("benchmark.isolation:import_main", {"folder": str(folder)},
+                                          {"submission": folder}, limits, Path(out), str(folder))
+    report = result.report or {}
+    if result.error is not None:
+        if "time budget" in result.error:
+            return "import", f"{folder}: importing the entry point took over {timeout_s:g} s (killed)"
+        return "import", _one_line(result.error.replace("the sandboxed process", "importing the entry point in the sandbox"))
+    verdict = str(report.get("verdict", "import"))
+    message = _one_line(report.get("message", ""))
+    if verdict == "ok":
+        return "ok", "sandboxed" if sealed else "NOT sandboxed (no namespaces on this machine)"
+    return (verdict if verdict in ("import", "api") else "import"), message
+
+
+# --------------------------------------------------------------------------- the child side (runs in the box)
+
+
+_WARM: dict[str, Any] = {}
+
+
+def warm_model(arg: dict) -> None:
+    """In the zygote, once: the tokenizer and the model's architecture (weights come per call)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from benchmark.models import parse_dtype
+
+    folder = arg["model_dir"]
+    torch.set_num_threads(1)  # no thread pool in the zygote: its children fork from it
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = AutoConfig.from_pretrained(folder)
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(arg["dtype"]))
+    if os.path.exists(os.path.join(folder, "generation_config.json")):
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    model.eval()
+    _WARM.update(model=model, tokenizer=tokenizer, dtype=arg["dtype"])
 
 
 class _Watchdog:
-    """Audit hook: records writes outside the writable folders and non-loopback network use."""
+    """Audit hook: records writes outside the scratch and connections out; refuses the connections."""
 
-    def __init__(self, writable: list[str]) -> None:
-        self.writable = [os.path.realpath(w) for w in writable] + ["/dev", "/proc/self"]
+    def __init__(self, writable: list[str], read_only: list[str]) -> None:
+        self.writable = [os.path.realpath(w) for w in writable] + ["/dev/null", "/proc/self"]
+        self.read_only = [os.path.realpath(r) for r in read_only]
         self.violations: list[str] = []
         self.armed = False
 
+    @staticmethod
+    def _under(path: str, roots: list[str]) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
     def _allowed(self, path: str) -> bool:
         real = os.path.realpath(path)
-        return any(real == w or real.startswith(w.rstrip("/") + "/") for w in self.writable)
+        return self._under(real, self.writable) and not self._under(real, self.read_only)
 
     def __call__(self, event: str, args: tuple) -> None:
         if not self.armed:
@@ -452,11 +498,13 @@ class _Watchdog:
         elif event in ("os.remove", "os.rename", "os.mkdir", "os.rmdir", "shutil.rmtree", "os.truncate"):
             path = args[0] if args else None
             if event == "os.mkdir" and isinstance(path, (str, bytes, os.PathLike)) and os.path.isdir(path):
-                return  # makedirs(exist_ok=True) on a folder that exists changes nothing (cache_dir() does it)
+                return  # makedirs(exist_ok=True) on a folder that exists changes nothing
             if isinstance(path, (str, bytes, os.PathLike)) and not self._allowed(os.fsdecode(path)):
                 self._note(f"tried to change the file system outside its folder: {event} {os.fsdecode(path)}")
         elif event in ("socket.connect", "socket.sendto"):
             address = args[1] if len(args) > 1 else None
+            if isinstance(address, (str, bytes)):
+                self._block(f"tried to connect to a UNIX socket: {os.fsdecode(address)[:200]}")
             if isinstance(address, tuple) and address and not _loopback(str(address[0])):
                 self._block(f"tried to reach the network: {event.split('.')[1]} to {address[0]}:{address[1] if len(address) > 1 else ''}")
         elif event == "socket.getaddrinfo":
@@ -467,7 +515,6 @@ class _Watchdog:
                 self._block(f"tried to reach the network: name lookup of {host}")
 
     def _block(self, text: str) -> None:
-        """Note the attempt and refuse it: with or without a network namespace, Python code sends nothing."""
         self._note(text)
         raise PermissionError(f"compose-bench sandbox: {text}")
 
@@ -480,40 +527,8 @@ def _loopback(host: str) -> bool:
     return host in ("localhost", "::1", "") or host.startswith("127.")
 
 
-def _detach_into_log(scratch: str) -> None:
-    """A child's first act: its own process group (killable as one), death with its parent, output to the log."""
-    os.setsid()
-    _die_with_parent()
-    log = os.open(os.path.join(scratch, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-
-
-def child_main(job: StepJob, scratch: str) -> None:
-    """Entry of the forked child: confine, load, apply, check, write the weights and a result."""
-    _detach_into_log(scratch)
-    code = 0
-    try:
-        _child(job, scratch)
-    except BaseException as exc:  # noqa: BLE001 - everything becomes the step's reason
-        code = 1
-        _result(scratch, {"error": f"{job.label}: isolated process failed: {type(exc).__name__}: {exc}"[:700]})
-    finally:
-        sys.stdout.flush() if sys.stdout else None
-        os._exit(code)
-
-
-def _result(scratch: str, payload: dict) -> None:
-    tmp = os.path.join(scratch, RESULT + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, default=str)
-    os.replace(tmp, os.path.join(scratch, RESULT))
-
-
 def _thread_only_progress_lock() -> None:
-    """tqdm's default lock holds a multiprocessing semaphore, registered with the harness's
-    resource tracker; a child ends with ``os._exit``, so the tracker warned at every harness
-    exit of a "leaked semaphore". One process needs no inter-process lock for its own bars."""
+    """tqdm's default lock holds a multiprocessing semaphore; one process needs no inter-process lock."""
     try:
         from tqdm.std import TqdmDefaultWriteLock
     except ImportError:  # pragma: no cover - tqdm ships with transformers
@@ -521,160 +536,114 @@ def _thread_only_progress_lock() -> None:
     TqdmDefaultWriteLock.mp_lock = None
 
 
-def _child(job: StepJob, scratch: str) -> None:
-    sys.dont_write_bytecode = True
-    _thread_only_progress_lock()
-    # the step's own cache (benchmark.step_cache), never the shared one: the outbox is writable,
-    # the folder of what this submission kept before stays read-only like everything else
-    outbox = job.step_cache.get("COMPOSE_BENCH_STEP_CACHE_OUT")
-    writable = [os.path.realpath(scratch)] + ([os.path.realpath(outbox)] if outbox else [])
-    try:
-        import huggingface_hub.constants as hf_constants
+def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
+    """In the box: load the state into the warm model, import and apply the submission, write the weights."""
+    from safetensors.torch import load, save
 
-        hf_home = hf_constants.HF_HOME
-    except Exception:  # pragma: no cover - huggingface_hub ships with transformers
-        hf_home = os.path.expanduser("~/.cache/huggingface")
-    env = {
-        "TMPDIR": scratch, "XDG_CACHE_HOME": os.path.join(scratch, "cache"), "HF_HOME": hf_home,
-        "HF_DATASETS_CACHE": os.path.join(scratch, "datasets"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "MPLCONFIGDIR": os.path.join(scratch, "mpl"), "PYTHONDONTWRITEBYTECODE": "1",
-        "TOKENIZERS_PARALLELISM": "false", "GRADIO_ANALYTICS_ENABLED": "False", **job.step_cache,
-    }
-    os.environ.update(env)
-    tempfile.tempdir = scratch
-    os.chdir(scratch)
-    try:
-        isolation = {"process": True, **confine(writable)}
-    except SandboxUnavailable as exc:
-        if os.environ.get(ENV_REQUIRE, "") not in ("", "0"):
-            raise
-        isolation = {"process": True, "namespaces": f"unavailable: {exc}", "network": "not isolated",
-                     "filesystem": "not isolated"}
-    watchdog = _Watchdog(writable)
-    sys.addaudithook(watchdog)
-    if job.threads:
-        torch.set_num_threads(job.threads)
-
-    from safetensors.torch import load_file, save_file
-
-    from benchmark.models import ResolvedModel, load_model, parse_dtype
-    from benchmark.resources import measure
-    from benchmark.runner import _signature, check_model_after, seed_everything
+    from benchmark.models import parse_dtype
+    from benchmark.sandbox_inside import MEMORY_IN, MEMORY_OUT
+    from benchmark.runner import _signature, seed_everything
     from benchmark.submissions import SubmissionError
 
-    t_load = time.perf_counter()
-    device = torch.device(job.device)
+    sys.dont_write_bytecode = True
+    _thread_only_progress_lock()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    phases: dict[str, float] = {}
+    t_phase = time.perf_counter()
+    model, tokenizer = _WARM["model"], _WARM["tokenizer"]
     model_dtype, apply_dtype = parse_dtype(job.model_dtype), parse_dtype(job.apply_dtype)
-    model, tokenizer = load_model(ResolvedModel(job.label, "local", job.model_path), model_dtype, torch.device("cpu"))
-    model.load_state_dict(load_file(os.path.join(scratch, STATE_IN)), strict=True)
-    os.unlink(os.path.join(scratch, STATE_IN))
+    # assign: the loaded tensors become the parameters (no copy into the skeleton's untouched pages), then re-tie
+    model.load_state_dict(load(MEMORY_IN.pop(STATE_IN)), strict=True, assign=True)
+    model.tie_weights()
+    phases["load_s"] = round(time.perf_counter() - t_phase, 3)
     signature = _signature(model)
-    model = model.to(device=device, dtype=apply_dtype)
-    isolation["child_load_s"] = round(time.perf_counter() - t_load, 3)
-    payload: dict[str, Any] = {"isolation": isolation}
+    model = model.to(device=torch.device(job.device), dtype=apply_dtype)
+    submission = dataclasses.replace(job.submission, folder=Path(in_dir) / "submission")
+    scratch = os.path.dirname(in_dir)
+    cache_out = _open_step_cache(job, in_dir, scratch)
+    watchdog = _Watchdog([scratch, "/dev/shm", tempfile.gettempdir()], [in_dir])
+    sys.addaudithook(watchdog)
+    report: dict[str, Any] = {"phases": phases}
     watchdog.armed = True
     try:
-        intervention = job.submission.instantiate()
+        intervention = submission.instantiate()
     except SubmissionError as exc:
         watchdog.armed = False
-        _result(scratch, {**payload, "error": f"{job.label}: {exc}"})
-        return
+        return {"error": f"{job.label}: {exc}"}
+    phases["instantiate_s"] = round(time.perf_counter() - t_phase - phases["load_s"], 3)
     seed_everything(job.context.seed)
-    Path(scratch, STARTED).touch()
     error = None
-    with measure() as usage:
-        try:
-            model = intervention.apply(model, tokenizer, job.context)
-        except torch.OutOfMemoryError as exc:
-            error = f"{job.label}: out of memory: {_one_line(exc)}"
-        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from the code too
-            error = f"{job.label}: {_one_line(exc)}"
+    t_apply = time.perf_counter()
+    try:
+        model = intervention.apply(model, tokenizer, job.context)
+    except torch.OutOfMemoryError as exc:
+        error = f"{job.label}: out of memory: {_one_line(f'{type(exc).__name__}: {exc}', 500)}"
+    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from the code too
+        error = f"{job.label}: {_one_line(f'{type(exc).__name__}: {exc}', 500)}"
     watchdog.armed = False
-    payload["seconds"] = round(usage.seconds, 3)
-    payload["child_peak_rss_mb"] = round(usage.peak_rss_mb, 1)
+    report["apply_s"] = round(time.perf_counter() - t_apply, 3)
     if watchdog.violations:
-        blocked = " (blocked)" if "namespaces" not in isolation else ""
-        error = f"{job.label}: {'; '.join(watchdog.violations)}{blocked}" + (f"; then: {error.split(': ', 1)[-1]}" if error else "")
+        error = f"{job.label}: {'; '.join(watchdog.violations)}" + (f"; then: {error.split(': ', 1)[-1]}" if error else "")
     if error is None:
         try:
             if isinstance(model, torch.nn.Module):
                 model = model.to(device="cpu", dtype=model_dtype)
-            check_model_after(job.label, model, signature)
-            payload["weight_bits"] = intervention.weight_bits(job.context)
-            t_save = time.perf_counter()
-            save_file(_untied(model.state_dict()), os.path.join(scratch, STATE_OUT))
-            isolation["child_save_s"] = round(time.perf_counter() - t_save, 3)
+            _check_shape(job.label, model, signature)  # the harness checks values and ties of what comes back
+            report["weight_bits"] = intervention.weight_bits(job.context)
+            t_phase = time.perf_counter()
+            MEMORY_OUT[STATE_OUT] = save(_untied(model.state_dict()))
+            phases["save_s"] = round(time.perf_counter() - t_phase, 3)
+            if cache_out:
+                for entry in os.scandir(cache_out):
+                    if entry.is_file(follow_symlinks=False):
+                        shutil.move(entry.path, os.path.join(out_dir, STEP_CACHE_OUT_PREFIX + entry.name))
         except Exception as exc:  # noqa: BLE001 - StepFailed or the code's weight_bits raising
-            error = str(exc) if type(exc).__name__ == "StepFailed" else f"{job.label}: {_one_line(exc)}"
-    payload["error"] = error
-    _result(scratch, payload)
+            error = str(exc) if type(exc).__name__ == "StepFailed" else f"{job.label}: {_one_line(f'{type(exc).__name__}: {exc}', 500)}"
+    report["error"] = error
+    return report
 
 
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
-    return text[:500]
+def _open_step_cache(job: StepJob, in_dir: str, scratch: str) -> str | None:
+    """In the box: point the toolkit at this submission's kept cache (read-only input) and a fresh outbox."""
+    if not job.step_cache:
+        return None
+    kept = os.path.join(in_dir, STEP_CACHE_IN)
+    if not os.path.isdir(kept):
+        os.makedirs(kept)
+    outbox = os.path.join(scratch, "step-cache-out")
+    os.makedirs(outbox, exist_ok=True)
+    os.environ.update({ENV_STEP_CACHE: kept, ENV_STEP_CACHE_OUT: outbox})
+    return outbox
 
 
-# --------------------------------------------------------------------------- import check
+def _check_shape(label: str, model: Any, signature: dict) -> None:
+    """In the box: a torch model of the same architecture (names and shapes), for a clear reason early."""
+    from benchmark.runner import StepFailed, _signature
+
+    if not isinstance(model, torch.nn.Module):
+        raise StepFailed(f"{label}: apply returned {type(model).__name__}, not a torch model")
+    got = _signature(model)
+    if got != signature:
+        missing = sorted(set(signature) - set(got))[:3]
+        added = sorted(set(got) - set(signature))[:3]
+        reshaped = sorted(k for k in set(got) & set(signature) if got[k] != signature[k])[:3]
+        raise StepFailed(f"{label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})")
 
 
-def check_import(folder: str | Path, timeout_s: float) -> tuple[str, str]:
-    """Import a submission's entry point and check its class in a fresh sandboxed process.
+def import_main(payload: dict, in_dir: str, out_dir: str) -> dict:
+    """In the box: import the entry point and check the class against the API."""
+    from benchmark.submissions import SubmissionError, load_submission
 
-    Returns ``(verdict, message)`` with verdict ``"ok"``, ``"import"`` (the entry point did
-    not import, or the process died or hung while importing) or ``"api"`` (the class does
-    not follow the API). The process is a child of the fork server (never imported the
-    submission: a fresh interpreter state) confined like a grid step; the harness never
-    imports the submission's code.
-    """
-    scratch = Path(tempfile.mkdtemp(prefix="compose-bench-import-"))
+    sys.dont_write_bytecode = True
+    outer = payload["folder"]
     try:
-        proc = _context().Process(target=_import_main, args=(str(folder), str(scratch)), name="compose-bench:import")
-        _start_without_main(proc)
-        proc.join(timeout_s)
-        if proc.exitcode is None:
-            _kill_group(proc.pid)
-            proc.join(10)
-            return "import", f"{folder}: importing the entry point took over {timeout_s:g} s (killed)"
-        try:
-            result = json.loads((scratch / RESULT).read_text(encoding="utf-8", errors="replace")[:20_000])
-            return str(result["verdict"]), str(result["message"]).replace("\n", " ")[:700]
-        except (OSError, ValueError, KeyError, TypeError):
-            tail = _tail(scratch / LOG)
-            return "import", (f"{folder}: importing the entry point in a fresh process {_exit_text(proc.exitcode)}"
-                              + (f"; its output ends: {tail}" if tail else ""))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _import_main(folder: str, scratch: str) -> None:
-    _detach_into_log(scratch)
-    code = 0
-    try:
-        os.environ.update({"TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"})
-        sys.dont_write_bytecode = True
-        tempfile.tempdir = scratch
-        os.chdir(scratch)
-        try:
-            confine([os.path.realpath(scratch)])
-            sandbox = ""
-        except SandboxUnavailable as exc:
-            if os.environ.get(ENV_REQUIRE, "") not in ("", "0"):
-                raise
-            sandbox = f" (NOT sandboxed: {exc})"
-        from benchmark.submissions import SubmissionError, load_submission
-
-        sub = load_submission(folder)
-        try:
-            sub.load_class()
-            _result(scratch, {"verdict": "ok", "message": "sandboxed" if not sandbox else sandbox.strip(" ()")})
-        except SubmissionError as exc:
-            verdict = "import" if isinstance(exc.__cause__, BaseException) and ": import failed: " in str(exc) else "api"
-            if "module file" in str(exc) or "has no class" in str(exc):
-                verdict = "import"
-            _result(scratch, {"verdict": verdict, "message": str(exc)})
+        sub = load_submission(os.path.join(in_dir, "submission"))
+        sub.load_class()
+        return {"verdict": "ok", "message": "sandboxed"}
+    except SubmissionError as exc:
+        message = str(exc).replace(os.path.join(in_dir, "submission"), outer)
+        verdict = "import" if ": import failed: " in message or "module file" in message or "has no class" in message else "api"
+        return {"verdict": verdict, "message": message}
     except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised at import time
-        code = 1
-        _result(scratch, {"verdict": "import", "message": f"{folder}: importing the entry point failed: {_one_line(exc)}"})
-    finally:
-        os._exit(code)
+        return {"verdict": "import", "message": f"{outer}: importing the entry point failed: {type(exc).__name__}: {exc}"}

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from benchmark.api import Category, InterventionContext
 from benchmark.cost import (CostModel, EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human,
                             record_step_cost, step_cost_key)
-from benchmark.isolation import StepJob, run_isolated
+from benchmark.isolation import StepJob, run_isolated, verify_built
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
 from benchmark.models import ResolvedModel, load_model, model_family, pick_device, resolve_model, weights_sha256
 from benchmark.hardware import matmul_gflops
@@ -299,13 +299,18 @@ class Runner:
                 log.info("output of %s ends: %s", step.label, outcome.log_tail)
             raise StepFailed(outcome.error)
         fresh = self._fresh(inputs, outcome.state)
+        mismatch = verify_built(fresh, outcome.state, step.label)  # evaluate exactly what came back
+        if mismatch:
+            raise StepFailed(mismatch)
         entry = {
             "label": step.label,
-            "seconds": outcome.seconds,
-            "peak_rss_mb": round(outcome.peak_rss_mb, 1),
+            "seconds": outcome.seconds,  # measured by the harness: process start to exit (import, __init__, apply)
+            "peak_rss_mb": round(outcome.peak_rss_mb, 1),  # resident set + the box's /tmp and /dev/shm
             "peak_cuda_mb": None,
             "dtype": str(dtype).removeprefix("torch."),
             "weight_bits": outcome.weight_bits,
+            "reported_apply_s": outcome.reported_apply_s,
+            "returned_sha256": outcome.returned_sha256,
             "isolation": outcome.isolation,
             "isolation_overhead_s": round(outcome.wall_s - (outcome.seconds or 0.0), 3),
         }

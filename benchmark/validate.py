@@ -3,7 +3,7 @@
 Checks, in order (a later check needs the earlier ones to pass):
 1. ``submission.yaml`` against the schema, licence included (YAML only: no code runs);
 2. the entry point imports in a fresh Python process, sandboxed like a grid step
-   (:func:`benchmark.isolation.confine`), and the class follows the API (subclass,
+   (:func:`benchmark.isolation.check_import`), and the class follows the API (subclass,
    name, category, ``apply``): the harness itself never imports the submission's code;
 3. optionally, a smoke application on the default model with a few real edits / texts in
    the step sandbox (:func:`benchmark.isolation.run_isolated`): it must return the same
@@ -66,11 +66,14 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     from benchmark.models import DEFAULT_MODEL_ID, load_model, resolve_model
     from benchmark.runner import StepFailed
 
+    from benchmark.numerics import choose_dtype
+
     resolved = resolve_model(DEFAULT_MODEL_ID)
-    model, _ = load_model(resolved, torch.bfloat16, torch.device("cpu"))
+    model_dtype = choose_dtype("auto", "cpu").name  # as the CPU profiles compute: bf16 only where it is fast
+    model, _ = load_model(resolved, getattr(torch, model_dtype), torch.device("cpu"))
     level = sub.spec.levels.default if sub.spec.levels else None
     hp = sub.hyperparameters_for("smollm2", level)
-    want = sub.spec.resources.dtype or "bfloat16"
+    want = sub.spec.resources.dtype or model_dtype
     records, _ = load_zsre(data_dir)
     context = InterventionContext(
         hyperparameters=hp, seed=0, device=torch.device("cpu"), dtype=getattr(torch, want), model_family="smollm2",
@@ -88,7 +91,7 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     res = sub.spec.resources
     with tempfile.TemporaryDirectory(prefix="compose-bench-validate-cache-") as cache_root:
         cache = open_step_cache(Path(cache_root), sub.sha256, "validate", {"hyperparameters": hp, "dtype": want})
-        job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype="bfloat16",
+        job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype=model_dtype,
                       apply_dtype=want, device="cpu", threads=torch.get_num_threads(), label=sub.name,
                       step_cache=cache.environment())
         try:
@@ -97,7 +100,7 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
             cache.discard()  # a smoke application keeps nothing
     if outcome.error is not None:
         raise StepFailed(outcome.error)
-    sandbox = "sandboxed" if "namespaces" not in outcome.isolation else "NOT sandboxed (" + str(outcome.isolation["namespaces"]) + ")"
+    sandbox = "sandboxed" if str(outcome.isolation.get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
     return (f"smoke application on the default model: {outcome.seconds:.1f} s of {res.time_budget_s:g} s, "
             f"peak {outcome.peak_rss_mb:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
             f"{sandbox}")

@@ -41,7 +41,18 @@ RUNTIME = {
     "returns_none": "apply returned NoneType, not a torch model",
     "network": "tried to reach the network: name lookup of 192.0.2.1",
     "writes_outside": "tried to write outside its folder",
+    # the box (issue 14): each attack ends as a failed cell with its reason, nothing outside the box changes
+    "slow_init": "ran over its time budget of 5 s, counted from the start of its process",
+    "untie_edit": "lm_head.weight is no longer tied to model.embed_tokens.weight",
+    "shm_park": "out of memory",
+    "scratch_fill": "out of memory",
+    "socket_escape": "tried to connect to a UNIX socket",
+    "leak_probe": "visible: []; foreign processes: []; secrets: []",
 }
+# measured amounts in the reason: what the harness counted of each parking place
+COUNTED = {"shm_park": r"/dev/shm (\d+\.\d) GB", "scratch_fill": r"scratch (\d+\.\d) GB"}
+FAKE_TOKEN = "hf_FAKE0secret0for0the0hostile0test"
+MARKERS = [Path("/dev/shm/compose-bench-parked"), Path("/tmp/fill")]
 ESCAPES = [HOSTILE / "writes_outside" / "escaped.txt", Path("/tmp/compose-bench-escaped.txt")]
 
 MICRO = {
@@ -99,13 +110,71 @@ def no_escapes():
     assert not leaked, f"a submission wrote outside its folder: {leaked}"
 
 
-def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, data_dir, no_escapes):
+def _with_hyperparameters(root: Path, name: str, params: dict) -> Path:
+    """A copy of a hostile submission whose default hyperparameters name this test's host paths."""
+    folder = root / name
+    shutil.copytree(HOSTILE / name, folder)
+    spec = yaml.safe_load((folder / "submission.yaml").read_text())
+    spec["hyperparameters"] = {"default": params}
+    (folder / "submission.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+@pytest.fixture()
+def host_socket(tmp_path):
+    """A UNIX path socket on the host (what the old fork server listened on); yields what it received."""
+    import socket
+    import threading
+
+    path = tmp_path / "host.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(4)
+    server.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            received.append(conn.recv(100) or b"(connected)")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, received
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, data_dir, no_escapes, host_socket,
+                                                                      monkeypatch):
+    import re
+
+    import psutil
+
+    from benchmark.paths import PROJECT_ROOT, cache_dir
+
+    for marker in MARKERS:
+        marker.unlink(missing_ok=True)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)  # a secret in the harness's environment
+    socket_path, received = host_socket
+    run_dir = tmp_path / "run"
     profile_file = tmp_path / "micro.yaml"
     profile_file.write_text(yaml.safe_dump(MICRO))
     good = load_submission(_renamed_template(tmp_path / "subs"))
-    subs = [good] + [load_submission(HOSTILE / name) for name in sorted(RUNTIME)]
+    probes = [str(data_dir), str(data_dir / "PROVENANCE.md"), str(run_dir), str(PROJECT_ROOT), str(cache_dir()),
+              str(Path.home() / ".cache" / "huggingface"), str(tmp_path)]
+    folders = {name: HOSTILE / name for name in RUNTIME}
+    folders["socket_escape"] = _with_hyperparameters(tmp_path / "subs", "socket_escape", {"socket_path": str(socket_path)})
+    folders["leak_probe"] = _with_hyperparameters(tmp_path / "subs", "leak_probe", {"paths": probes})
+    subs = [good] + [load_submission(folders[name]) for name in sorted(RUNTIME)]
     lines: list[str] = []
-    runner = Runner(load_profile(str(profile_file)), subs, tmp_path / "run", data_dir=data_dir, device="cpu",
+    runner = Runner(load_profile(str(profile_file)), subs, run_dir, data_dir=data_dir, device="cpu",
                     echo=lines.append)
     records = runner.run()
     by_label = {r["label"]: r for r in records}
@@ -125,3 +194,11 @@ def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, 
     assert step["seconds"] > 0 and step["isolation_overhead_s"] >= 0
     assert by_label["my-method"]["provenance"]["weights_sha256"] != by_label["base"]["provenance"]["weights_sha256"]
     assert sum(line.startswith("FAILED") for line in lines) == len(RUNTIME)
+    for name, pattern in COUNTED.items():  # the parked memory was counted against the budget
+        assert float(re.search(pattern, by_label[name]["error"]).group(1)) >= 1.0, by_label[name]["error"]
+    # no side effect outside the box
+    assert received == [], f"a submission reached the host's UNIX socket: {received}"
+    assert not [m for m in MARKERS if m.exists()], [m for m in MARKERS if m.exists()]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["locality_reference.json", "records.jsonl", "records.jsonl.lock"]
+    assert FAKE_TOKEN not in (run_dir / "records.jsonl").read_text() and not any(FAKE_TOKEN in ln for ln in lines)
+    assert not [p for p in psutil.Process().children(recursive=True) if "forkserver" in " ".join(p.cmdline())]

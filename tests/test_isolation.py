@@ -2,62 +2,102 @@
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from benchmark.api import InterventionContext
-from benchmark.isolation import StepJob, check_returned_state, run_isolated
+from benchmark.isolation import StepJob, check_returned_state, run_isolated, verify_built
 from benchmark.models import DEFAULT_MODEL_ID, resolve_model, weights_sha256
 from benchmark.paths import PROJECT_ROOT
+from benchmark.sandbox import Box, BoxSpec, Limits, probe
 from benchmark.submissions import load_submission
 
 HOSTILE = Path(__file__).parent / "hostile"
 
-_CONFINED = """
-import errno, os, socket, sys
-from benchmark.isolation import confine
-scratch, outside = sys.argv[1], sys.argv[2]
-if os.fork():  # torch's import started threads; unshare(CLONE_NEWUSER) needs a single-threaded process
-    os._exit(os.waitstatus_to_exitcode(os.wait()[1]))
-info = confine([scratch])
-with open(os.path.join(scratch, "inside.txt"), "w") as fh:
-    fh.write("ok")
-try:
-    open(outside, "w").write("escaped")
-    print("WRITE-OUTSIDE-SUCCEEDED")
-except OSError as exc:
-    print("write outside:", errno.errorcode[exc.errno])
+_PROBE = """
+import errno, os, socket
+seen = {"pid": os.getpid(), "root": sorted(os.listdir("/")), "env": dict(os.environ)}
+for name, target in (("write_outside", ARGS["outside"]), ("write_box_root", "/escape.txt")):
+    try:
+        open(target, "w").write("escaped")
+        seen[name] = "SUCCEEDED"
+    except OSError as exc:
+        seen[name] = errno.errorcode[exc.errno]
 try:
     socket.create_connection(("192.0.2.1", 80), timeout=2)
-    print("NETWORK-SUCCEEDED")
+    seen["network"] = "SUCCEEDED"
 except OSError as exc:
-    print("network:", errno.errorcode.get(exc.errno, type(exc).__name__))
-print("pid", os.getpid(), info["network"])
+    seen["network"] = errno.errorcode.get(exc.errno, type(exc).__name__)
+try:
+    socket.socket(socket.AF_UNIX).connect(ARGS["socket"])
+    seen["unix_socket"] = "SUCCEEDED"
+except OSError as exc:
+    seen["unix_socket"] = errno.errorcode.get(exc.errno, type(exc).__name__)
+for name in ("data", "checkout"):
+    seen[name + "_visible"] = os.path.exists(ARGS[name])
+reached = []  # the box's other processes (bubblewrap's init, the zygote): listed in /proc, never entered
+me = os.readlink("/proc/self")  # this process as the box's /proc numbers it
+for pid in (p for p in os.listdir("/proc") if p.isdigit() and p != me):
+    for what in ("environ", "mem", "root/tmp", "cwd", "fd/1"):
+        try:
+            os.close(os.open(f"/proc/{pid}/{what}", os.O_RDONLY))
+            reached.append(f"{pid}/{what}")
+        except OSError:
+            pass
+seen["reached"] = reached
+open("/dev/shm/parked", "wb").write(b"x" * 1000)
+open(os.path.join(OUT_DIR, "note.txt"), "w").write("ok")
+REPORT = seen
 """
 
 
-def test_confine_blocks_writes_outside_and_the_network(tmp_path):
-    """unshare -rn works on this machine, so the sandbox must hold here (no fallback accepted).
+def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
+    """bwrap works on this machine, so the box must hold here (no fallback accepted)."""
+    import socket
 
-    The script forks first as the fork server's children do: confine needs a single thread.
-    """
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    outside = PROJECT_ROOT / "tests" / "hostile" / "confine-escape.txt"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    done = subprocess.run([sys.executable, "-c", _CONFINED, str(scratch), str(outside)], capture_output=True,
-                          text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "write outside: EROFS" in done.stdout
-    assert "network: ENETUNREACH" in done.stdout  # the kernel refuses: no route in the empty network namespace
-    assert "NETWORK-SUCCEEDED" not in done.stdout and "WRITE-OUTSIDE-SUCCEEDED" not in done.stdout
-    assert "pid 1 none (network namespace)" in done.stdout  # PID 1 of its own PID namespace
-    assert (scratch / "inside.txt").read_text() == "ok"
-    assert not outside.exists()
+    assert probe() is None, probe()
+    monkeypatch.setenv("HF_TOKEN", "hf_FAKE_secret_for_the_box_test")
+    outside = tmp_path / "outside.txt"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "host.sock"))
+    server.listen(1)
+    server.settimeout(0.1)
+    script = tmp_path / "probe.py"
+    script.write_text(_PROBE)
+    box = Box(BoxSpec())
+    try:
+        args = {"outside": str(outside), "socket": str(tmp_path / "host.sock"), "data": str(data_dir),
+                "checkout": str(PROJECT_ROOT / "tests")}
+        out = tmp_path / "out"
+        out.mkdir()
+        result = box.call("benchmark.sandbox_inside:run_script", {"script": "probe.py", "args": args},
+                          {"probe.py": script}, Limits(60, 1, 4 * 2**30, 1 << 20), out, "probe")
+    finally:
+        box.close()
+    assert result.error is None, (result.error, result.log_tail)
+    seen = result.report
+    assert seen["pid"] == 1  # PID 1 of its own PID namespace
+    assert seen["write_outside"] in ("ENOENT", "EROFS") and seen["write_box_root"] == "EROFS"
+    assert seen["network"] == "ENETUNREACH" and seen["unix_socket"] in ("ENOENT", "ECONNREFUSED")
+    assert not seen["data_visible"] and not seen["checkout_visible"] and seen["reached"] == []
+    assert "HF_TOKEN" not in seen["env"] and "hf_FAKE" not in json.dumps(seen)
+    assert set(seen["root"]) <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp", "usr",
+                                 "work", "opt", "home"}
+    assert (out / "note.txt").read_text() == "ok"
+    assert not outside.exists() and not os.path.exists("/escape.txt") and not os.path.exists("/dev/shm/parked")
+    try:
+        server.accept()
+        raise AssertionError("the box reached a UNIX socket of the host")
+    except socket.timeout:
+        pass
+    iso = result.isolation  # written by the harness from /proc, not by the child
+    assert iso["pid_namespace"] and iso["capabilities_effective"] == "0000000000000000" and iso["no_new_privs"]
+    assert iso["seccomp_mode"] == "2"
+    assert {"mnt", "net", "pid", "user", "ipc"} <= set(iso["namespaces_distinct_from_harness"])
+    assert result.seconds > 0 and result.peak_memory_bytes > 0
 
 
 def test_returned_state_is_checked(default_model):
@@ -73,6 +113,26 @@ def test_returned_state_is_checked(default_model):
     assert "came back as torch.float32" in check_returned_state(recast, reference, "x")
     poisoned = {**reference, name: torch.full_like(reference[name], float("inf"))}
     assert "not finite" in check_returned_state(poisoned, reference, "x")
+    one_nan = reference[name].clone()
+    one_nan[3, 7] = float("nan")
+    assert "not finite" in check_returned_state({**reference, name: one_nan}, reference, "x")
+    # tied in the input (the default model ties the LM head to the embedding): must come back tied
+    assert reference["lm_head.weight"].data_ptr() == reference["model.embed_tokens.weight"].data_ptr()
+    copies = {k: v.clone() for k, v in reference.items()}  # what a file gives back: separate, equal tensors
+    assert check_returned_state(copies, reference, "x") is None
+    edited = dict(copies)
+    edited["model.embed_tokens.weight"] = copies["model.embed_tokens.weight"] + 1
+    problem = check_returned_state(edited, reference, "x")
+    assert "lm_head.weight is no longer tied to model.embed_tokens.weight" in problem
+
+
+def test_the_built_model_is_the_returned_one(fresh_model):
+    model, _ = fresh_model
+    returned = {k: v.clone() for k, v in model.state_dict().items()}
+    assert verify_built(model, returned, "x") is None
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] += 1
+    assert "differs from them at model.layers.0.mlp.down_proj.weight" in verify_built(model, returned, "x")
 
 
 def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alone(default_model):
@@ -85,13 +145,46 @@ def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alo
                   torch.get_num_threads(), sub.name)
     outcome = run_isolated(job, model.state_dict(), sub.spec.resources.time_budget_s, sub.spec.resources.memory_budget_gb)
     assert outcome.error is None, outcome.error
-    assert outcome.weight_bits == 8.0  # computed in the child, carried back to the record
+    assert outcome.weight_bits == 8.0  # claimed by the child, carried back to the record
     assert outcome.isolation["network"] == "none (network namespace)" and outcome.isolation["pid_namespace"]
+    assert outcome.isolation["seccomp_mode"] == "2" and outcome.isolation["no_new_privs"]
+    assert outcome.seconds >= outcome.reported_apply_s  # the harness's clock covers import, __init__ and apply
+    assert len(outcome.returned_sha256) == 64
     assert weights_sha256(model) == before
     name = "model.layers.0.mlp.down_proj.weight"
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, outcome.state[k])]
     assert changed == [name]
     zero_share = (outcome.state[name] == 0).float().mean().item()
     assert 0.45 < zero_share < 0.55
-    print(f"isolated step: wall {outcome.wall_s:.2f} s, apply {outcome.seconds:.2f} s, "
-          f"overhead {outcome.wall_s - outcome.seconds:.2f} s, child peak {outcome.peak_rss_mb:.0f} MB")
+    print(f"isolated step: wall {outcome.wall_s:.2f} s, process {outcome.seconds:.2f} s (apply {outcome.reported_apply_s} s), "
+          f"overhead {outcome.wall_s - outcome.reported_apply_s:.2f} s, peak {outcome.peak_rss_mb:.0f} MB")
+
+
+def test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_named(monkeypatch):
+    """A kernel that refuses namespaces, for real: bwrap replaced by a program that fails as bwrap would."""
+    from typer.testing import CliRunner
+
+    import benchmark.isolation as isolation
+    import benchmark.sandbox as sandbox
+    from benchmark.cli import app
+
+    monkeypatch.setattr(sandbox, "bwrap_binary", lambda: "/bin/false")
+    monkeypatch.delenv("COMPOSE_BENCH_REQUIRE_SANDBOX", raising=False)
+    sandbox.probe.cache_clear()
+    try:
+        assert "cannot create namespaces" in sandbox.probe()
+        runner = CliRunner()
+        refused = runner.invoke(app, ["validate", str(HOSTILE / "crash"), "--no-smoke"])
+        assert refused.exit_code == 2
+        assert len(refused.output.strip().splitlines()) == 1 and "--unsafe-no-sandbox" in refused.output
+        accepted = runner.invoke(app, ["validate", str(HOSTILE / "crash"), "--no-smoke", "--unsafe-no-sandbox"])
+        assert accepted.exit_code == 0, accepted.output
+        assert "NOT sandboxed" in accepted.output
+        baseline = runner.invoke(app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"])
+        assert baseline.exit_code == 0, baseline.output  # trusted: runs, unconfined
+        monkeypatch.setenv("COMPOSE_BENCH_REQUIRE_SANDBOX", "1")  # CI: nothing unconfined, baselines included
+        required = runner.invoke(app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"])
+        assert required.exit_code == 2 and "COMPOSE_BENCH_REQUIRE_SANDBOX" in required.output
+    finally:
+        isolation.allow_unsafe(False)
+        sandbox.probe.cache_clear()

@@ -76,4 +76,13 @@ def test_full_evaluation_is_manual_on_a_gpu_runner_and_publishes():
     job = full["jobs"]["paper"]
     assert "self-hosted" in job["runs-on"] and "gpu" in job["runs-on"]
     runs = " ".join(str(s.get("run", "")) for s in job["steps"])
-    assert "compose-bench run --profile paper" in runs and "compose-bench publish" in runs
+    assert "compose-bench run --profile paper" in runs
+    # the job that runs submitted code holds no secret; publishing is a separate job that runs none
+    assert "secrets." not in yaml.safe_dump(job) and job["env"]["COMPOSE_BENCH_REQUIRE_SANDBOX"] == "1"
+    publish = full["jobs"]["publish"]
+    assert publish["needs"] == "paper"
+    publish_runs = " ".join(str(s.get("run", "")) for s in publish["steps"])
+    assert "compose-bench publish" in publish_runs and "compose-bench run" not in publish_runs
+    assert "validate" not in publish_runs
+    fetch_runs = " ".join(str(s.get("run", "")) for s in full["jobs"]["fetch-model"]["steps"])
+    assert "compose-bench" not in fetch_runs
