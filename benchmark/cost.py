@@ -43,7 +43,12 @@ SCORERS = ("mcq", "zsre", "perplexity")
 
 @dataclass(frozen=True)
 class CostModel:
-    """The measured constants of ``tasks/cost_model.yaml``."""
+    """The measured constants of ``tasks/cost_model.yaml`` for one dtype.
+
+    Per dtype because the fraction of the matmul rate that real work reaches differs: on a
+    CPU with AMX, bf16 matmuls are four times faster than float32 ones but the rest of a
+    forward pass (norms, attention, softmax, Python) is not.
+    """
 
     efficiency: dict[str, float]  # scorer -> achieved fraction of the matmul rate
     evaluation_overhead_s: float
@@ -51,16 +56,17 @@ class CostModel:
     steps: dict[str, dict[str, float]]  # name (or "category:<c>") -> {fixed, per_item} in GFLOP-equivalents
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "CostModel":
+    def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
         path = path or tasks_dir() / COST_MODEL_FILE
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            table = raw["dtypes"].get(dtype) or raw["dtypes"]["float32"]
             return cls(
-                efficiency={k: float(raw["evaluation_efficiency"][k]) for k in SCORERS},
-                evaluation_overhead_s=float(raw["evaluation_overhead_s"]),
+                efficiency={k: float(table["evaluation_efficiency"][k]) for k in SCORERS},
+                evaluation_overhead_s=float(table["evaluation_overhead_s"]),
                 step_overhead_s={k: float(v) for k, v in raw["step_overhead_s"].items()},
                 steps={str(k): {"fixed": float(v.get("fixed", 0.0)), "per_item": float(v.get("per_item", 0.0))}
-                       for k, v in raw["steps"].items()},
+                       for k, v in table["steps"].items()},
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -90,15 +96,16 @@ def count_tokens(suite: Any, tokenizer: Any) -> EvaluationTokens:
     """Tokens each scorer processes for one model of ``suite`` (benchmark.suite.EvaluationSuite).
 
     MCQ: each question once plus every choice (questions are shared across their choices).
-    zsRE: prompt + target of the edit, its paraphrase and the locality prompt, twice (the
-    teacher-forced pass and the greedy continuation). Perplexity: windows x length.
+    zsRE: prompt + target of the edit, its paraphrase and the locality prompt once (one
+    teacher-forced pass gives the greedy continuation up to its first disagreement; the
+    decoding of the rest is in the scorer's measured efficiency). Perplexity: windows x length.
     """
     def n(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     mcq_items = [item for items in suite.mcq.values() for item in items]
     mcq = sum(n(item.question) + sum(n(" " + c) for c in item.choices) + 8 for item in mcq_items)
-    zsre = sum(2 * (n(r.prompt) + n(r.rephrase) + n(r.loc) + 2 * n(" " + r.target) + n(" " + r.loc_ans))
+    zsre = sum(n(r.prompt) + n(r.rephrase) + n(r.loc) + 2 * n(" " + r.target) + n(" " + r.loc_ans)
                for r in suite.edits)
     s = suite.settings
     windows = s.perplexity_windows or 64
@@ -128,8 +135,8 @@ def record_step_cost(key: str, seconds: float, gflops: float, capability: str, d
         log.debug("step cost not recorded: %s", exc)
 
 
-def read_history() -> dict[str, list[float]]:
-    """Recorded work (GFLOP-equivalents) per step key; unreadable lines are skipped."""
+def read_history(dtype: str) -> dict[str, list[float]]:
+    """Recorded work (GFLOP-equivalents) per step key, of steps computed in ``dtype``; unreadable lines are skipped."""
     out: dict[str, list[float]] = {}
     path = history_path()
     if not path.exists():
@@ -138,7 +145,8 @@ def read_history() -> dict[str, list[float]]:
         for line in fh:
             try:
                 entry = json.loads(line)
-                out.setdefault(entry["key"], []).append(float(entry["work_gflop"]))
+                if entry["dtype"] == dtype:
+                    out.setdefault(entry["key"], []).append(float(entry["work_gflop"]))
             except (ValueError, KeyError, TypeError):
                 continue
     return out
@@ -188,11 +196,11 @@ def step_seconds(step: StepPlan, gflops: float, model: CostModel, history: dict[
 
 
 def estimate(tokens: EvaluationTokens, n_params: int, gflops: float, n_evaluations: int,
-             steps: Iterable[tuple[str, StepPlan]], sandboxed: bool, model: CostModel | None = None) -> GridEstimate:
-    """The grid's cost: ``n_evaluations`` evaluated models and the ``(label, step)`` applications."""
-    model = model or CostModel.load()
+             steps: Iterable[tuple[str, StepPlan]], sandboxed: bool, dtype: str) -> GridEstimate:
+    """The grid's cost in ``dtype``: ``n_evaluations`` evaluated models and the ``(label, step)`` applications."""
+    model = CostModel.load(dtype)
     parts = evaluation_seconds(tokens, n_params, gflops, model)
-    history = read_history()
+    history = read_history(dtype)
     overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]
     out = GridEstimate(gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s, parts,
                        n_evaluations=n_evaluations)

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from benchmark.api import Category, InterventionContext
-from benchmark.cost import (CostModel, EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human,
+from benchmark.cost import (EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human,
                             record_step_cost, step_cost_key)
 from benchmark.isolation import StepJob, run_isolated, verify_built
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
@@ -464,7 +464,6 @@ class Runner:
         rate = inputs.numerics.gflops.get(inputs.numerics.name) or matmul_gflops(inputs.dtype, inputs.device)
         n_params = sum(t.numel() for t in {id(t): t for t in inputs.base_model.state_dict().values()}.values())
         inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
-        cost_model = CostModel.load()
         applications: list[tuple[Cell, Step]] = []
         first_applied: set[Step] = set()
         for cell in todo:
@@ -478,7 +477,7 @@ class Runner:
             applications += [(cell, step) for step in steps]
         est = estimate(inputs.tokens, n_params, rate, len(todo),
                        [(step.label, self._step_plan(inputs, step)) for _, step in applications],
-                       sandboxed=self.isolate, model=cost_model)
+                       sandboxed=self.isolate, dtype=inputs.numerics.name)
         per_cell = {cell: est.evaluation_s for cell in todo}
         for (cell, _), (_, seconds, _) in zip(applications, est.steps_s):
             per_cell[cell] += seconds
@@ -490,11 +489,11 @@ class Runner:
             f"perplexity {est.evaluation_parts_s['perplexity']:.0f} s) + {len(est.steps_s)} intervention "
             f"applications {sum(s for _, s, _ in est.steps_s):.0f} s (costs from {', '.join(sources) or '-'})"
         )
-        if sooner := self._sooner(inputs, est.total_s, rate, n_params, cost_model):
+        if sooner := self._sooner(inputs, est.total_s, rate, n_params):
             self.echo(sooner)
         return per_cell
 
-    def _sooner(self, inputs: RunInputs, total_s: float, rate: float, n_params: int, cost_model: CostModel) -> str | None:
+    def _sooner(self, inputs: RunInputs, total_s: float, rate: float, n_params: int) -> str | None:
         """One line naming the quickest other profile for the same model, when one is at least twice as quick."""
         from benchmark.paths import baselines_dir
         from benchmark.profiles import ProfileError, available_profiles, load_profile
@@ -520,7 +519,7 @@ class Runner:
             steps = [s for c in cells for s in c.steps[1:] + ((c.recompress,) if c.recompress else ())]
             scale = _sizes_ratio(other, self.profile)
             plans = [(s.label, self._step_plan(inputs, s, scale.get(s.category, 1.0))) for s in [*firsts, *steps]]
-            est = estimate(tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, model=cost_model)
+            est = estimate(tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, dtype=inputs.numerics.name)
             if best is None or est.total_s < best[0]:
                 best = (est.total_s, name)
         if best is None or best[0] * 2 > total_s:

@@ -151,7 +151,11 @@ def test_hostile_steps_fail_or_score_what_is_really_there(tmp_path, data_dir):
     rephrase = by_label["reads_rephrase"]
     assert rephrase["status"] == "failed" and "has no attribute 'rephrase'" in rephrase["error"], rephrase["error"]
     planted = by_label["planted_stats"]
-    assert planted["status"] == "failed" and "tried to write outside its folder" in planted["error"], planted["error"]
+    # in the sealed box the host's cache does not exist: the box's own cache folder is private to the
+    # call, so the write fails there (or is refused by the audit hook where no box can be built)
+    assert planted["status"] == "failed", planted
+    assert ("tried to write outside its folder" in planted["error"]
+            or ("No such file or directory" in planted["error"] and f"key-statistics/{PLANTED}.json" in planted["error"]))
     shared = [cache_dir() / "key-statistics", Path.home() / ".cache" / "compose-bench" / "key-statistics"]
     assert not any((folder / f"{PLANTED}.json").exists() for folder in shared)
     assert not list((cache_dir() / "steps").glob(f"*/{PLANTED}*"))  # a failed step keeps nothing, not even for itself

@@ -14,8 +14,9 @@ PLANTED = "planted-by-hostile-submission"
 class H(Intervention):
     """Hostile test submission: writes a poisoned covariance where other submissions' steps would look.
 
-    Its own outbox accepts it (kept for this submission only); the shared statistics folder
-    of ``$COMPOSE_BENCH_CACHE`` is outside the step's box, so writing there fails the cell.
+    Its own outbox accepts it (kept for this submission only, and only after a successful step);
+    the host's statistics folder of ``$COMPOSE_BENCH_CACHE`` is not in the step's box (the box's
+    cache folder is private to the call and empty), so writing there fails the cell.
     """
 
     name = "planted_stats"
