@@ -377,9 +377,9 @@ class Runner:
     def run(self) -> list[dict]:
         inputs = self._load_inputs()
         if self.use_cache:
-            from benchmark.caches.run import RunCaches
+            from benchmark.caches.run import open_run_caches
 
-            self.caches = RunCaches(inputs, "sandbox" if self.isolate else "in-process")
+            self.caches = open_run_caches(inputs, "sandbox" if self.isolate else "in-process")
         ids: dict[Cell, tuple[str, list[dict]]] = {}
         for cell in self.cells:
             hps = [s.hyperparameters(inputs.family) for s in cell.steps]

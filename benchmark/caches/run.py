@@ -131,9 +131,13 @@ class RunCaches:
     ) -> Evaluated:
         """The suite's evaluation of ``model``: from the cache when these weights were evaluated before."""
         t0 = time.perf_counter()
-        material = self.evaluation_material(model, weights_sha, weight_bits)
-        key = EvaluationCache.key(material)
-        found = self.evaluations.get(key)
+        try:
+            material = self.evaluation_material(model, weights_sha, weight_bits)
+            key = EvaluationCache.key(material)
+        except Exception as exc:  # a key that cannot be built is a bug to report, not a reason to fail the cell
+            log.warning("evaluation cache skipped: cannot build the key: %s: %s", type(exc).__name__, exc)
+            material, key = None, None
+        found = self.evaluations.get(key) if key else None
         if found is not None:
             self.counts["evaluation_hits"] += 1
             mark = {"evaluation": "hit", "key": key, "lookup_s": round(time.perf_counter() - t0, 3),
@@ -145,7 +149,7 @@ class RunCaches:
             scores, items, parts = inputs.suite.evaluate(model, inputs.tokenizer, weight_bits)
         parts = {k: round(v, 3) for k, v in parts.items()}
         result = CachedEvaluation(scores, items, parts, round(usage.seconds, 3), round(usage.peak_rss_mb, 1), origin)
-        stored = self.evaluations.put(key, material, result)
+        stored = self.evaluations.put(key, material, result) if key else False
         mark = {"evaluation": "miss", "key": key, "stored": stored}
         return Evaluated(scores, items, parts, usage.seconds, usage.peak_rss_mb, mark)
 
@@ -161,22 +165,11 @@ class RunCaches:
         if not is_trusted(sub.folder):
             return apply(inputs, step, model)
         t0 = time.perf_counter()
-        from benchmark.models import parse_dtype, weights_sha256
-
-        hp = step.hyperparameters(inputs.family)
-        want = sub.spec.resources.dtype
-        apply_dtype = parse_dtype(want) if want else inputs.dtype
-        material = {
-            **self._step_base,
-            "input_weights_sha256": weights_sha256(model),
-            "config_sha256": config_digest(model),
-            "submission": sub.name,
-            "submission_sha256": sub.sha256,
-            "level": step.level_dict(),
-            "hyperparameters": hp,
-            "apply_dtype": str(apply_dtype).removeprefix("torch."),
-            "context": context_digest(context(inputs, step, hp, apply_dtype)),
-        }
+        try:
+            material = self._step_material(inputs, step, model, context)
+        except Exception as exc:  # as for evaluations: never fail a cell over its cache key
+            log.warning("state cache skipped for %s: cannot build the key: %s: %s", step.label, type(exc).__name__, exc)
+            return apply(inputs, step, model)
         key = StateCache.key(material)
         found = self.states.get(key)
         if found is not None:
@@ -193,6 +186,25 @@ class RunCaches:
         self.states.put(key, material, state, entry)
         return out, {**entry, "cached": False, "cache_key": key}
 
+    def _step_material(self, inputs: "RunInputs", step: "Step", model: torch.nn.Module, context) -> dict[str, Any]:
+        from benchmark.models import parse_dtype, weights_sha256
+
+        sub = step.submission
+        hp = step.hyperparameters(inputs.family)
+        want = sub.spec.resources.dtype
+        apply_dtype = parse_dtype(want) if want else inputs.dtype
+        return {
+            **self._step_base,
+            "input_weights_sha256": weights_sha256(model),
+            "config_sha256": config_digest(model),
+            "submission": sub.name,
+            "submission_sha256": sub.sha256,
+            "level": step.level_dict(),
+            "hyperparameters": hp,
+            "apply_dtype": str(apply_dtype).removeprefix("torch."),
+            "context": context_digest(context(inputs, step, hp, apply_dtype)),
+        }
+
     def summary(self) -> str:
         c = self.counts
         return (f"cache: evaluations {c['evaluation_hits']} hit(s), {c['evaluation_misses']} computed; "
@@ -203,3 +215,16 @@ class RunCaches:
         from benchmark.provenance import harness_version
 
         return {"profile": inputs.profile.name, "cell": label, "cell_id": cell_id, "harness_version": harness_version()}
+
+
+def open_run_caches(inputs: "RunInputs", executor: str) -> RunCaches | None:
+    """The caches for one run, or None (with a warning) when they cannot be opened; bad settings still raise."""
+    from benchmark.caches.store import CacheConfigError
+
+    try:
+        return RunCaches(inputs, executor)
+    except CacheConfigError:
+        raise
+    except Exception as exc:
+        log.warning("running without the caches: %s: %s", type(exc).__name__, exc)
+        return None
