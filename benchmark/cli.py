@@ -75,6 +75,8 @@ def run(
     unsafe_no_sandbox: bool = typer.Option(
         False, "--unsafe-no-sandbox", help="Where the kernel cannot build the sandbox, run outside submissions "
         "anyway, unconfined: their code can read your data, runs and environment (secrets)."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither read nor write the evaluation and state caches (`compose-bench cache`)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a grid: the base model, each intervention alone and every cross-category pair in both orders.
@@ -124,7 +126,8 @@ def run(
     allow_unsafe(unsafe_no_sandbox)
     out_dir = out or Path("runs") / prof.name
     runner = Runner(prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
-                    retry_failed=retry_failed, echo=typer.echo, isolate=not in_process)
+                    retry_failed=retry_failed, echo=typer.echo, isolate=not in_process,
+                    use_cache=not no_cache)
     try:
         records = runner.run()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -344,9 +347,68 @@ def leaderboard(
     serve(source, host=host, port=port, open_browser=open_browser, quiet=not verbose)
 
 
+cache_app = typer.Typer(
+    help="The evaluation and state caches: evaluations keyed by weights + settings + scorer code, and the "
+    "trusted baselines' step outputs. Location: $COMPOSE_BENCH_RESULTS_CACHE (default <cache>/results); "
+    "size limits: $COMPOSE_BENCH_CACHE_EVALUATIONS_GB (default 1), $COMPOSE_BENCH_CACHE_STATES_GB (default 5).",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+def _open_caches_or_die():
+    from benchmark.caches.run import open_caches
+    from benchmark.caches.store import CacheConfigError
+
+    try:
+        return open_caches()
+    except CacheConfigError as exc:
+        _die(str(exc))
+
+
+@cache_app.command("show")
+def cache_show(as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")) -> None:
+    """Entries, size against the limit and hit statistics of each cache."""
+    import json
+    from dataclasses import asdict
+
+    evaluations, states = _open_caches_or_die()
+    rows = {}
+    for name, cache in (("evaluations", evaluations), ("states", states)):
+        entries, size = cache.store.usage()
+        rows[name] = {"folder": str(cache.store.folder), "entries": entries, "bytes": size,
+                      "limit_bytes": cache.store.limit_bytes, **asdict(cache.store.stats())}
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for name, r in rows.items():
+        looked = r["hits"] + r["misses"]
+        rate = f"{100 * r['hits'] / looked:.0f}%" if looked else "-"
+        typer.echo(
+            f"{name:<12} {r['entries']:>5} entries  {r['bytes'] / 1e9:7.3f} / {r['limit_bytes'] / 1e9:g} GB  "
+            f"hits {r['hits']}, misses {r['misses']} ({rate}), saved {r['saved_s']:.0f} s, "
+            f"stored {r['stores']}, evicted {r['evictions']}, discarded {r['discarded']}  {r['folder']}"
+        )
+
+
+@cache_app.command("clear")
+def cache_clear(
+    evaluations: bool = typer.Option(False, "--evaluations", help="Clear only the evaluation cache."),
+    states: bool = typer.Option(False, "--states", help="Clear only the state cache."),
+) -> None:
+    """Remove cached entries (both caches unless one is named); the converted models are kept."""
+    evaluation_cache, state_cache = _open_caches_or_die()
+    both = not evaluations and not states
+    for name, cache, chosen in (("evaluations", evaluation_cache, evaluations), ("states", state_cache, states)):
+        if both or chosen:
+            removed = cache.store.clear()
+            typer.echo(f"{name}: removed {removed} entries from {cache.store.folder}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+

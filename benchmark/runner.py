@@ -121,6 +121,7 @@ class Runner:
         retry_failed: bool = False,
         echo: Callable[[str], None] = print,
         isolate: bool = True,
+        use_cache: bool = True,
     ) -> None:
         self.profile = profile
         self.submissions = submissions
@@ -131,6 +132,8 @@ class Runner:
         self.retry_failed = retry_failed
         self.isolate = isolate  # False: submissions run inside the harness (trusted code, debugging)
         self.echo = echo
+        self.use_cache = use_cache  # False: --no-cache, neither cache is read or written
+        self.caches = None  # benchmark.caches.run.RunCaches, opened in run()
         self.records_path = self.out_dir / RECORDS_FILE
         self.steps = steps_for(submissions, profile)
         self.cells = build_plan(self.steps, profile.protocol.recompress_when_first)
@@ -277,6 +280,12 @@ class Runner:
         }
         return model, entry
 
+    def _step(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+        """Apply one step, through the state cache when it is trusted code (benchmark.caches)."""
+        if self.caches is None:
+            return self._apply(inputs, step, model)
+        return self.caches.step(inputs, step, model, self._apply, self._context, self._fresh)
+
     def _apply_isolated(
         self, inputs: RunInputs, step: Step, model: torch.nn.Module, cache: StepCache,
     ) -> tuple[torch.nn.Module, dict]:
@@ -384,20 +393,30 @@ class Runner:
         self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], model: torch.nn.Module, entries: list[dict]
     ) -> dict:
         bits = [e["weight_bits"] for e in entries if e.get("weight_bits") is not None]
-        with measure() as usage:
-            scores, items, parts, compression = inputs.suite.evaluate(
-                model, inputs.tokenizer, min(bits) if bits else None, inputs.base_model)
+        weights_sha = weights_sha256(model)
+        ev = self._evaluate(inputs, cell, cid, model, min(bits) if bits else None, weights_sha)
         timings = {
             "interventions": entries,
-            "evaluation_s": round(usage.seconds, 3),
-            "evaluation_parts_s": {k: round(v, 3) for k, v in parts.items()},
-            "total_s": round(usage.seconds + sum(e["seconds"] for e in entries), 3),
+            "evaluation_s": round(ev.seconds, 3),
+            "evaluation_parts_s": {k: round(v, 3) for k, v in ev.parts_s.items()},
+            "total_s": round(ev.seconds + sum(e["seconds"] for e in entries), 3),
         }
-        peak = max([usage.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
-        record = self._record(inputs, cell, cid, hps, "ok", None, scores, items, timings, round(peak, 1), weights_sha256(model))
-        record["compression_check"] = compression  # the steps' claimed bits beside the measured ones
+        peak = max([ev.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
+        record = self._record(inputs, cell, cid, hps, "ok", None, ev.scores, ev.items, timings, round(peak, 1), weights_sha)
+        record["cache"] = ev.mark
+        record["compression_check"] = ev.compression  # the steps' claimed bits beside the measured ones
         append_record(self.records_path, record)
         return record
+
+    def _evaluate(self, inputs: RunInputs, cell: Cell, cid: str, model: torch.nn.Module, bits: float | None, weights_sha: str):
+        """The suite's evaluation of ``model``, through the evaluation cache unless --no-cache (benchmark.caches)."""
+        from benchmark.caches.run import Evaluated
+
+        if self.caches is not None:
+            return self.caches.evaluate(inputs, model, bits, weights_sha, self.caches.origin(inputs, cell.label, cid))
+        with measure() as usage:
+            scores, items, parts, compression = inputs.suite.evaluate(model, inputs.tokenizer, bits, inputs.base_model)
+        return Evaluated(scores, items, parts, usage.seconds, usage.peak_rss_mb, {"evaluation": "off"}, compression)
 
     def _fail(self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], reason: str, entries: list[dict]) -> dict:
         record = self._record(inputs, cell, cid, hps, "failed", reason, timings={"interventions": entries})
@@ -408,6 +427,10 @@ class Runner:
     # ---------------------------------------------------------------- the grid
     def run(self) -> list[dict]:
         inputs = self._load_inputs()
+        if self.use_cache:
+            from benchmark.caches.run import open_run_caches
+
+            self.caches = open_run_caches(inputs, "sandbox" if self.isolate else "in-process")
         ids: dict[Cell, tuple[str, list[dict]]] = {}
         for cell in self.cells:
             hps = [s.hyperparameters(inputs.family) for s in cell.steps]
@@ -439,6 +462,8 @@ class Runner:
         if todo:
             spent = time.perf_counter() - started
             self.echo(f"grid time: {human(spent)} ({spent:.0f} s; estimated {sum(planned.values()):.0f} s)")
+        if self.caches is not None:
+            self.echo(self.caches.summary())
         self._remove_stale_states()
         return read_records(self.records_path)
 
@@ -551,7 +576,7 @@ class Runner:
             self.echo(f"applying {first.label} (first intervention of {len(group)} cells)")
             model = self._fresh(inputs, None)
             try:
-                model, first_entry = self._apply(inputs, first, model)
+                model, first_entry = self._step(inputs, first, model)
                 state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
                 if self.profile.cache_states and len(group) > 1:
                     state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -574,7 +599,7 @@ class Runner:
             model = self._fresh(inputs, state)
             try:
                 for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
-                    model, entry = self._apply(inputs, step, model)
+                    model, entry = self._step(inputs, step, model)
                     if step is cell.recompress:
                         entry["reapplied"] = True
                     entries.append(entry)

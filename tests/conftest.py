@@ -55,3 +55,30 @@ def fresh_model(default_model):
 
     model, tokenizer = default_model
     return copy.deepcopy(model), tokenizer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_results_cache(tmp_path_factory):
+    """The evaluation and state caches of this test session start empty and are removed at its end.
+
+    Without this, grids in the suite would take their results from the user's cache and
+    test nothing; within a session, a grid may reuse what an earlier test computed (the
+    models in $COMPOSE_BENCH_CACHE/models stay shared: no re-conversion). The state limit
+    keeps the session's disk use small on CI runners.
+    """
+    import shutil
+
+    from benchmark.caches.states import ENV_LIMIT
+    from benchmark.caches.store import ENV_RESULTS_CACHE
+
+    folder = tmp_path_factory.mktemp("results-cache")
+    saved = {k: os.environ.get(k) for k in (ENV_RESULTS_CACHE, ENV_LIMIT)}
+    os.environ[ENV_RESULTS_CACHE] = str(folder)
+    os.environ.setdefault(ENV_LIMIT, "2")
+    yield folder
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(folder, ignore_errors=True)

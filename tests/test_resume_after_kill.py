@@ -27,9 +27,9 @@ MICRO_PROFILE = {
 }
 
 
-def _cmd(profile: Path, out: Path, data_dir: Path) -> list[str]:
+def _cmd(profile: Path, out: Path, data_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "benchmark.cli", "run", "--profile", str(profile), "--out", str(out),
-            "--data-dir", str(data_dir), "--bootstrap", "20"]
+            "--data-dir", str(data_dir), "--bootstrap", "20", *extra]
 
 
 def _env() -> dict:
@@ -45,7 +45,9 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, data_dir):
     profile.write_text(yaml.safe_dump(MICRO_PROFILE))
 
     reference = tmp_path / "uninterrupted"
-    done = subprocess.run(_cmd(profile, reference, data_dir), env=_env(), capture_output=True, text=True, timeout=900)
+    # the reference bypasses the caches: the killed run computes afresh (and may die while writing an
+    # entry), and the resumed run may take from the cache what the killed run stored; all must agree
+    done = subprocess.run(_cmd(profile, reference, data_dir, "--no-cache"), env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = read_records(reference / "records.jsonl")
     assert len(expected) == 5 and all(r["status"] == "ok" for r in expected)
