@@ -348,7 +348,7 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
     def run(out: str) -> dict[str, dict]:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmark.cli", "run", "--profile", str(tmp_path / "tiny.yaml"), "--submission",
-             str(mine), "--out", str(tmp_path / out), "--data-dir", str(data_dir), "--in-process", "--bootstrap", "20"],
+             str(mine), "--out", str(tmp_path / out), "--data-dir", str(data_dir), "--bootstrap", "20"],
             env=env, capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return {r["label"]: r for r in read_records(tmp_path / out)}, proc.stdout
