@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.paths import baselines_dir
+from benchmark.paths import baselines_dir, is_trusted
 from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
 from benchmark.toolkit.key_statistics import ENV_STEP_CACHE, ENV_STEP_CACHE_OUT
 
@@ -117,14 +117,6 @@ def allow_unsafe(flag: bool) -> None:
 def _required() -> bool:
     """CI sets ``COMPOSE_BENCH_REQUIRE_SANDBOX=1``: no unconfined step at all, baselines included."""
     return os.environ.get(ENV_REQUIRE, "") not in ("", "0")
-
-
-def is_trusted(folder: str | Path) -> bool:
-    """The repository's own baselines (their folder is under submissions/baselines of this checkout)."""
-    try:
-        return Path(folder).resolve().is_relative_to(baselines_dir().resolve())
-    except OSError:
-        return False
 
 
 def refusal(folders: list[Path], unsafe: bool) -> str | None:

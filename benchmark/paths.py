@@ -26,6 +26,18 @@ def baselines_dir() -> Path:
     return PROJECT_ROOT / "submissions" / "baselines"
 
 
+def is_trusted(folder: str | os.PathLike) -> bool:
+    """One of this checkout's own baselines (its folder is under ``submissions/baselines``): trusted code.
+
+    Trusted steps may run in-process without the sandbox and have their outputs cached;
+    every other folder is a submission from outside.
+    """
+    try:
+        return Path(folder).resolve().is_relative_to(baselines_dir().resolve())
+    except OSError:
+        return False
+
+
 def cache_dir() -> Path:
     """Converted models, covariance and data caches (safe to delete)."""
     path = Path(os.environ.get(ENV_CACHE_DIR, Path.home() / ".cache" / "compose-bench"))

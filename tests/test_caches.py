@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from benchmark.caches import keys
 from benchmark.caches.evaluations import CachedEvaluation, EvaluationCache
-from benchmark.caches.run import RunCaches, is_trusted, open_caches
+from benchmark.caches.run import RunCaches, open_caches
+from benchmark.paths import is_trusted
 from benchmark.caches.states import StateCache
 from benchmark.caches.store import ENV_RESULTS_CACHE, CacheConfigError, size_limit_bytes
 from benchmark.paths import PROJECT_ROOT, baselines_dir
@@ -225,7 +226,7 @@ def test_only_the_baselines_are_trusted(tmp_path):
 TINY_PROFILE = """
 name: cache-test
 model: HuggingFaceTB/SmolLM2-135M-Instruct
-dtype: bfloat16
+dtype: auto
 seed: 0
 threads: 2
 interventions:

@@ -16,6 +16,7 @@ import copy
 import pytest
 import torch
 
+from benchmark.numerics import choose_dtype
 from benchmark.api import InterventionContext, InterventionError
 from benchmark.data.corpora import load_calibration_corpus
 from benchmark.evaluation.compression_stats import block_linear_weights, measure_bits, measure_sparsity
@@ -26,6 +27,7 @@ from benchmark.submissions import load_submission
 
 CPU = torch.device("cpu")
 BLOCKS = 4
+RUN_DTYPE = choose_dtype("auto", "cpu").dtype  # the default model's dtype in the suite (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def short_model(default_model):
 def _run(name: str, model, tokenizer, calibration, **level):
     sub = load_submission(baselines_dir() / name)
     hp = {**sub.spec.hyperparameters["smollm2"], **level, "calibration_samples": 4, "calibration_seq_len": 64}
-    context = InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=torch.bfloat16,
+    context = InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE,
                                   model_family="smollm2", calibration_texts=calibration)
     return sub.instantiate(), context
 
@@ -71,7 +73,7 @@ def _assert_vanilla(model):
         assert not hasattr(module, "weight_scale"), name
         assert not module._forward_hooks and not module._forward_pre_hooks, name
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(p.dtype == RUN_DTYPE for p in model.parameters())
 
 
 @pytest.mark.parametrize("sparsity", [0.45])
@@ -144,7 +146,7 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
             hp.update(calibration_samples=4, calibration_seq_len=64)
         else:
             hp.update(layers=[1, 2], steps=3)
-        context = InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=torch.bfloat16, model_family="smollm2",
+        context = InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2",
                                       edits=edits, calibration_texts=calibration)
         model = step.submission.instantiate().apply(model, tok, context)
         if step is cell.steps[1]:

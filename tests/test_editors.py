@@ -14,18 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.numerics import choose_dtype
 from benchmark.api import EditRequest, InterventionContext, InterventionError
 from benchmark.paths import baselines_dir
 from benchmark.submissions import load_submission
 from benchmark.toolkit import key_second_moments, reference_texts
 
 CPU = torch.device("cpu")
+RUN_DTYPE = choose_dtype("auto", "cpu").dtype  # the default model's dtype in the suite (conftest)
 FACT = ("The favourite colour of the wizard Zorblax is", "turquoise", "Zorblax")
 UNRELATED = "The capital of France is"
 
 
-def _context(hp: dict, dtype=torch.bfloat16, **fields) -> InterventionContext:
-    return InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=dtype, model_family="smollm2", **fields)
+def _context(hp: dict, dtype=None, **fields) -> InterventionContext:
+    return InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=dtype or RUN_DTYPE, model_family="smollm2", **fields)
 
 
 @torch.no_grad()
@@ -49,8 +51,8 @@ def tmp_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name, overrides, dtype", [
-    ("lora", {}, torch.bfloat16),
-    ("memit", {"mom2_n_tokens": 6000}, torch.bfloat16),
+    ("lora", {}, RUN_DTYPE),
+    ("memit", {"mom2_n_tokens": 6000}, RUN_DTYPE),
 ])
 def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(fresh_model, data_dir, tmp_cache, name, overrides, dtype):
     model, tok = fresh_model
@@ -60,7 +62,7 @@ def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(fresh_mod
     untouched = model.model.layers[20].mlp.down_proj.weight.detach().clone()
     model = model.to(dtype)
     out = sub.instantiate().apply(model, tok, _context({**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, 9))))
-    out = out.to(torch.bfloat16)
+    out = out.to(RUN_DTYPE)
     assert _greedy(out, tok, FACT[0]).startswith(FACT[1])
     # the unrelated question keeps its answer (the first word: "Paris")
     assert before_unrelated and _greedy(out, tok, UNRELATED, 4).split()[0].strip(".,;") == before_unrelated.split()[0].strip(".,;")

@@ -139,9 +139,11 @@ def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alo
     model, _ = default_model
     sub = load_submission(HOSTILE / "prune_bits")
     before = weights_sha256(model)
-    context = InterventionContext(hyperparameters={}, seed=0, device=torch.device("cpu"), dtype=torch.bfloat16,
+    dtype = next(model.parameters()).dtype
+    name = str(dtype).removeprefix("torch.")
+    context = InterventionContext(hyperparameters={}, seed=0, device=torch.device("cpu"), dtype=dtype,
                                   model_family="smollm2")
-    job = StepJob(sub, context, resolve_model(DEFAULT_MODEL_ID).path, "bfloat16", "bfloat16", "cpu",
+    job = StepJob(sub, context, resolve_model(DEFAULT_MODEL_ID).path, name, name, "cpu",
                   torch.get_num_threads(), sub.name)
     outcome = run_isolated(job, model.state_dict(), sub.spec.resources.time_budget_s, sub.spec.resources.memory_budget_gb)
     assert outcome.error is None, outcome.error

@@ -26,6 +26,7 @@ from benchmark.caches.keys import (
 )
 from benchmark.caches.states import DEFAULT_LIMIT_GB as STATE_DEFAULT_GB
 from benchmark.caches.states import ENV_LIMIT as STATE_ENV
+from benchmark.paths import is_trusted
 from benchmark.caches.states import StateCache
 from benchmark.caches.store import results_cache_dir, size_limit_bytes
 from benchmark.resources import measure
@@ -48,17 +49,6 @@ def open_caches(root: Path | None = None) -> tuple[EvaluationCache, StateCache]:
         EvaluationCache(root / EVALUATIONS_DIR, size_limit_bytes(EVAL_ENV, EVAL_DEFAULT_GB)),
         StateCache(root / STATES_DIR, size_limit_bytes(STATE_ENV, STATE_DEFAULT_GB)),
     )
-
-
-def is_trusted(folder: Path) -> bool:
-    """A submission the harness trusts: one of the baselines shipped in ``submissions/baselines``."""
-    from benchmark.paths import baselines_dir
-
-    try:
-        Path(folder).resolve().relative_to(baselines_dir().resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def context_digest(context: "InterventionContext") -> dict[str, Any]:
