@@ -611,16 +611,9 @@ def _open_step_cache(job: StepJob, in_dir: str, scratch: str) -> str | None:
 
 def _check_shape(label: str, model: Any, signature: dict) -> None:
     """In the box: a torch model of the same architecture (names and shapes), for a clear reason early."""
-    from benchmark.runner import StepFailed, _signature
+    from benchmark.runner import check_architecture
 
-    if not isinstance(model, torch.nn.Module):
-        raise StepFailed(f"{label}: apply returned {type(model).__name__}, not a torch model")
-    got = _signature(model)
-    if got != signature:
-        missing = sorted(set(signature) - set(got))[:3]
-        added = sorted(set(got) - set(signature))[:3]
-        reshaped = sorted(k for k in set(got) & set(signature) if got[k] != signature[k])[:3]
-        raise StepFailed(f"{label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})")
+    check_architecture(label, model, signature)
 
 
 def import_main(payload: dict, in_dir: str, out_dir: str) -> dict:

@@ -66,8 +66,8 @@ def _signature(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(p.shape) for name, p in model.state_dict().items()}
 
 
-def check_model_after(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:
-    """The intervention returned a model of the same architecture with finite weights."""
+def check_architecture(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:
+    """The intervention returned a torch model of the same architecture (names and shapes)."""
     if not isinstance(model, torch.nn.Module):
         raise StepFailed(f"{step_label}: apply returned {type(model).__name__}, not a torch model")
     signature = _signature(model)
@@ -78,6 +78,11 @@ def check_model_after(step_label: str, model: Any, base_signature: dict[str, tup
         raise StepFailed(
             f"{step_label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})"
         )
+
+
+def check_model_after(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:
+    """The intervention returned a model of the same architecture with finite weights."""
+    check_architecture(step_label, model, base_signature)
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise StepFailed(f"{step_label}: weights are not finite (NaN or inf in {name})")
