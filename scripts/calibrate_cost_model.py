@@ -48,10 +48,59 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
             "efficiency": {k: round(v, 3) for k, v in eff.items()}}
 
 
+def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
+    """Each scorer's efficiency and the per-model overhead, per dtype, from finished runs' own timings."""
+    import statistics
+
+    from benchmark.cost import SCORERS, count_tokens
+    from benchmark.models import load_model, resolve_model
+    from benchmark.profiles import Profile
+    from benchmark.records import read_records
+    from benchmark.suite import EvaluationSuite
+
+    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for folder in run_dirs:
+        records = [r for r in read_records(folder) if r.get("status") == "ok" and not (r.get("cache") or {}).get("evaluation") == "hit"]
+        if not records:
+            continue
+        prov = records[0]["provenance"]
+        numerics = prov.get("numerics") or {}
+        dtype, rate = numerics.get("dtype"), (numerics.get("gflops") or {}).get(numerics.get("dtype"))
+        if not rate:
+            continue
+        profile = Profile.model_validate(prov["profile_settings"])
+        model, tok = load_model(resolve_model(prov["model_id"]), torch.float32, torch.device("cpu"))
+        n_params = sum(t.numel() for t in {id(t): t for t in model.state_dict().values()}.values())
+        suite = EvaluationSuite.build(profile.evaluation, profile.seed, data_dir, prov["forget_corpus"]["name"])
+        tokens = count_tokens(suite, tok)
+        for record in records:
+            timings = record.get("timings") or {}
+            parts = timings.get("evaluation_parts_s") or {}
+            for k in SCORERS:
+                if parts.get(k):
+                    samples[dtype][k].append(2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9))
+            if parts and timings.get("evaluation_s"):
+                samples[dtype]["overhead_s"].append(timings["evaluation_s"] - sum(parts.values()))
+        # the harness's own work per cell (copies, hashes, checks, state files): the wall time between two
+        # finished cells less what their timings account for
+        import datetime as dt
+
+        ordered = sorted(records, key=lambda r: r["finished_at"])
+        for before, after in zip(ordered, ordered[1:]):
+            gap = (dt.datetime.fromisoformat(after["finished_at"]) - dt.datetime.fromisoformat(before["finished_at"])).total_seconds()
+            t = after.get("timings") or {}
+            entries = [e for e in t.get("interventions") or [] if not e.get("reused_from_disk") and not e.get("cached")]
+            accounted = (t.get("evaluation_s") or 0) + sum((e.get("seconds") or 0) + (e.get("isolation_overhead_s") or 0)
+                                                           for e in entries)
+            samples[dtype]["cell_overhead_s"].append(gap - accounted)
+            samples[dtype]["isolation_overhead_s"] += [e["isolation_overhead_s"] for e in entries if e.get("isolation_overhead_s")]
+    return {dtype: {k: round(statistics.median(v), 3) for k, v in by.items()} for dtype, by in samples.items()}
+
+
 def calibrate_steps(run_dirs: list[str]) -> dict:
     from benchmark.records import read_records
 
-    points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    points: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for folder in run_dirs:
         for record in read_records(folder):
             prov = record.get("provenance") or {}
@@ -68,9 +117,9 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
                 step = by_label.get(entry.get("label"))
                 if not step or not entry.get("seconds") or entry.get("reused_from_disk") or entry.get("cached"):
                     continue
-                points[step["name"]].append((items.get(step["category"]) or 1, entry["seconds"] * rate))
+                points[(numerics.get("dtype"), step["name"])].append((items.get(step["category"]) or 1, entry["seconds"] * rate))
     out = {}
-    for name, pts in sorted(points.items()):
+    for (dtype, name), pts in sorted(points.items()):
         x = np.array([p[0] for p in pts], dtype=float)
         y = np.array([p[1] for p in pts], dtype=float)
         if len(set(x)) >= 2:
@@ -79,7 +128,7 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
                 per_item, fixed = float(np.sum(x * y) / np.sum(x * x)), 0.0
         else:
             per_item, fixed = float(np.median(y / x)), 0.0
-        out[name] = {"fixed": round(float(fixed)), "per_item": round(float(per_item), 1), "n": len(pts)}
+        out.setdefault(dtype, {})[name] = {"fixed": round(float(fixed)), "per_item": round(float(per_item), 1), "n": len(pts)}
     return out
 
 
@@ -95,6 +144,7 @@ def main() -> None:
     if not args.skip_evaluation:
         result["evaluation"] = calibrate_evaluation(args.profile, args.data_dir)
     if args.runs:
+        result["evaluation_from_records"] = calibrate_from_records(args.runs, args.data_dir)
         result["steps"] = calibrate_steps(args.runs)
     print(json.dumps(result, indent=2))
 
