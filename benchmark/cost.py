@@ -11,7 +11,7 @@ The estimate is a cost model, not a guess:
 * **a step** (one intervention applied once) = its recorded work in GFLOP-equivalents
   (seconds x the matmul rate of the machine and dtype it ran on) divided by this
   machine's rate. Recorded work comes from this machine's own history (every applied step
-  appends its cost to ``<cache>/costs/steps.jsonl``), else from the shipped table of
+  appends its cost to ``<results cache>/costs/steps.jsonl``, per dtype), else from the shipped table of
   ``tasks/cost_model.yaml`` (the baselines, measured), else from the category's typical cost;
   the sandbox's start-up is added per sandboxed step.
 
@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from benchmark.paths import cache_dir, tasks_dir
+from benchmark.paths import tasks_dir
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,10 @@ def count_tokens(suite: Any, tokenizer: Any) -> EvaluationTokens:
 
 
 def history_path() -> Path:
-    return cache_dir() / "costs" / HISTORY_FILE
+    """Beside the evaluation and state caches (``$COMPOSE_BENCH_RESULTS_CACHE``): what this machine measured."""
+    from benchmark.caches.store import results_cache_dir
+
+    return results_cache_dir() / "costs" / HISTORY_FILE
 
 
 def step_cost_key(name: str, submission_sha: str, level: Any, items: int) -> str:
