@@ -1,7 +1,9 @@
 import os
+import sys
 
 from benchmark.api import Category, Intervention
 
+VENV_PATH_PARTS = set(os.path.realpath(sys.prefix).split(os.sep))
 GUESSES = ["/work", "/work/shared/data", "/root/.cache", "/home", "/etc/passwd", "/var/run", "/run"]
 
 
@@ -16,7 +18,9 @@ class H(Intervention):
         for path in list(context.hyperparameters["paths"]) + GUESSES:
             try:
                 if os.path.isdir(path):
-                    entries = [e for e in os.listdir(path) if e not in (".venv", "main")]
+                    # the folders on the way to the bound virtual environment (its mount point) are
+                    # the one host path the box must show; anything else in them is a leak
+                    entries = [e for e in os.listdir(path) if e not in VENV_PATH_PARTS]
                     if entries:
                         visible.append(f"{path}: {sorted(entries)[:3]}")
                 elif os.path.exists(path):
