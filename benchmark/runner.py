@@ -231,8 +231,7 @@ class Runner:
         cache.keep()
         if entry.get("seconds"):
             n = inputs.numerics
-            record_step_cost(self._step_plan(inputs, step).key, entry["seconds"],
-                             n.gflops.get(n.name) or matmul_gflops(inputs.dtype, inputs.device), n.capability, n.name)
+            record_step_cost(self._step_plan(inputs, step).key, entry["seconds"], _matmul_rate(inputs), n.capability, n.name)
         return model, entry
 
     def _step_cache(self, inputs: RunInputs, step: Step) -> StepCache:
@@ -491,7 +490,7 @@ class Runner:
         """Estimated seconds per cell still to run (its first step counted in the first cell of its group); prints the total."""
         if not todo:
             return {}
-        rate = inputs.numerics.gflops.get(inputs.numerics.name) or matmul_gflops(inputs.dtype, inputs.device)
+        rate = _matmul_rate(inputs)
         n_params = sum(t.numel() for t in {id(t): t for t in inputs.base_model.state_dict().values()}.values())
         inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
         applications: list[tuple[Cell, Step]] = []
@@ -662,6 +661,11 @@ def summary_table(records: list[dict]):
             "seconds": (r.get("timings") or {}).get("total_s"),
         })
     return pd.DataFrame(rows)
+
+
+def _matmul_rate(inputs: RunInputs) -> float:
+    """The run dtype's matmul rate: the dtype probe's measurement, or a probe now where it measured none."""
+    return inputs.numerics.gflops.get(inputs.numerics.name) or matmul_gflops(inputs.dtype, inputs.device)
 
 
 def _sizes_ratio(other: Profile, this: Profile) -> dict[Category, float]:
