@@ -134,7 +134,8 @@ def bwrap_binary() -> str:
         raise SandboxUnavailable(f"{BWRAP_PACKAGE}: {exc}") from exc
 
 
-def _python_binds() -> list[tuple[str, str]]:
+def python_binds() -> list[tuple[str, str]]:
+    """(host, inside) read-only binds that make this interpreter and its packages importable in the box."""
     paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(sys.executable))}
     # the executable may be a symlink into another prefix (venvs): bind where it really lives
     real_exe = os.path.realpath(sys.executable)
@@ -183,7 +184,7 @@ def bwrap_args(spec: BoxSpec, fd: int) -> list[str]:
     args = [bwrap_binary(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
             "--cap-drop", "ALL", "--uid", str(BOX_UID), "--gid", str(BOX_UID), "--hostname", "box"]
     args += _system_args()
-    for host, inside in _python_binds():
+    for host, inside in python_binds():
         args += ["--ro-bind", host, inside]
     args += ["--ro-bind", str(PACKAGE_DIR), f"{BOX_LIB}/benchmark"]
     for host, inside in spec.binds:

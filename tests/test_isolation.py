@@ -12,7 +12,7 @@ from benchmark.api import InterventionContext
 from benchmark.isolation import StepJob, check_returned_state, run_isolated, verify_built
 from benchmark.models import DEFAULT_MODEL_ID, resolve_model, weights_sha256
 from benchmark.paths import PROJECT_ROOT
-from benchmark.sandbox import Box, BoxSpec, Limits, probe
+from benchmark.sandbox import Box, BoxSpec, Limits, python_binds, probe
 from benchmark.submissions import load_submission
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -84,8 +84,11 @@ def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
     assert seen["network"] == "ENETUNREACH" and seen["unix_socket"] in ("ENOENT", "ECONNREFUSED")
     assert not seen["data_visible"] and not seen["checkout_visible"] and seen["reached"] == []
     assert "HF_TOKEN" not in seen["env"] and "hf_FAKE" not in json.dumps(seen)
-    assert set(seen["root"]) <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp", "usr",
-                                 "work", "opt", "home"}
+    # the system folders, plus the first folder on the way to each bound interpreter prefix (a venv under
+    # /check/work/... shows "check", one under /opt/... shows "opt"; whatever the checkout is called)
+    prefix_tops = {inside.strip("/").split("/")[0] for _, inside in python_binds()}
+    assert set(seen["root"]) <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp",
+                                 "usr"} | prefix_tops
     assert (out / "note.txt").read_text() == "ok"
     assert not outside.exists() and not os.path.exists("/escape.txt") and not os.path.exists("/dev/shm/parked")
     try:
