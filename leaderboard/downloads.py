@@ -1,7 +1,7 @@
 """Downloads of what a view shows: the same table as CSV and as JSON.
 
-Each call writes both files into a fresh temporary folder (Gradio copies a returned file into
-its own cache before serving it), named after the view and the selection, so a visitor's
+Each call writes both files into this process's temporary folder (Gradio copies a returned file
+into its own cache before serving it), named after the view and the selection, so a visitor's
 download holds exactly the rows and columns of the table on screen.
 """
 
@@ -37,9 +37,23 @@ def file_stem(*parts: Any) -> str:
     return _UNSAFE.sub("-", text.replace("/", "--")).strip("-")[:150] or "selection"
 
 
+_FOLDER: Path | None = None
+
+
+def _folder() -> Path:
+    """One folder per process: a selection's files are rewritten in place (atomically), not piled up."""
+    global _FOLDER
+    if _FOLDER is None or not _FOLDER.is_dir():
+        _FOLDER = Path(tempfile.mkdtemp(prefix="compose-bench-download-"))
+    return _FOLDER
+
+
 def write_table(df: pd.DataFrame, stem: str, selection: dict[str, Any]) -> tuple[str, str]:
-    """``<stem>.csv`` and ``<stem>.json`` of ``df`` (JSON: ``{"selection": ..., "rows": [...]}``)."""
-    folder = Path(tempfile.mkdtemp(prefix="compose-bench-download-"))
+    """``<stem>.csv`` and ``<stem>.json`` of ``df`` (JSON: ``{"selection": ..., "rows": [...]}``).
+
+    The stem names the selection, so the same selection always maps to the same two files.
+    """
+    folder = _folder()
     csv_path, json_path = folder / f"{stem}.csv", folder / f"{stem}.json"
     atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
     rows = [{str(k): _value(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
