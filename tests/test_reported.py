@@ -132,6 +132,15 @@ def test_reported_and_rerun_results_are_never_in_one_board(results):
     assert set(paper.metrics["dtype"]) == {"reported"} and "reported" not in set(smoke.metrics["dtype"])
 
 
+def test_detail_says_significance_is_unknown_for_reported_pairs(paper_board):
+    from leaderboard.detail import pairs_table
+
+    table = pairs_table(paper_board, "ft", ["edit_success"])
+    assert len(table) == 25  # 3 unlearners and 22 compressor levels
+    assert set(table["beyond noise"]) == {"unknown (reported: no per-item scores)"}
+    assert set(table["OFE 95% CI"]) == {""}
+
+
 def test_headline_levels_give_ten_by_ten_matrices(paper_board):
     assert paper_board.level_values("bits") == [2, 3, 4, 5, 6, 8]
     assert paper_board.level_default("bits") == 4 and paper_board.level_default("sparsity") == 0.25
