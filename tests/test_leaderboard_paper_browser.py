@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from benchmark.cli import app as cli
 from benchmark.reported import PAPER_CSV
 from leaderboard_helpers import FIXTURES
-from test_leaderboard_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port, choose, rows, wait_order
+from test_leaderboard_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port, choose, rows
 from test_reported import expected_metrics
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "leaderboard-paper"
