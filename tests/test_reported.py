@@ -101,10 +101,20 @@ def test_import_writes_310_marked_records_once(store, csv_path, results):
     assert record["items"] == {} and record["reported"]["re_run"] is False
     assert record["reported"]["per_item_scores"] is False and "2407.06483" in record["reported"]["source"]
     assert record["scores"]["edit_success"] == 0.79 and record["sequence"][1]["level"] == {"bits": 4}
+    again = next(r for r in results.snapshot.records if r["cell_id"] == _cell("gptq(bits=4)", "ft", results))
+    assert again["recompressed_with"] == "gptq(bits=4)" and again["label"].endswith("-> gptq(bits=4) (re-applied)")
+    assert next(r for r in results.snapshot.records if r["cell_id"] == _cell("awq(bits=4)", "ft", results)
+                )["recompressed_with"] is None  # the paper did not re-apply AWQ
     diverged = next(r for r in results.snapshot.records if r.get("label") == "ga")
     assert diverged["scores"]["perplexity"] is None and diverged["reported"]["diverged"] == ["perplexity"]
     again = CliRunner().invoke(cli, ["import-reported", "--store", str(store), "--csv", str(csv_path)])
     assert again.exit_code == 0 and "nothing new (310 record(s) already there" in again.output
+
+
+def _cell(first: str, second: str, results) -> str:
+    rows = results.records[(results.records["first"] == first) & (results.records["second"] == second)]
+    assert len(rows) == 1, (first, second)
+    return rows["cell_id"].item()
 
 
 def test_metrics_match_the_paper_definitions_computed_from_the_csv(csv_path, results):
