@@ -347,6 +347,71 @@ def leaderboard(
     serve(source, host=host, port=port, open_browser=open_browser, quiet=not verbose)
 
 
+# ---------------------------------------------------------------- reported results (issue 17)
+
+
+class _CollapseNoItems(logging.Filter):
+    """Counts, instead of printing, the metrics' per-pair "no items" warnings (reported figures have none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "no items in the records" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
+@app.command("import-reported")
+def import_reported(
+    store: str = typer.Option(..., "--store", "-s", envvar="COMPOSE_BENCH_STORE", help=STORE_HELP),
+    csv_file: Optional[Path] = typer.Option(
+        None, "--csv", help="The paper's table (default: <data dir>/paper/llama3_8b_compositions.csv)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="COMPOSE_BENCH_DATA", help=DATA_DIR_HELP),
+    create: bool = typer.Option(False, "--create", help="Create the Hub dataset repository if it does not exist."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Import the paper's reported Llama-3-8B results into a results store, marked as reported.
+
+    Records of model meta-llama/Meta-Llama-3-8B, profile `paper`, dtype `reported`: figures as the paper printed them, not re-run, without per-item scores (so every order effect has unknown significance). Their Order-free Error and Order Sensitivity are computed by the same code as every run's.
+
+    Importing again writes nothing.
+    """
+    _setup(verbose)
+    from benchmark.paths import baselines_dir
+    from benchmark.reported import PAPER_CSV, ReportedError, records_from_csv
+    from benchmark.stores import StoreError, open_store
+    from benchmark.stores.metadata import metadata_from_folders, names_in
+
+    if csv_file is None:
+        if data_dir is None:
+            _die("give --csv FILE or --data-dir DIR (or set $COMPOSE_BENCH_DATA): where is the paper's table?")
+        csv_file = Path(data_dir) / PAPER_CSV
+    metadata = metadata_from_folders([baselines_dir()])
+    try:
+        records = records_from_csv(csv_file, metadata)
+    except ReportedError as exc:
+        _die(str(exc))
+    used = names_in(records)
+    quiet = _CollapseNoItems()
+    metrics_logger = logging.getLogger("benchmark.metrics")
+    metrics_logger.addFilter(quiet)
+    try:
+        target = open_store(store, create=create)
+        report = target.publish(records, {n: m for n, m in metadata.items() if n in used})
+    except StoreError as exc:
+        _die(str(exc))
+    finally:
+        metrics_logger.removeFilter(quiet)
+    typer.echo(f"{csv_file}: {len(records)} reported records (model meta-llama/Meta-Llama-3-8B, profile paper, "
+               "not re-run); without per-item scores no CI can be computed: every order effect's significance is unknown")
+    typer.echo(report.summary())
+
+# ---------------------------------------------------------------- end of reported results
+
+
 cache_app = typer.Typer(
     help="The evaluation and state caches: evaluations keyed by weights + settings + scorer code, and the "
     "trusted baselines' step outputs. Location: $COMPOSE_BENCH_RESULTS_CACHE (default <cache>/results); "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 
+from benchmark.reported import REPORTED_DTYPE
 from leaderboard.data import Board
 from leaderboard.safe import md
 
@@ -91,7 +92,8 @@ def criteria_markdown(board: Board) -> str:
 def source_markdown(board: Board) -> str:
     lines = ["## Where these numbers come from", "", f"Store: {md(board.description) or 'none'}", ""]
     for (model_id, profile, dtype), origin in sorted(board.metrics_origin.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        lines.append(f"- {md(model_id)}, profile {md(profile)}, {md(dtype)}: metrics {md(origin)}")
+        note = " (figures reported in the paper, not re-run: no per-item scores)" if dtype == REPORTED_DTYPE else ""
+        lines.append(f"- {md(model_id)}, profile {md(profile)}, {md(dtype)}{note}: metrics {md(origin)}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,11 @@
-"""The Gradio app: five views over one results store, each filtered by model, profile and dtype.
+"""The Gradio app: six views over one results store, filtered by model, profile and dtype.
+
+Figures reported by a paper (:mod:`benchmark.reported`) form their own group (dtype
+``reported``), so a selection is either reported or re-run, never both; a reported selection
+carries a visible "reported in the paper, not re-run" mark above every view and in every
+ranking row. Level selectors (bits, sparsity; the paper's 4 and 0.25 by default) pick one
+level per compressor for the Ranking and the Pair matrices. The Runs view lists every run of
+the store with its failures, unfiltered.
 
 Plain Gradio 6 components only (Dataframe, Plot, Dropdown, Markdown, JSON);
 ``gradio_leaderboard`` needs Gradio < 6. The board is read from the store once at start
@@ -16,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.results import failures_frame, records_frame
 from benchmark.stores import Snapshot
-from leaderboard import about, curves, detail, matrices, ranking
+from leaderboard import about, curves, detail, downloads, matrices, ranking, runs
 from leaderboard.data import HEADLINE_CRITERIA, Board, build_board
 from leaderboard.safe import md
 
@@ -76,6 +84,36 @@ def _datatypes(df: pd.DataFrame) -> list[str]:
     return ["number" if pd.api.types.is_numeric_dtype(df[c]) else "str" for c in df.columns]
 
 
+def source_mark(board: Board) -> str:
+    """The banner above the views: where the selection's figures come from."""
+    if not board.records:
+        return "_Nothing in this selection._"
+    if board.reported:
+        first = board.records[0].get("reported") or {}
+        return (f"### REPORTED IN THE PAPER, NOT RE-RUN\n\n{md(first.get('source'))}. Figures as printed "
+                f"(two decimals), imported with `compose-bench import-reported`; no per-item scores, so no confidence "
+                f"intervals and the significance of every order effect is **unknown**. Re-run results are never "
+                f"shown in the same table: pick another model, profile or dtype.")
+    versions = sorted({str((r.get("provenance") or {}).get("harness_version")) for r in board.records})
+    return f"### Re-run by this harness\n\nHarness version(s): {md(', '.join(versions))}."
+
+
+LEVEL_PARAMETERS = ("bits", "sparsity")
+
+
+def level_choices(board: Board, parameter: str) -> list[str]:
+    return [f"{v:g}" for v in board.level_values(parameter)]
+
+
+def chosen_levels(board: Board, bits: str | None, sparsity: str | None) -> dict[str, float | None]:
+    """The levels to show: the chosen ones when the board has them, else the paper's headline ones."""
+    out: dict[str, float | None] = {}
+    for parameter, value in zip(LEVEL_PARAMETERS, (bits, sparsity)):
+        choices = level_choices(board, parameter)
+        out[parameter] = float(value) if value in choices else board.level_default(parameter)
+    return out
+
+
 def _pick(value: Any, choices: list, fallback: Any = None) -> Any:
     values = [c[1] if isinstance(c, tuple) else c for c in choices]
     if value in values:
@@ -97,17 +135,50 @@ def build_app(source: BoardSource):
 
     # ---------------------------------------------------------------- view functions
 
-    def ranking_view(model, profile, dtype, criteria):
-        board = source.select(model, profile, dtype)
-        return table(ranking.ranking_table(board, criteria or []))
+    def level_dropdowns(board, bits, sparsity):
+        levels = chosen_levels(board, bits, sparsity)
+        return tuple(
+            gr.Dropdown(choices=level_choices(board, p), value=None if levels[p] is None else f"{levels[p]:g}",
+                        interactive=bool(level_choices(board, p)))
+            for p in LEVEL_PARAMETERS
+        )
 
-    def matrices_view(model, profile, dtype, criterion):
+    def ranking_view(model, profile, dtype, criteria, category, bits, sparsity):
+        board = source.select(model, profile, dtype)
+        choices = ranking.categories(board)
+        category = _pick(category, choices, "editing")
+        levels = chosen_levels(board, bits, sparsity)
+        df = ranking.category_ranking(board, category or "", criteria or [], levels)
+        stem = downloads.file_stem("ranking", model, profile, dtype, category,
+                                   *(f"{k}={v:g}" for k, v in levels.items() if v is not None))
+        csv_path, json_path = downloads.write_table(df, stem, {"view": "ranking", "model": model, "profile": profile,
+                                                               "dtype": dtype, "category": category, **levels})
+        return (gr.Radio(choices=choices, value=category, interactive=True), table(df),
+                gr.DownloadButton(value=csv_path), gr.DownloadButton(value=json_path))
+
+    def matrices_view(model, profile, dtype, criterion, bits, sparsity):
         board = source.select(model, profile, dtype)
         choices = board.criteria_with_scores()
         criterion = _pick(criterion, choices, "edit_success")
+        levels = chosen_levels(board, bits, sparsity)
+        rows = matrices.pair_rows(board, criterion or "", levels)
+        stem = downloads.file_stem("pairs", model, profile, dtype, criterion,
+                                   *(f"{k}={v:g}" for k, v in levels.items() if v is not None))
+        csv_path, json_path = downloads.write_table(rows, stem, {"view": "pair matrices", "model": model,
+                                                                 "profile": profile, "dtype": dtype,
+                                                                 "criterion": criterion, **levels})
         return (gr.Dropdown(choices=choices, value=criterion),
-                matrices.heatmap_figure(board, criterion or "", "order_free_error"),
-                matrices.heatmap_figure(board, criterion or "", "order_sensitivity"))
+                matrices.heatmap_figure(board, criterion or "", "order_free_error", levels),
+                matrices.heatmap_figure(board, criterion or "", "order_sensitivity", levels),
+                gr.DownloadButton(value=csv_path), gr.DownloadButton(value=json_path))
+
+    def runs_view():
+        frame = records_frame(source.board.records)
+        return table(runs.runs_table(source.board.records)), table(failures_frame(frame))
+
+    def levels_changed(model, profile, dtype, criteria, category, matrix_criterion, bits, sparsity):
+        return (*ranking_view(model, profile, dtype, criteria, category, bits, sparsity),
+                *matrices_view(model, profile, dtype, matrix_criterion, bits, sparsity))
 
     def detail_view(model, profile, dtype, name, criteria):
         board = source.select(model, profile, dtype)
@@ -139,19 +210,25 @@ def build_app(source: BoardSource):
         figure = curves.curve_figure(board, pair or "", criterion or "", axis or "level")
         return gr.Dropdown(choices=pairs, value=pair), gr.Dropdown(choices=choices, value=criterion), figure
 
-    def all_views(model, profile, dtype, criteria, matrix_criterion, name, pair, curve_criterion, axis):
+    def all_views(model, profile, dtype, criteria, matrix_criterion, name, pair, curve_criterion, axis,
+                  category, bits, sparsity):
         model, profile, dtype = source.defaults(model, profile, dtype)
         board = source.select(model, profile, dtype)
+        levels = chosen_levels(board, bits, sparsity)
+        bits, sparsity = (None if levels[p] is None else f"{levels[p]:g}" for p in LEVEL_PARAMETERS)
         return (
             gr.Dropdown(choices=source.board.models(), value=model),
             gr.Dropdown(choices=source.board.profiles(model), value=profile),
             gr.Dropdown(choices=source.board.dtypes(model, profile), value=dtype),
             status_text(board),
-            ranking_view(model, profile, dtype, criteria),
-            *matrices_view(model, profile, dtype, matrix_criterion),
+            source_mark(board),
+            *level_dropdowns(board, bits, sparsity),
+            *ranking_view(model, profile, dtype, criteria, category, bits, sparsity),
+            *matrices_view(model, profile, dtype, matrix_criterion, bits, sparsity),
             *detail_view(model, profile, dtype, name, criteria),
             *curves_view(model, profile, dtype, pair, curve_criterion, axis),
             about.about_markdown(board),
+            *runs_view(),
         )
 
     def reload(*args):
@@ -176,22 +253,37 @@ def build_app(source: BoardSource):
                                    info="scores differ slightly by dtype: cells of different dtypes are never compared")
             reload_btn = gr.Button("Reload from the store", scale=0)
         status_md = gr.Markdown(status_text(board0), elem_id="status")
-        criteria_cb = gr.CheckboxGroup(label="Criteria shown in the Ranking and the Intervention detail",
-                                       choices=criteria_choices, value=headline, elem_id="criteria")
+        mark_md = gr.Markdown(source_mark(board0), elem_id="source-mark")
+        with gr.Row():
+            criteria_cb = gr.CheckboxGroup(label="Criteria shown in the Ranking and the Intervention detail",
+                                           choices=criteria_choices, value=headline, elem_id="criteria", scale=3)
+            bits_dd = gr.Dropdown(label="Quantization level (bits)", elem_id="level-bits", scale=1, interactive=True,
+                                  info="one level per compressor in the Ranking and the Pair matrices")
+            sparsity_dd = gr.Dropdown(label="Pruning level (sparsity)", elem_id="level-sparsity", scale=1, interactive=True,
+                                      info="the paper's figures use 4 bits and 0.25")
         with gr.Tabs():
             with gr.Tab("Ranking", id="ranking"):
-                gr.Markdown("One row per intervention: mean Order-free Error (**OFE**, lower is better) and Order "
-                            "Sensitivity (**OS**) per criterion against each other category. Sort from a column's ⋮ menu "
-                            "(click its header); the search box filters rows.")
-                ranking_df = table(ranking.ranking_table(board0, headline), interactive=False,
-                                   show_search="search", elem_id="ranking-table", max_height=600)
-            with gr.Tab("Pair matrices", id="matrices"):
-                matrix_dd = gr.Dropdown(label="Criterion", elem_id="matrix-criterion")
-                gr.Markdown("Symmetric in the pair; `*` marks an order effect beyond evaluation noise (95% paired "
-                            "bootstrap). Hover a cell for its confidence interval and both orders' scores.")
+                gr.Markdown("One table per category, each intervention at the chosen level: mean Order-free Error "
+                            "(**OFE**, lower is better) and Order Sensitivity (**OS**) over its partners, the "
+                            "category's own criteria first; ranked by the mean OFE over those. Sort from a column's "
+                            "⋮ menu; the search box filters rows; the last column is the command that reproduces "
+                            "the row.")
                 with gr.Row():
-                    ofe_plot = gr.Plot(label="Order-free Error", elem_id="ofe-heatmap")
-                    os_plot = gr.Plot(label="Order Sensitivity", elem_id="os-heatmap")
+                    category_radio = gr.Radio(label="Category", elem_id="ranking-category", scale=3, interactive=True)
+                    ranking_csv = gr.DownloadButton("Download CSV", elem_id="ranking-csv", scale=0)
+                    ranking_json = gr.DownloadButton("Download JSON", elem_id="ranking-json", scale=0)
+                ranking_df = table(pd.DataFrame(), interactive=False, show_search="search", elem_id="ranking-table",
+                                   max_height=600, wrap=False)
+            with gr.Tab("Pair matrices", id="matrices"):
+                with gr.Row():
+                    matrix_dd = gr.Dropdown(label="Criterion", elem_id="matrix-criterion", scale=3)
+                    matrix_csv = gr.DownloadButton("Download CSV", elem_id="matrix-csv", scale=0)
+                    matrix_json = gr.DownloadButton("Download JSON", elem_id="matrix-json", scale=0)
+                gr.Markdown("Symmetric in the pair; `*` marks an order effect beyond evaluation noise (95% paired "
+                            "bootstrap). Hover a cell for its confidence interval, both orders' scores and the "
+                            "command that reproduces it. Compressors at the chosen levels.")
+                ofe_plot = gr.Plot(label="Order-free Error", elem_id="ofe-heatmap")
+                os_plot = gr.Plot(label="Order Sensitivity", elem_id="os-heatmap")
             with gr.Tab("Intervention detail", id="detail"):
                 name_dd = gr.Dropdown(label="Intervention", elem_id="detail-intervention")
                 header_md = gr.Markdown(elem_id="detail-header")
@@ -213,24 +305,40 @@ def build_app(source: BoardSource):
                 gr.Markdown("Each point is one evaluated model of the grid; a grid with one level gives one point "
                             "per order. Dotted: the compressor alone; diamond: the other intervention alone, "
                             "uncompressed.")
+            with gr.Tab("Runs", id="runs"):
+                gr.Markdown("Every run in the store (all models and profiles): its numerics, harness version, when, "
+                            "how many cells succeeded or failed, and the command that reproduces it; then each "
+                            "failed cell with the first line of its reason (the full text is in its record).")
+                runs_df = table(pd.DataFrame(), interactive=False, elem_id="runs-table", wrap=True)
+                gr.Markdown("#### Failed cells")
+                failures_df = table(pd.DataFrame(), interactive=False, elem_id="failures-table", wrap=True)
             with gr.Tab("About", id="about"):
                 about_md = gr.Markdown(about.about_markdown(board0), elem_id="about")
 
         # ---------------------------------------------------------------- events
 
-        filters = [model_dd, profile_dd, dtype_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio]
-        everything = [model_dd, profile_dd, dtype_dd, status_md, ranking_df, matrix_dd, ofe_plot, os_plot,
-                      name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json,
-                      pair_dd, curve_crit_dd, curve_plot, about_md]
+        filters = [model_dd, profile_dd, dtype_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio,
+                   category_radio, bits_dd, sparsity_dd]
+        ranking_out = [category_radio, ranking_df, ranking_csv, ranking_json]
+        matrices_out = [matrix_dd, ofe_plot, os_plot, matrix_csv, matrix_json]
+        everything = [model_dd, profile_dd, dtype_dd, status_md, mark_md, bits_dd, sparsity_dd, *ranking_out,
+                      *matrices_out, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json,
+                      pair_dd, curve_crit_dd, curve_plot, about_md, runs_df, failures_df]
         gr.on([model_dd.input, profile_dd.input, dtype_dd.input], all_views, inputs=filters, outputs=everything)
         reload_btn.click(reload, inputs=filters, outputs=everything)
         demo.load(all_views, inputs=filters, outputs=everything)
         criteria_cb.input(
-            lambda m, p, d, c, n: (ranking_view(m, p, d, c), *detail_view(m, p, d, n, c)),
-            inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, name_dd],
-            outputs=[ranking_df, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
+            lambda m, p, d, c, n, cat, b, sp: (*ranking_view(m, p, d, c, cat, b, sp), *detail_view(m, p, d, n, c)),
+            inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, name_dd, category_radio, bits_dd, sparsity_dd],
+            outputs=[*ranking_out, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
         )
-        matrix_dd.input(matrices_view, inputs=[model_dd, profile_dd, dtype_dd, matrix_dd], outputs=[matrix_dd, ofe_plot, os_plot])
+        category_radio.input(ranking_view, inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, bits_dd,
+                                                   sparsity_dd], outputs=ranking_out)
+        gr.on([bits_dd.input, sparsity_dd.input], levels_changed,
+              inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, matrix_dd, bits_dd, sparsity_dd],
+              outputs=[*ranking_out, *matrices_out])
+        matrix_dd.input(matrices_view, inputs=[model_dd, profile_dd, dtype_dd, matrix_dd, bits_dd, sparsity_dd],
+                        outputs=matrices_out)
         name_dd.input(detail_view, inputs=[model_dd, profile_dd, dtype_dd, name_dd, criteria_cb],
                       outputs=[name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json])
         record_dd.input(record_view, inputs=[model_dd, profile_dd, dtype_dd, record_dd], outputs=record_json)

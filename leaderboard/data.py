@@ -17,6 +17,7 @@ import pandas as pd
 
 from benchmark.metrics import Criterion, load_criteria
 from benchmark.records import group_key
+from benchmark.reported import is_reported
 from benchmark.stores import Snapshot
 
 GROUP_COLUMNS = ("model_id", "profile", "dtype")  # what benchmark.records.group_key returns
@@ -26,6 +27,20 @@ HEADLINE_CRITERIA = ("edit_success", "generalization", "locality", "wmdp", "mmlu
 
 CATEGORY_ORDER = ("editing", "unlearning", "compression", "multi")
 ARROW = " → "
+
+CATEGORY_CRITERIA = {
+    "editing": ("edit_success", "generalization", "locality"),
+    "unlearning": ("wmdp",),
+    "compression": ("mmlu", "perplexity"),
+}
+"""What each category is judged on, shown first in its ranking: an editor by its edits, an unlearner by
+WMDP, a compressor by the utility it keeps (MMLU, perplexity; its level is the axis, not a score)."""
+
+HEADLINE_LEVELS = {"bits": 4, "sparsity": 0.25}
+"""The levels the paper's composability figures use (4-bit quantization, sparsity 0.25): the default
+of the level selectors, so a pair matrix holds one level per compressor (at most ten by ten)."""
+
+REPORTED_MARK = "reported in the paper, not re-run"
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,49 @@ class Board:
             self.description,
             self.metrics_origin,
         )
+
+    # ------------------------------------------------------------------ source and levels
+
+    @cached_property
+    def reported(self) -> bool:
+        """Whether this board holds figures reported by someone else (every record has a ``reported`` block).
+
+        A board is one (model, profile, dtype) group and reported records carry their own dtype
+        (``reported``), so a board is either all reported or all re-run.
+        """
+        return bool(self.records) and all(is_reported(r) for r in self.records)
+
+    def level_values(self, parameter: str) -> list[float]:
+        """The values of a level parameter (``bits``, ``sparsity``) present in this board, ascending."""
+        values = {i.level_value for i in self.interventions.values()
+                  if i.level_parameter == parameter and i.level_value is not None}
+        return sorted(values)
+
+    def level_default(self, parameter: str) -> float | None:
+        """The paper's headline level when present, else the lowest level, else None."""
+        values = self.level_values(parameter)
+        headline = HEADLINE_LEVELS.get(parameter)
+        if headline is not None and any(math.isclose(v, headline) for v in values):
+            return float(headline)
+        return values[0] if values else None
+
+    def labels_at(self, levels: Mapping[str, Any] | None) -> list[str]:
+        """Labels of interventions without a level, and of those at the chosen value of their parameter.
+
+        ``levels`` maps a parameter to a value (None or a missing parameter keeps every level of it).
+        Ordered by category, name and level.
+        """
+        levels = {k: v for k, v in (levels or {}).items() if v not in (None, "")}
+        out = []
+        for name in self.names():
+            for label in self.labels_of(name):
+                item = self.interventions[label]
+                wanted = levels.get(item.level_parameter) if item.level_parameter else None
+                if wanted is not None and (item.level_value is None
+                                           or not math.isclose(item.level_value, float(wanted))):
+                    continue
+                out.append(label)
+        return out
 
     # ------------------------------------------------------------------ tables
 

@@ -111,7 +111,8 @@ def pairs_table(board: Board, name: str, criteria: Iterable[str]) -> pd.DataFram
             "Order Sensitivity": fmt(row.order_sensitivity),
             "OS 95% CI": _ci(row.os_ci_low, row.os_ci_high),
             "AB−BA 95% CI": _ci(row.diff_ci_low, row.diff_ci_high),
-            "beyond noise": "yes" if row.exceeds_noise else "no",
+            "beyond noise": ("unknown (reported: no per-item scores)" if board.reported
+                             else "yes" if row.exceeds_noise else "no"),
             "items": int(row.n_items),
             "_order": criteria.index(row.criterion),
         })

@@ -18,7 +18,7 @@ from leaderboard.curves import curve_figure, curve_pairs, curve_traces
 from leaderboard.data import HEADLINE_CRITERIA, build_board
 from leaderboard.detail import header_markdown, orders_table, pairs_table, provenance_table, record_details
 from leaderboard.matrices import heatmap_figure, pair_matrix
-from leaderboard.ranking import MEAN_COLUMN, ranking_table
+from leaderboard.ranking import SCORE_COLUMN, categories, category_ranking
 from leaderboard_helpers import FIXTURES, HOSTILE_METADATA, local_store_with_fixtures
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -41,18 +41,28 @@ def test_filters_list_models_and_profiles_largest_first(board):
     assert board.select("nope", "smoke").records == []
 
 
-def test_ranking_has_one_row_per_intervention_with_metric_means(board, smoke):
-    table = ranking_table(smoke, HEADLINE_CRITERIA)
-    assert sorted(table["intervention"]) == ["ft", "ga", "wanda"]
-    assert table["rank"].tolist() == [1, 2, 3]
-    assert table[MEAN_COLUMN].is_monotonic_increasing
-    ft = table.set_index("intervention").loc["ft"]
-    row = smoke.metrics[(smoke.metrics["a"] == "ft") & (smoke.metrics["b"] == "ga") & (smoke.metrics["criterion"] == "wmdp")]
-    assert ft["wmdp OFE vs unlearning"] == pytest.approx(round(row["order_free_error"].item(), 3))
-    assert ft["wmdp OS vs unlearning"] == pytest.approx(round(row["order_sensitivity"].item(), 3))
-    assert table.set_index("intervention").loc["wanda", "levels"] == "sparsity=0.25"
-    micro = ranking_table(board.select(MODEL, "micro"), HEADLINE_CRITERIA)
-    assert sorted(micro["intervention"]) == ["ft", "ga"]
+def test_ranking_has_one_table_per_category_with_its_criteria_first(board, smoke):
+    assert categories(smoke) == ["editing", "unlearning", "compression"]
+    editing = category_ranking(smoke, "editing", HEADLINE_CRITERIA)
+    assert editing["intervention"].tolist() == ["ft"] and editing["rank"].tolist() == [1]
+    metric_columns = [c for c in editing.columns if c.endswith((" OFE", " OS")) and c != SCORE_COLUMN]
+    assert metric_columns[:6] == ["edit_success OFE", "edit_success OS", "generalization OFE", "generalization OS",
+                                  "locality OFE", "locality OS"]
+    ft = editing.set_index("intervention").loc["ft"]
+    rows = smoke.metrics[((smoke.metrics["a"] == "ft") | (smoke.metrics["b"] == "ft"))
+                         & (smoke.metrics["criterion"] == "wmdp")]
+    assert ft["wmdp OFE"] == pytest.approx(round(rows["order_free_error"].mean(), 3))
+    assert ft["wmdp OS"] == pytest.approx(round(rows["order_sensitivity"].mean(), 3))
+    own = smoke.metrics[((smoke.metrics["a"] == "ft") | (smoke.metrics["b"] == "ft"))
+                        & smoke.metrics["criterion"].isin(["edit_success", "generalization", "locality"])]
+    assert ft[SCORE_COLUMN] == pytest.approx(round(own["order_free_error"].mean(), 3))
+    assert ft["partners"] == 2 and "git checkout 2d83e08c608d" in ft["reproduce"]
+    compression = category_ranking(smoke, "compression", HEADLINE_CRITERIA, {"sparsity": 0.25})
+    assert compression["intervention"].tolist() == ["wanda(sparsity=0.25)"]
+    assert list(compression.columns[3:7]) == ["mmlu OFE", "mmlu OS", "perplexity OFE", "perplexity OS"]
+    assert category_ranking(smoke, "compression", HEADLINE_CRITERIA, {"sparsity": 0.5}).empty  # no such level
+    micro = category_ranking(board.select(MODEL, "micro"), "unlearning", HEADLINE_CRITERIA)
+    assert micro["intervention"].tolist() == ["ga"]
 
 
 def test_pair_matrices_are_symmetric_and_cross_category(smoke):

@@ -220,14 +220,14 @@ def test_script_name_published_to_the_hub_is_shown_as_text(fake_hub, tmp_path):
     from leaderboard.data import build_board
     from leaderboard.detail import header_markdown, orders_table
     from leaderboard.matrices import heatmap_figure
-    from leaderboard.ranking import ranking_table
+    from leaderboard.ranking import category_ranking
 
     store = hub_store(tmp_path)
     store.publish([script_named_record()], {SCRIPT_NAME: {"name": SCRIPT_NAME, "authors": [SCRIPT_NAME],
                                                           "link": "javascript:alert(1)"}}, n_bootstrap=N_BOOT)
     board = build_board(store.read()).select(MODEL, ESCAPING_PROFILE)
     assert board.names() == [SCRIPT_NAME]
-    ranking = ranking_table(board, ["edit_success"])
+    ranking = category_ranking(board, "editing", ["edit_success"])
     assert ranking["intervention"].tolist() == [SCRIPT_NAME]  # a str cell: Gradio renders it as text
     header = header_markdown(board, SCRIPT_NAME)
     assert "<script" not in header and "&lt;script&gt;" in header
