@@ -653,7 +653,19 @@ def minimum_detectable_effect(ab: Any, ba: Any, confidence: float = 0.95, power:
     d = np.asarray(ab, dtype=float) - np.asarray(ba, dtype=float)
     if len(d) == 0 or not np.all(np.isfinite(d)):
         return math.nan
-    return mde_from_se(float(np.std(d) / math.sqrt(len(d))), confidence, power)
+    return _mde_or_nan(float(np.std(d) / math.sqrt(len(d))), confidence, power)
+
+
+def _mde_or_nan(se: float, confidence: float, power: float = POWER) -> float:
+    """:func:`mde_from_se`, but NaN where the orders agree on every item (se 0).
+
+    With no observed variance the normal approximation would claim that any difference is
+    detectable, which the bootstrap does not bear out (one flipped item among 12 is drawn in
+    none of about a third of the replicates): the MDE is then not estimable from these pairs.
+    """
+    if not math.isfinite(se) or se <= 0.0:
+        return math.nan
+    return mde_from_se(se, confidence, power)
 
 
 def _pair_statistics(
@@ -692,7 +704,7 @@ def _pair_statistics(
         ofe_ci, os_ci, d_ci = _cis(np.column_stack([ofe_reps, np.abs(d), d]), confidence)
         exceeds = bool(d_ci[0] > 0 or d_ci[1] < 0)
         significance = "beyond_noise" if exceeds else "within_noise"
-        mde = mde_from_se(boot.difference_se(crit, criteria, d), confidence)
+        mde = _mde_or_nan(boot.difference_se(crit, criteria, d), confidence)
     elif not crit.has_items:
         n_items = 0
         ofe_ci = (ofe, ofe)
@@ -799,7 +811,7 @@ def power_summary(df: pd.DataFrame, criteria: list[str] | None = None) -> str:
     have shown (80% power, the table's confidence). A pair's own ``mde`` is 0 when its two
     orders agree on every item (no observed variance), so the line pools the pairs' variances:
     the root mean square of their ``mde`` (the MDE of the mean per-item variance at the same
-    number of items). A criterion whose pairs all lack per-item scores says so; deterministic
+    number of items), over the pairs where it is estimable (see :func:`_mde_or_nan`). A criterion whose pairs all lack per-item scores says so; deterministic
     criteria (no items) detect any difference and are left out.
     """
     lines = [f"Minimum detectable Order Sensitivity ({POWER:.0%} power, pooled over pairs from the per-item variance):"]
@@ -810,12 +822,15 @@ def power_summary(df: pd.DataFrame, criteria: list[str] | None = None) -> str:
             continue
         finite = rows["mde"][np.isfinite(rows["mde"].astype(float))]
         if finite.empty:
-            lines.append(f"  {key:<18} unknown (no per-item scores)")
+            why = "no per-item scores" if (rows["significance"] == "unknown").all() else \
+                "the two orders agree on every item, or a model diverged"
+            lines.append(f"  {key:<18} not estimable ({why})")
             continue
         flagged = int((rows["significance"] == "beyond_noise").sum())
         pooled = math.sqrt(float((finite.astype(float) ** 2).mean()))
         lines.append(f"  {key:<18} {pooled:.3f}  (pairs {float(finite.min()):.3f}-{float(finite.max()):.3f},"
-                     f" {len(finite)} pair(s) of {int(rows['n_items'].max())} items; {flagged} beyond noise)")
+                     f" {len(finite)} of {len(rows)} pair(s) estimable, {int(rows['n_items'].max())} items;"
+                     f" {flagged} beyond noise)")
     return "\n".join(lines)
 
 

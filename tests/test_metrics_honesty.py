@@ -41,7 +41,7 @@ def test_mde_by_hand():
     assert Z_SUM * math.sqrt(0.5) / 2 == pytest.approx(0.990509, abs=1e-6)
     assert mde_from_se(0.1) == pytest.approx(0.280159, abs=1e-6)
     assert mde_from_se(0.1, confidence=0.9, power=0.5) == pytest.approx(0.1 * 1.644854, abs=1e-6)  # power 0.5: z = 0
-    assert minimum_detectable_effect([1, 0, 1], [1, 0, 1]) == 0.0  # identical orders: no observed variance
+    assert math.isnan(minimum_detectable_effect([1, 0, 1], [1, 0, 1]))  # orders agree on every item: not estimable
 
 
 def test_mde_in_the_table_and_the_summary(criteria):
@@ -102,7 +102,8 @@ def test_unknown_significance_without_items(criteria):
     recs = pair("ft", "wanda", {}, {}, scores_ab={"wmdp_prob": 0.3}, scores_ba={"wmdp_prob": 0.2})
     r = row_of(compute_composability(recs, criteria=criteria), "wmdp_prob")
     assert r.significance == "unknown" and not r.exceeds_noise and math.isnan(r.mde)
-    assert "unknown" in power_summary(compute_composability(recs, criteria=criteria), ["wmdp_prob"])
+    assert "not estimable (no per-item scores)" in power_summary(compute_composability(recs, criteria=criteria),
+                                                                 ["wmdp_prob"])
 
 
 # ----------------------------------------------------------------------------- records
