@@ -173,3 +173,14 @@ def test_answer_probability_by_hand():
     assert answer_probability([-1.0, -2.0, -3.0, -4.0], 0) == pytest.approx(1 / 1.5530017, rel=1e-6)
     assert answer_probability([-1000.0, -1001.0], 0) == pytest.approx(0.7310586, rel=1e-6)  # no underflow
     assert math.isnan(answer_probability([float("nan"), -1.0], 1))
+
+
+def test_markdown_summary_shows_the_continuous_scores_and_diverged():
+    from benchmark.summary import markdown_summary
+
+    rec = record(["ft"], {"mmlu": [1, 0], "mmlu_prob": [0.5, 0.25]}, scores={"perplexity": "diverged", "wmdp_prob": 0.3})
+    text = markdown_summary([rec], [], set())
+    header = next(line for line in text.splitlines() if line.startswith("| cell"))
+    assert "MMLU p" in header and "WMDP p" in header
+    row = next(line for line in text.splitlines() if line.startswith("| ft"))
+    assert "| 0.375 |" in row and "| 0.300 |" in row and "| diverged |" in row
