@@ -801,6 +801,46 @@ def compute_composability(
     return df
 
 
+def effects_against_base(
+    records: list[dict],
+    criteria_keys: list[str],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    criteria: Mapping[str, Criterion] | None = None,
+) -> pd.DataFrame:
+    """Each evaluated model's paired difference from the base model of its group, per criterion.
+
+    What an intervention alone did (e.g. whether an unlearner moved WMDP beyond noise): the
+    same paired bootstrap as the Order Sensitivity, with the cell as the first order and the
+    base model (the record with an empty sequence) as the second. Columns: ``label``,
+    ``criterion``, ``score``, ``base``, ``diff`` (score - base), ``diff_ci_low``,
+    ``diff_ci_high``, ``significance``, ``mde``, ``n_items``.
+    """
+    criteria = dict(criteria) if criteria is not None else load_criteria()
+    ok = [r for r in records if r.get("status") == "ok"]
+    bases = {group_key(r): r for r in ok if not r.get("sequence")}
+    rows = []
+    for rec in ok:
+        base = bases.get(group_key(rec))
+        if base is None or rec is base:
+            continue
+        model_id, profile, dtype = group_key(rec)
+        boot = _PairBootstrap(rec, base, (model_id, profile, dtype, rec.get("label"), "base"), n_bootstrap, seed)
+        for key in criteria_keys:
+            crit = criteria[key]
+            s_cell, s_base = _score(rec, crit, criteria), _score(base, crit, criteria)
+            if s_cell is None or s_base is None:
+                continue
+            stats = _pair_statistics(boot, crit, criteria, s_cell, s_base, confidence)
+            rows.append({"label": rec.get("label"), "criterion": key, "score": s_cell, "base": s_base,
+                         "diff": s_cell - s_base if not (math.isinf(s_cell) and math.isinf(s_base)) else 0.0,
+                         "diff_ci_low": stats["diff_ci_low"], "diff_ci_high": stats["diff_ci_high"],
+                         "significance": stats["significance"], "mde": stats["mde"], "n_items": stats["n_items"]})
+    return pd.DataFrame(rows, columns=["label", "criterion", "score", "base", "diff", "diff_ci_low", "diff_ci_high",
+                                       "significance", "mde", "n_items"])
+
+
 # --------------------------------------------------------------------------- output
 
 

@@ -184,3 +184,16 @@ def test_markdown_summary_shows_the_continuous_scores_and_diverged():
     assert "MMLU p" in header and "WMDP p" in header
     row = next(line for line in text.splitlines() if line.startswith("| ft"))
     assert "| 0.375 |" in row and "| 0.300 |" in row and "| diverged |" in row
+
+
+def test_effects_against_base_by_hand(criteria):
+    from benchmark.metrics import effects_against_base
+
+    base = record([], {"mmlu": [1, 1, 0, 0]})
+    base["sequence"], base["label"] = [], "base"
+    ga = record(["ga"], {"mmlu": [0, 1, 0, 1]})
+    df = effects_against_base([base, ga], ["mmlu"], n_bootstrap=200, criteria=criteria)
+    (row,) = df.to_dict(orient="records")
+    assert row["label"] == "ga" and row["diff"] == 0.0 and row["base"] == 0.5
+    assert row["mde"] == pytest.approx(0.990509, abs=1e-6)  # d = [-1, 0, 0, 1], as in test_mde_by_hand
+    assert row["significance"] == "within_noise"
