@@ -134,8 +134,11 @@ def run(
         _die(str(exc))
     table = summary_table(records)
     typer.echo("\nEvaluated models:\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    df = compute_composability(records, n_bootstrap=bootstrap, seed=prof.seed)
-    csv_path, _ = write_composability(df, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95})
+    try:
+        df = compute_composability(records, n_bootstrap=bootstrap, seed=prof.seed)
+        csv_path, _ = write_composability(df, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95})
+    except (ValueError, OSError) as exc:
+        _die(" ".join(str(exc).split()))
     _print_composability(df)
     typer.echo(f"\nrecords: {runner.records_path}\ncomposability: {csv_path}")
     failed = [r for r in records if r["status"] != "ok"]
@@ -143,18 +146,34 @@ def run(
         typer.secho(f"{len(failed)} cell(s) failed; their reasons are in the records.", fg=typer.colors.YELLOW)
 
 
+SHOWN_CRITERIA = ["edit_success", "wmdp", "wmdp_prob", "mmlu", "mmlu_prob", "perplexity"]
+
+
 def _print_composability(df) -> None:
     if df.empty:
         typer.echo("\nno pair has both orders recorded yet: no composability metrics")
         return
-    keep = ["edit_success", "wmdp", "mmlu", "perplexity"]
-    view = df[df["criterion"].isin(keep)].copy()
+    from benchmark.metrics import power_summary
+
+    view = df[df["criterion"].isin(SHOWN_CRITERIA)].copy()
     view["pair"] = view["a"] + " | " + view["b"]
-    view["OFE"] = view.apply(lambda r: f"{r.order_free_error:.3f}" if r.order_free_error == r.order_free_error else "-", axis=1)
-    view["OS"] = view.apply(lambda r: f"{r.order_sensitivity:.3f}{'*' if r.exceeds_noise else ''}", axis=1)
+    view["OFE"] = view["order_free_error"].map(_metric_text)
+    marks = {"beyond_noise": "*", "unknown": "?", "diverged": "", "within_noise": ""}
+    view["OS"] = [_metric_text(v) + marks.get(sig, "") for v, sig in zip(view["order_sensitivity"], view["significance"])]
     wide = view.pivot_table(index="pair", columns="criterion", values=["OFE", "OS"], aggfunc="first")
-    typer.echo("\nComposability (Order-free Error / Order Sensitivity; * = beyond evaluation noise, 95% paired bootstrap):")
+    typer.echo("\nComposability (Order-free Error / Order Sensitivity; * = beyond evaluation noise, 95% paired bootstrap;"
+               " ? = significance unknown: no per-item scores):")
     typer.echo(wide.to_string())
+    typer.echo("\n" + power_summary(df, SHOWN_CRITERIA))
+
+
+def _metric_text(value: float) -> str:
+    """A metric as the summary prints it: 3 decimals, ``diverged`` for infinite, ``-`` for missing."""
+    if value != value:
+        return "-"
+    if value in (float("inf"), float("-inf")):
+        return "diverged"
+    return f"{value:.3f}"
 
 
 @app.command()
@@ -227,11 +246,14 @@ def metrics(
     from benchmark.metrics import compute_composability, write_composability
 
     recs = _read_records_or_die(records, "file")
-    df = compute_composability(recs, n_bootstrap=bootstrap, seed=seed, confidence=confidence)
-    out_dir = out or (records if records.is_dir() else records.parent)
-    csv_path, json_path = write_composability(
-        df, out_dir, {"n_bootstrap": bootstrap, "seed": seed, "confidence": confidence, "records": str(records)}
-    )
+    try:
+        df = compute_composability(recs, n_bootstrap=bootstrap, seed=seed, confidence=confidence)
+        out_dir = out or (records if records.is_dir() else records.parent)
+        csv_path, json_path = write_composability(
+            df, out_dir, {"n_bootstrap": bootstrap, "seed": seed, "confidence": confidence, "records": str(records)}
+        )
+    except (ValueError, OSError) as exc:  # mismatched items, a bad criteria file, a wrong-typed score, a write
+        _die(" ".join(str(exc).split()))
     _print_composability(df)
     typer.echo(f"\n{len(df)} rows -> {csv_path} and {json_path}")
 

@@ -39,6 +39,20 @@ Where each criterion is computed, and what this module reads:
   window) and ``perplexity_tokens``; a replicate is ``exp(sum nll / sum tokens)``.
 * ``avg_bits``, ``sparsity``: measured on the final model's weights; no items.
 
+Honest handling of what a record cannot give (docs/FORMATS.md):
+
+* a **diverged** score (the record says ``"diverged"``: the model's outputs were NaN or
+  infinite; older records hold null with a null among its items) is the worst possible
+  value of its criterion: +inf where lower is better, -inf where higher is better. The
+  better order then gives the Order-free Error; the Order Sensitivity is infinite when one
+  order diverged (0 when both did); ``significance`` says ``diverged``; the JSON writes
+  ``"diverged"`` for those values, the CSV ``inf``.
+* a criterion whose records lack their per-item scores has CIs of NaN and
+  ``significance`` ``unknown`` (``exceeds_noise`` false), never ``within_noise``.
+* ``mde``: the **minimum detectable effect**, the Order Sensitivity that the paired
+  bootstrap would flag with 80% power at the table's confidence, from the observed
+  per-item variance of the paired differences (see :func:`minimum_detectable_effect`).
+
 The direction, the error rule and the resampling rule of every criterion are data,
 in ``tasks/criteria.yaml`` (see :func:`load_criteria`). Records follow the
 ``records.jsonl`` format of ``docs/FORMATS.md``; the output follows its
@@ -51,6 +65,7 @@ import hashlib
 import json
 import logging
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -93,7 +108,15 @@ COLUMNS = [
     "diff_ci_high",
     "exceeds_noise",
     "n_items",
+    "significance",
+    "mde",
 ]
+
+DIVERGED = "diverged"
+"""A record's score for a model that broke (non-finite outputs); see the module docstring."""
+SIGNIFICANCE = ("beyond_noise", "within_noise", "unknown", "diverged")
+POWER = 0.8
+"""The power at which ``mde`` is stated."""
 
 COMPOSABILITY_CSV = "composability.csv"
 COMPOSABILITY_JSON = "composability.json"
@@ -305,6 +328,18 @@ def _sort_key(value: Any) -> tuple[int, str]:
     return (0, "") if value is None else (1, str(value))
 
 
+def _warn_replaced(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Say which of two records of the same ordered pair the metrics keep, and why."""
+    if old.get("cell_id") == new.get("cell_id") and old == new:
+        return  # the same record twice (published twice): nothing was chosen
+    logger.warning(
+        "two records of the ordered pair %s: kept %s (finished %s), dropped %s (finished %s): "
+        "the later record in the input wins (records files are in write order, stores oldest first)",
+        new.get("label", "?"), _describe_record(new), new.get("finished_at", "?"),
+        _describe_record(old), old.get("finished_at", "?"),
+    )
+
+
 def find_pairs(records: Iterable[Mapping[str, Any]]) -> Pairing:
     """Pair the two orders of every two-intervention sequence; see :func:`pair_records`."""
     cells: dict[tuple[Any, ...], dict] = {}
@@ -314,7 +349,10 @@ def find_pairs(records: Iterable[Mapping[str, Any]]) -> Pairing:
         labels = _labels(record)
         if len(labels) != 2 or labels[0] == labels[1]:
             continue
-        cells[(*group_key(record), labels[0], labels[1])] = record  # the last record of a cell wins
+        key = (*group_key(record), labels[0], labels[1])
+        if key in cells and cells[key] is not record:
+            _warn_replaced(cells[key], record)
+        cells[key] = record  # the last record of a cell wins
 
     pairs: list[tuple[dict, dict]] = []
     incomplete: list[IncompletePair] = []
@@ -469,6 +507,38 @@ class _PairBootstrap:
         self._cache[cache_key] = result
         return result
 
+    def order_scores(self, criterion: Criterion, criteria: Mapping[str, Criterion], order: int) -> np.ndarray | None:
+        """The replicate scores of one order (0: ab, 1: ba), or None where they cannot be computed."""
+        try:
+            result = self.scores(criterion, criteria)
+        except ItemsMismatchError:
+            return None
+        if result is None:
+            return None
+        reps = result[1][:, order]
+        return reps if np.all(np.isfinite(reps)) else None
+
+    def difference_se(self, criterion: Criterion, criteria: Mapping[str, Criterion], d_reps: np.ndarray) -> float:
+        """The standard error of ``score_ab - score_ba`` from the per-item values (the MDE's input).
+
+        ``mean``: ``std(d) / sqrt(n)`` of the paired per-item differences (ddof 0: the
+        bootstrap's own variance); ``mean_of``: the components' errors combined,
+        ``sqrt(sum se_k^2) / K`` (independent draws per subset); ``perplexity`` (a ratio,
+        no closed form here): the standard deviation of the bootstrap replicates ``d_reps``.
+        """
+        if criterion.items == "mean":
+            (key,) = criterion.items_keys
+            ab, ba = _item_list(self.rec_ab, key), _item_list(self.rec_ba, key)
+            d = ab - ba
+            if not np.all(np.isfinite(d)):
+                return math.nan
+            return float(np.std(d) / math.sqrt(len(d)))
+        if criterion.items == "mean_of":
+            parts = [self.difference_se(criteria[c], criteria, d_reps) for c in criterion.items_keys]
+            return float(math.sqrt(sum(p * p for p in parts)) / len(parts))
+        finite = d_reps[np.isfinite(d_reps)]
+        return float(np.std(finite)) if len(finite) == len(d_reps) else math.nan
+
     def scores(self, criterion: Criterion, criteria: Mapping[str, Criterion]) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(point scores from items [ab, ba], replicate scores (B x 2), n_items), or None without items."""
         if criterion.items == "mean":
@@ -504,20 +574,164 @@ def _cis(samples: np.ndarray, confidence: float) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
-def _score(record: Mapping[str, Any], key: str) -> float | None:
-    value = (record.get("scores") or {}).get(key)
+def _describe_record(record: Mapping[str, Any]) -> str:
+    return f"record {record.get('cell_id')!r} ({record.get('label', '?')})"
+
+
+def _has_null_item(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[str, Criterion]) -> bool:
+    """Whether the per-item lists behind ``criterion`` hold a null (a non-finite value written as JSON null)."""
+    if criterion.items == "mean_of":
+        return any(_has_null_item(record, criteria[c], criteria) for c in criterion.items_keys if c in criteria)
+    items = record.get("items") or {}
+    return any(isinstance(items.get(k), list) and any(v is None for v in items[k]) for k in criterion.items_keys)
+
+
+def worst_value(criterion: Criterion) -> float:
+    """The worst possible score of a criterion: +inf where lower is better, -inf where higher is; NaN if descriptive."""
+    if criterion.direction == "lower_is_better":
+        return math.inf
+    if criterion.direction == "higher_is_better":
+        return -math.inf
+    return math.nan
+
+
+def _score(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[str, Criterion]) -> float | None:
+    """The record's score as a float; a diverged score as :func:`worst_value`; None when absent.
+
+    A record written before ``"diverged"`` existed stored a diverged score as null: a null
+    whose per-item values hold a null too (a non-finite window NLL) is read as diverged.
+    A value of any other type is an error naming the record (files are checked with line
+    numbers when read, :func:`benchmark.records.read_records`).
+    """
+    value = (record.get("scores") or {}).get(criterion.key)
+    if value == DIVERGED or (value is None and _has_null_item(record, criterion, criteria)):
+        worst = worst_value(criterion)
+        return None if math.isnan(worst) else worst
     if value is None:
         return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{_describe_record(record)}: scores.{criterion.key} is {value!r} "
+                         f"({type(value).__name__}); expected a number, null or {DIVERGED!r}")
+    value = float(value)
+    if math.isnan(value):
         return None
-    return None if math.isnan(value) else value
+    if math.isinf(value):
+        worst = worst_value(criterion)
+        return None if math.isnan(worst) else worst
+    return value
 
 
 def _category(record: Mapping[str, Any], position: int) -> str | None:
     seq = record.get("sequence") or []
     return seq[position].get("category") if len(seq) > position else None
+
+
+
+def _z(probability: float) -> float:
+    return statistics.NormalDist().inv_cdf(probability)
+
+
+def mde_from_se(se: float, confidence: float = 0.95, power: float = POWER) -> float:
+    """The smallest true difference a two-sided test at ``confidence`` detects with ``power``: ``(z_{1-a/2} + z_power) * se``.
+
+    The normal approximation of the paired bootstrap: its percentile interval of the mean
+    difference is about ``d +- z_{1-a/2} * se``, so a true difference ``delta`` is flagged
+    when ``d`` falls beyond ``z_{1-a/2} * se``, which happens with probability ``power``
+    when ``delta = (z_{1-a/2} + z_power) * se`` (2.80 se at 95% and 80%). Written by hand:
+    two lines of the textbook formula, no library states it for a paired bootstrap.
+    """
+    return (_z(1.0 - (1.0 - confidence) / 2.0) + _z(power)) * se
+
+
+def minimum_detectable_effect(ab: Any, ba: Any, confidence: float = 0.95, power: float = POWER) -> float:
+    """The MDE of a mean criterion from its per-item values in both orders (same items, same order).
+
+    ``se`` is the bootstrap standard error of the mean paired difference,
+    ``std(d) / sqrt(n)`` with ``d = ab - ba`` and the population standard deviation
+    (ddof 0, the resampling distribution's own); see :func:`mde_from_se`.
+    """
+    d = np.asarray(ab, dtype=float) - np.asarray(ba, dtype=float)
+    if len(d) == 0 or not np.all(np.isfinite(d)):
+        return math.nan
+    return _mde_or_nan(float(np.std(d) / math.sqrt(len(d))), confidence, power)
+
+
+def _mde_or_nan(se: float, confidence: float, power: float = POWER) -> float:
+    """:func:`mde_from_se`, but NaN where the orders agree on every item (se 0).
+
+    With no observed variance the normal approximation would claim that any difference is
+    detectable, which the bootstrap does not bear out (one flipped item among 12 is drawn in
+    none of about a third of the replicates): the MDE is then not estimable from these pairs.
+    """
+    if not math.isfinite(se) or se <= 0.0:
+        return math.nan
+    return mde_from_se(se, confidence, power)
+
+
+def _pair_statistics(
+    boot: "_PairBootstrap", crit: Criterion, criteria: Mapping[str, Criterion], s_ab: float, s_ba: float,
+    confidence: float,
+) -> dict[str, Any]:
+    """OFE, OS, their CIs, the difference's CI, the significance and the MDE of one pair and criterion."""
+    diverged = math.isinf(s_ab) or math.isinf(s_ba)
+    with np.errstate(invalid="ignore"):
+        diff = s_ab - s_ba if not (math.isinf(s_ab) and math.isinf(s_ba)) else 0.0
+    e_ab, e_ba = error_of(crit, s_ab), error_of(crit, s_ba)
+    ofe = min(e_ab, e_ba) if e_ab is not None and e_ba is not None else math.nan
+    out: dict[str, Any] = {"order_free_error": ofe, "order_sensitivity": abs(diff)}
+    result = boot.scores(crit, criteria) if crit.has_items and not diverged else None
+    if diverged:
+        # the finite order's replicates give the OFE's CI where it is the better one; the rest is the point
+        ofe_ci = (ofe, ofe)
+        if crit.has_items and math.isfinite(ofe):
+            finite = boot.order_scores(crit, criteria, 0 if math.isfinite(s_ab) else 1)
+            if finite is not None:
+                (ofe_ci,) = _cis(_errors_array(crit, finite)[:, None], confidence)
+        os_ci = (abs(diff), abs(diff))
+        d_ci = (diff, diff)
+        exceeds, significance, n_items, mde = diff != 0, "diverged", 0, math.nan
+    elif result is not None:
+        point, reps, n_items = result
+        for rec_score, item_score, order in ((s_ab, point[0], "ab"), (s_ba, point[1], "ba")):
+            if np.isfinite(item_score) and not math.isclose(rec_score, item_score, rel_tol=1e-6, abs_tol=1e-9):
+                logger.warning(
+                    "%s, criterion '%s', order %s: score %.6g differs from its items' %.6g",
+                    boot._describe(), crit.key, order, rec_score, float(item_score),
+                )
+        d = reps[:, 0] - reps[:, 1]
+        errs = _errors_array(crit, reps)
+        ofe_reps = np.minimum(errs[:, 0], errs[:, 1])
+        ofe_ci, os_ci, d_ci = _cis(np.column_stack([ofe_reps, np.abs(d), d]), confidence)
+        exceeds = bool(d_ci[0] > 0 or d_ci[1] < 0)
+        significance = "beyond_noise" if exceeds else "within_noise"
+        mde = _mde_or_nan(boot.difference_se(crit, criteria, d), confidence)
+    elif not crit.has_items:
+        n_items = 0
+        ofe_ci = (ofe, ofe)
+        os_ci = (abs(diff), abs(diff))
+        d_ci = (diff, diff)
+        exceeds = diff != 0
+        significance = "beyond_noise" if exceeds else "within_noise"
+        mde = 0.0  # deterministic: any difference is a real one
+    else:
+        logger.warning("%s, criterion '%s': no per-item scores in the records; significance unknown",
+                       boot._describe(), crit.key)
+        n_items = 0
+        ofe_ci = os_ci = d_ci = (math.nan, math.nan)
+        exceeds, significance, mde = False, "unknown", math.nan
+    out.update(
+        ofe_ci_low=ofe_ci[0],
+        ofe_ci_high=ofe_ci[1],
+        os_ci_low=os_ci[0],
+        os_ci_high=os_ci[1],
+        diff_ci_low=d_ci[0],
+        diff_ci_high=d_ci[1],
+        exceeds_noise=bool(exceeds),
+        n_items=int(n_items),
+        significance=significance,
+        mde=float(mde),
+    )
+    return out
 
 
 def compute_composability(
@@ -558,12 +772,9 @@ def compute_composability(
         scores_ba = rec_ba.get("scores") or {}
         unknown |= (set(scores_ab) | set(scores_ba)) - set(criteria)
         for crit in criteria.values():
-            s_ab, s_ba = _score(rec_ab, crit.key), _score(rec_ba, crit.key)
+            s_ab, s_ba = _score(rec_ab, crit, criteria), _score(rec_ba, crit, criteria)
             if s_ab is None or s_ba is None:
                 continue
-            diff = s_ab - s_ba
-            e_ab, e_ba = error_of(crit, s_ab), error_of(crit, s_ba)
-            ofe = min(e_ab, e_ba) if e_ab is not None and e_ba is not None else math.nan
             row: dict[str, Any] = {
                 "model_id": model_id,
                 "profile": profile,
@@ -575,57 +786,92 @@ def compute_composability(
                 "criterion": crit.key,
                 "score_ab": s_ab,
                 "score_ba": s_ba,
-                "order_free_error": ofe,
-                "order_sensitivity": abs(diff),
             }
-            result = boot.scores(crit, criteria) if crit.has_items else None
-            if result is not None:
-                point, reps, n_items = result
-                for rec_score, item_score, order in ((s_ab, point[0], "ab"), (s_ba, point[1], "ba")):
-                    if np.isfinite(item_score) and not math.isclose(rec_score, item_score, rel_tol=1e-6, abs_tol=1e-9):
-                        logger.warning(
-                            "%s, criterion '%s', order %s: score %.6g differs from its items' %.6g",
-                            boot._describe(), crit.key, order, rec_score, float(item_score),
-                        )
-                d = reps[:, 0] - reps[:, 1]
-                errs = _errors_array(crit, reps)
-                ofe_reps = np.minimum(errs[:, 0], errs[:, 1])
-                ofe_ci, os_ci, d_ci = _cis(np.column_stack([ofe_reps, np.abs(d), d]), confidence)
-                exceeds = bool(d_ci[0] > 0 or d_ci[1] < 0)
-            elif not crit.has_items:
-                n_items = 0
-                ofe_ci = (ofe, ofe)
-                os_ci = (abs(diff), abs(diff))
-                d_ci = (diff, diff)
-                exceeds = diff != 0
-            else:
-                logger.warning("%s, criterion '%s': no items in the records; no CI", boot._describe(), crit.key)
-                n_items = 0
-                ofe_ci = os_ci = d_ci = (math.nan, math.nan)
-                exceeds = False
-            row.update(
-                ofe_ci_low=ofe_ci[0],
-                ofe_ci_high=ofe_ci[1],
-                os_ci_low=os_ci[0],
-                os_ci_high=os_ci[1],
-                diff_ci_low=d_ci[0],
-                diff_ci_high=d_ci[1],
-                exceeds_noise=exceeds,
-                n_items=int(n_items),
-            )
+            row.update(_pair_statistics(boot, crit, criteria, s_ab, s_ba, confidence))
             rows.append(row)
     if unknown:
         logger.warning("scores without a criterion in criteria.yaml (ignored): %s", ", ".join(sorted(unknown)))
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    float_cols = COLUMNS[COLUMNS.index("score_ab"):COLUMNS.index("exceeds_noise")]
+    float_cols = COLUMNS[COLUMNS.index("score_ab"):COLUMNS.index("exceeds_noise")] + ["mde"]
     df[float_cols] = df[float_cols].astype(float)
     df["exceeds_noise"] = df["exceeds_noise"].astype(bool)
     df["n_items"] = df["n_items"].astype(int)
+    df["significance"] = df["significance"].astype(object)
     return df
 
 
+def effects_against_base(
+    records: list[dict],
+    criteria_keys: list[str],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    criteria: Mapping[str, Criterion] | None = None,
+) -> pd.DataFrame:
+    """Each evaluated model's paired difference from the base model of its group, per criterion.
+
+    What an intervention alone did (e.g. whether an unlearner moved WMDP beyond noise): the
+    same paired bootstrap as the Order Sensitivity, with the cell as the first order and the
+    base model (the record with an empty sequence) as the second. Columns: ``label``,
+    ``criterion``, ``score``, ``base``, ``diff`` (score - base), ``diff_ci_low``,
+    ``diff_ci_high``, ``significance``, ``mde``, ``n_items``.
+    """
+    criteria = dict(criteria) if criteria is not None else load_criteria()
+    ok = [r for r in records if r.get("status") == "ok"]
+    bases = {group_key(r): r for r in ok if not r.get("sequence")}
+    rows = []
+    for rec in ok:
+        base = bases.get(group_key(rec))
+        if base is None or rec is base:
+            continue
+        model_id, profile, dtype = group_key(rec)
+        boot = _PairBootstrap(rec, base, (model_id, profile, dtype, rec.get("label"), "base"), n_bootstrap, seed)
+        for key in criteria_keys:
+            crit = criteria[key]
+            s_cell, s_base = _score(rec, crit, criteria), _score(base, crit, criteria)
+            if s_cell is None or s_base is None:
+                continue
+            stats = _pair_statistics(boot, crit, criteria, s_cell, s_base, confidence)
+            rows.append({"label": rec.get("label"), "criterion": key, "score": s_cell, "base": s_base,
+                         "diff": s_cell - s_base if not (math.isinf(s_cell) and math.isinf(s_base)) else 0.0,
+                         "diff_ci_low": stats["diff_ci_low"], "diff_ci_high": stats["diff_ci_high"],
+                         "significance": stats["significance"], "mde": stats["mde"], "n_items": stats["n_items"]})
+    return pd.DataFrame(rows, columns=["label", "criterion", "score", "base", "diff", "diff_ci_low", "diff_ci_high",
+                                       "significance", "mde", "n_items"])
+
+
 # --------------------------------------------------------------------------- output
+
+
+def power_summary(df: pd.DataFrame, criteria: list[str] | None = None) -> str:
+    """One line per criterion: the minimum detectable effect pooled over the table's pairs.
+
+    What a reader needs beside "within noise": how large an order effect these sizes could
+    have shown (80% power, the table's confidence). A pair's own ``mde`` is 0 when its two
+    orders agree on every item (no observed variance), so the line pools the pairs' variances:
+    the root mean square of their ``mde`` (the MDE of the mean per-item variance at the same
+    number of items), over the pairs where it is estimable (see :func:`_mde_or_nan`). A criterion whose pairs all lack per-item scores says so; deterministic
+    criteria (no items) detect any difference and are left out.
+    """
+    lines = [f"Minimum detectable Order Sensitivity ({POWER:.0%} power, pooled over pairs from the per-item variance):"]
+    keys = criteria if criteria is not None else list(dict.fromkeys(df["criterion"]))
+    for key in keys:
+        rows = df[df["criterion"] == key]
+        if rows.empty or (rows["n_items"] == 0).all() and (rows["significance"] != "unknown").all():
+            continue
+        finite = rows["mde"][np.isfinite(rows["mde"].astype(float))]
+        if finite.empty:
+            why = "no per-item scores" if (rows["significance"] == "unknown").all() else \
+                "the two orders agree on every item, or a model diverged"
+            lines.append(f"  {key:<18} not estimable ({why})")
+            continue
+        flagged = int((rows["significance"] == "beyond_noise").sum())
+        pooled = math.sqrt(float((finite.astype(float) ** 2).mean()))
+        lines.append(f"  {key:<18} {pooled:.3f}  (pairs {float(finite.min()):.3f}-{float(finite.max()):.3f},"
+                     f" {len(finite)} of {len(rows)} pair(s) estimable, {int(rows['n_items'].max())} items;"
+                     f" {flagged} beyond noise)")
+    return "\n".join(lines)
 
 
 def _json_value(value: Any) -> Any:
@@ -639,6 +885,8 @@ def _json_value(value: Any) -> Any:
         return int(value)
     if isinstance(value, (np.floating, float)):
         value = float(value)
+        if math.isinf(value):
+            return DIVERGED  # only a diverged model's score, OFE or OS is infinite
         return value if math.isfinite(value) else None
     if value is pd.NA or value is pd.NaT:
         return None

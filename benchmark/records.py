@@ -25,14 +25,58 @@ class RecordsError(ValueError):
     """A records file that cannot be read; the message names the file and line."""
 
 
+DIVERGED = "diverged"
+"""The score of a model that was evaluated and broke (NaN or infinite outputs); see benchmark/metrics.py."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with the types of a record's ``scores`` and ``items``, or None.
+
+    A score is a number, null (not measured) or ``"diverged"``; ``items`` maps a key to a
+    list of numbers or nulls (a non-finite per-item value). Anything else would make the
+    metrics drop that criterion without a word, so reading the file refuses it.
+    """
+    scores = record.get("scores")
+    if scores is not None:
+        if not isinstance(scores, dict):
+            return f"'scores' is a {type(scores).__name__}, expected a mapping of criterion -> number"
+        for key, value in scores.items():
+            if value is not None and value != DIVERGED and not _is_number(value):
+                return (f"scores.{key} is {json.dumps(value)[:60]} ({type(value).__name__}); "
+                        f"expected a number, null or {DIVERGED!r}")
+    items = record.get("items")
+    if items is not None:
+        if not isinstance(items, dict):
+            return f"'items' is a {type(items).__name__}, expected a mapping of key -> list of numbers"
+        for key, values in items.items():
+            if not isinstance(values, list):
+                return f"items.{key} is a {type(values).__name__}, expected a list of numbers"
+            for k, value in enumerate(values):
+                if value is not None and not _is_number(value):
+                    return f"items.{key}[{k}] is {json.dumps(value)[:60]} ({type(value).__name__}); expected a number"
+    return None
+
+
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a records file; a missing file is an empty list."""
+    """All records of a records file; a missing file is an empty list.
+
+    Raises :class:`RecordsError` naming the file and line for a line that is not JSON,
+    not a record, holds a score or item of the wrong type (:func:`record_problem`), or
+    repeats a ``cell_id`` of an earlier line (the harness replaces a cell's record, so a
+    repeat means the file was edited or concatenated by hand: which one counts is not ours
+    to guess).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RECORDS_FILE
     if not path.exists():
         return []
     records = []
+    first_line: dict[str, int] = {}
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -43,6 +87,14 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise RecordsError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict) or "cell_id" not in record:
                 raise RecordsError(f"{path}:{lineno}: not a result record (no 'cell_id')")
+            problem = record_problem(record)
+            if problem:
+                raise RecordsError(f"{path}:{lineno}: {problem}")
+            cell = str(record["cell_id"])
+            if cell in first_line:
+                raise RecordsError(f"{path}:{lineno}: duplicate cell {cell!r} ({record.get('label', '?')}), "
+                                   f"already recorded at line {first_line[cell]}")
+            first_line[cell] = lineno
             records.append(record)
     return records
 

@@ -655,6 +655,8 @@ def summary_table(records: list[dict]):
             "loc": s.get("locality"),
             "wmdp": s.get("wmdp"),
             "mmlu": s.get("mmlu"),
+            "mmlu_p": s.get("mmlu_prob"),  # the continuous forms (tasks/criteria.yaml): signal where acc is at chance
+            "wmdp_p": s.get("wmdp_prob"),
             "ppl": s.get("perplexity"),
             "bits": s.get("avg_bits"),
             "sparsity": s.get("sparsity"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from benchmark.data.wikitext import load_wikitext_test
 from benchmark.data.wmdp_split import is_standin_forget
 from benchmark.data.zsre import DEV_SPLIT, ZsreRecord, load_zsre, sample_edits
 from benchmark.evaluation.compression_stats import measure_bits, measure_sparsity
-from benchmark.evaluation.multiple_choice import evaluate_mcq
+from benchmark.evaluation.multiple_choice import evaluate_mcq_measures
 from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
 from benchmark.evaluation.zsre import locality_reference, score_edits
 from benchmark.profiles import EvaluationSettings
@@ -34,6 +35,10 @@ from benchmark.records import atomic_write_text
 log = logging.getLogger(__name__)
 
 ZSRE_KEYS = ("edit_success", "generalization", "locality", "edit_success_tf", "generalization_tf", "locality_tf")
+# The per-item MCQ measures besides ``acc`` (which keeps the task's own name): items key ``<task>_<measure>``
+MCQ_EXTRA_MEASURES = ("prob", "acc_norm")
+DIVERGED = "diverged"
+"""What a record stores for a score that is not a finite number (a model whose outputs are NaN or infinite)."""
 
 
 def _sha(obj: Any) -> str:
@@ -114,8 +119,14 @@ class EvaluationSuite:
         items.update({k: [float(v) for v in zsre[k]] for k in ZSRE_KEYS})
         seconds["zsre"] = time.perf_counter() - t
         t = time.perf_counter()
-        mcq = evaluate_mcq(model, tokenizer, self.mcq, s.prompt_format, s.batch_size, s.mcq_batch_tokens)
-        items.update({k: [float(v) for v in vals] for k, vals in mcq.items()})
+        mcq = evaluate_mcq_measures(model, tokenizer, self.mcq, s.prompt_format, s.batch_size, s.mcq_batch_tokens)
+        mcq_keys = []
+        for task, measures in mcq.items():  # one forward pass gave all measures of a task
+            items[task] = [float(v) for v in measures["acc"]]
+            mcq_keys.append(task)
+            for measure in MCQ_EXTRA_MEASURES:
+                items[f"{task}_{measure}"] = [float(v) for v in measures[measure]]
+                mcq_keys.append(f"{task}_{measure}")
         seconds["mcq"] = time.perf_counter() - t
         t = time.perf_counter()
         nll, ntok = perplexity_windows(
@@ -125,8 +136,10 @@ class EvaluationSuite:
         items["perplexity_tokens"] = [int(x) for x in ntok]
         seconds["perplexity"] = time.perf_counter() - t
 
-        scores = {k: sum(v) / len(v) for k, v in items.items() if k in ZSRE_KEYS or k in mcq}
+        scores: dict[str, Any] = {k: sum(v) / len(v) for k, v in items.items() if k in ZSRE_KEYS or k in mcq_keys}
         scores["wmdp"] = (scores["wmdp_bio"] + scores["wmdp_cyber"]) / 2
+        for measure in MCQ_EXTRA_MEASURES:
+            scores[f"wmdp_{measure}"] = (scores[f"wmdp_bio_{measure}"] + scores[f"wmdp_cyber_{measure}"]) / 2
         scores["perplexity"] = perplexity_from_windows(nll, ntok)
         sparsity = measure_sparsity(model)
         scores["sparsity"] = sparsity
@@ -134,4 +147,19 @@ class EvaluationSuite:
         bits = measure_bits(model, weight_bits, base_model)
         seconds["compression_stats"] = time.perf_counter() - t
         scores["avg_bits"] = bits.avg_bits
-        return scores, items, seconds, bits.as_record()
+        return mark_diverged(scores), items, seconds, bits.as_record()
+
+
+def mark_diverged(scores: dict[str, Any]) -> dict[str, Any]:
+    """Scores with every non-finite number (NaN, infinite) replaced by ``"diverged"``.
+
+    JSON has no NaN or infinity, and a null would read as "not measured": the record must say
+    that the model was measured and broke (the metrics rank it worst, docs/FORMATS.md).
+    """
+    out: dict[str, Any] = {}
+    for key, value in scores.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+            out[key] = DIVERGED
+        else:
+            out[key] = value
+    return out

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = [("edit_success", "edit"), ("locality", "locality"), ("wmdp", "WMDP"), ("mmlu", "MMLU"),
-           ("perplexity", "ppl"), ("avg_bits", "bits")]
+COLUMNS = [("edit_success", "edit"), ("locality", "locality"), ("wmdp", "WMDP"), ("wmdp_prob", "WMDP p"),
+           ("mmlu", "MMLU"), ("mmlu_prob", "MMLU p"), ("perplexity", "ppl"), ("avg_bits", "bits")]
 
 
 def _cell(text: Any) -> str:
@@ -20,6 +20,8 @@ def _cell(text: Any) -> str:
 
 
 def _number(value: Any) -> str:
+    if value == "diverged":
+        return "diverged"
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
@@ -45,6 +47,8 @@ def markdown_summary(records: list[dict], reports: list[dict], only: set[str]) -
         row += [_number(scores.get(key)) for key, _ in COLUMNS]
         row.append(_cell(r.get("error") or ""))
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "WMDP p / MMLU p: the probability on the correct answer, normalised over the choices "
+              "(continuous; moves where accuracy sits at chance, docs/MCQ_SIGNAL.md)."]
     lines += ["", "Scores at smoke sizes are noisy: they show that the submission runs and composes, "
               "not how good it is. The leaderboard's numbers come from the maintainers' `paper` run."]
     return "\n".join(lines)

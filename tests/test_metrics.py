@@ -30,7 +30,10 @@ CATEGORIES = {"ft": "editing", "rmu": "unlearning", "wanda": "compression", "gpt
 ALL_KEYS = [
     "edit_success", "generalization", "locality",
     "edit_success_tf", "generalization_tf", "locality_tf",
-    "wmdp_bio", "wmdp_cyber", "wmdp", "mmlu", "perplexity", "avg_bits", "sparsity",
+    "wmdp_bio", "wmdp_cyber", "wmdp", "mmlu",
+    "mmlu_prob", "mmlu_acc_norm", "wmdp_bio_prob", "wmdp_cyber_prob", "wmdp_prob",
+    "wmdp_bio_acc_norm", "wmdp_cyber_acc_norm", "wmdp_acc_norm",
+    "perplexity", "avg_bits", "sparsity",
 ]
 
 
@@ -324,6 +327,7 @@ def test_missing_items_give_nan_ci(criteria):
     assert r.order_free_error == pytest.approx(0.5)
     assert math.isnan(r.diff_ci_low) and math.isnan(r.ofe_ci_high)
     assert not r.exceeds_noise and r.n_items == 0
+    assert r.significance == "unknown" and math.isnan(r.mde)  # not "within noise"
 
 
 # ----------------------------------------------------------------------------- errors

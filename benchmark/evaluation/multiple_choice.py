@@ -21,20 +21,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from benchmark.data.mcq import McqItem
 from benchmark.evaluation.shared_prefix_lm import shared_prefix_lm_class
 
-__all__ = ["PROMPT_FORMATS", "evaluate_mcq", "task_config"]
+__all__ = ["MEASURES", "PROMPT_FORMATS", "evaluate_mcq", "evaluate_mcq_measures", "task_config"]
 
 log = logging.getLogger(__name__)
 
 PROMPT_FORMATS = ("cloze", "lettered")
+# What each item yields, all from the one set of per-choice log-likelihoods lm-eval computes:
+#   acc       1.0 when the choice with the highest summed log-likelihood is the answer (lm-eval ``acc``)
+#   acc_norm  the same after dividing each choice's log-likelihood by its length in characters
+#             (lm-eval ``acc_norm``)
+#   prob      the probability on the answer, normalised over the choices:
+#             exp(ll_answer) / sum_c exp(ll_c), i.e. ``softmax(lls)[answer]`` (lm-eval's ``prob_norm``,
+#             the quantity behind its ``brier_score``); continuous, so it moves where ``acc`` is at chance
+MEASURES = ("acc", "acc_norm", "prob")
 _LETTERS = "ABCDEFGHIJ"
 # lm-eval's descriptions for the WMDP subsets (tasks/wmdp/*.yaml); MMLU uses the subject name.
 _WMDP_TOPICS = {"wmdp_bio": "biology", "wmdp_cyber": "cybersecurity", "wmdp_chem": "chemistry"}
@@ -85,7 +95,7 @@ def task_config(task_name: str, jsonl_path: Path, prompt_format: str, cache_dir:
         "output_type": "multiple_choice",
         "doc_to_target": "answer",
         "num_fewshot": 0,
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
         "metadata": {"version": 1.0},
         **_TEMPLATES[prompt_format],
     }
@@ -147,6 +157,25 @@ def evaluate_mcq(
 ) -> dict[str, list[float]]:
     """Per-item accuracy (1.0/0.0) for each task, in the order of the given items.
 
+    The ``acc`` of :func:`evaluate_mcq_measures` (same arguments), for callers that need nothing else.
+    """
+    measures = evaluate_mcq_measures(model, tokenizer, tasks, prompt_format, batch_size, max_batch_tokens)
+    return {name: per_item["acc"] for name, per_item in measures.items()}
+
+
+def evaluate_mcq_measures(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    tasks: Mapping[str, Sequence[McqItem]],
+    prompt_format: str,
+    batch_size: int,
+    max_batch_tokens: int = 2048,
+) -> dict[str, dict[str, list[float]]]:
+    """Per-item ``acc``, ``acc_norm`` and ``prob`` (see ``MEASURES``) for each task, in item order.
+
+    All three come from the same forward pass: lm-eval computes one log-likelihood per
+    choice, and the three are functions of those numbers.
+
     Args:
         tasks: task name (e.g. ``"mmlu"``, ``"wmdp_bio"``) to its items; names must be
             distinct, non-empty item lists.
@@ -194,18 +223,38 @@ def evaluate_mcq(
 
     if results is None:  # only non-zero ranks get None; we are always rank 0
         raise RuntimeError("lm-eval returned no results")
-    return {name: _per_item_acc(name, items, results["samples"][name]) for name, items in tasks.items()}
+    return {name: _per_item_measures(name, items, results["samples"][name]) for name, items in tasks.items()}
 
 
-def _per_item_acc(name: str, items: Sequence[McqItem], samples: list[dict[str, Any]]) -> list[float]:
-    """Put lm-eval's logged samples back into item order and check nothing was lost or moved."""
+def answer_probability(loglikelihoods: Sequence[float], answer: int) -> float:
+    """``softmax(loglikelihoods)[answer]``: the probability on the answer, normalised over the choices.
+
+    Computed with the maximum subtracted first, so that summed log-likelihoods of -300
+    (long cyber answers) do not underflow to 0/0. A non-finite log-likelihood (a
+    diverged model) gives NaN, which the record stores as diverged.
+    """
+    lls = np.asarray(loglikelihoods, dtype=float)
+    if not np.all(np.isfinite(lls)):
+        return math.nan
+    weights = np.exp(lls - lls.max())
+    return float(weights[answer] / weights.sum())
+
+
+def _per_item_measures(name: str, items: Sequence[McqItem], samples: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Put lm-eval's logged samples back into item order, check nothing was lost or moved, read the measures."""
     by_doc = {int(s["doc_id"]): s for s in samples}
     if sorted(by_doc) != list(range(len(items))):
         raise RuntimeError(f"lm-eval scored {len(by_doc)} of the {len(items)} items of task {name!r}")
-    accs = []
+    out: dict[str, list[float]] = {m: [] for m in MEASURES}
     for doc_id, item in enumerate(items):
         sample = by_doc[doc_id]
         if sample["doc"]["item_id"] != item.item_id:
             raise RuntimeError(f"lm-eval reordered the items of task {name!r} (doc {doc_id})")
-        accs.append(float(sample["acc"]))
-    return accs
+        lls = [float(resp[0]) for resp in sample["filtered_resps"]]  # one (loglikelihood, greedy) per choice
+        if len(lls) != len(item.choices):
+            raise RuntimeError(f"lm-eval returned {len(lls)} log-likelihoods for the {len(item.choices)} "
+                               f"choices of item {item.item_id!r} of task {name!r}")
+        out["acc"].append(float(sample["acc"]))
+        out["acc_norm"].append(float(sample["acc_norm"]))
+        out["prob"].append(answer_probability(lls, item.answer))
+    return out

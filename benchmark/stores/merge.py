@@ -123,6 +123,20 @@ def empty_metrics() -> pd.DataFrame:
     return pd.DataFrame(columns=COLUMNS)
 
 
+def _add_later_columns(df: pd.DataFrame) -> None:
+    """Fill ``significance`` and ``mde`` (added 2026-12-01) in a table written before them.
+
+    The significance follows from what the old table says: no CI (NaN) means no per-item
+    scores, i.e. ``unknown``; otherwise ``exceeds_noise``. The MDE cannot be recovered: NaN.
+    """
+    if "significance" not in df.columns and {"exceeds_noise", "diff_ci_low"} <= set(df.columns):
+        beyond = df["exceeds_noise"].astype(str).str.lower().eq("true")
+        df["significance"] = ["unknown" if pd.isna(low) else ("beyond_noise" if b else "within_noise")
+                              for low, b in zip(df["diff_ci_low"], beyond)]
+    if "mde" not in df.columns:
+        df["mde"] = float("nan")
+
+
 def read_metrics_csv(data: bytes | str | Path) -> dict[Group, pd.DataFrame]:
     """A ``composability.csv`` split by (model_id, profile, dtype).
 
@@ -133,6 +147,7 @@ def read_metrics_csv(data: bytes | str | Path) -> dict[Group, pd.DataFrame]:
     df = pd.read_csv(source, dtype={c: "string" for c in _STRING_COLUMNS})
     if "dtype" not in df.columns:
         df.insert(COLUMNS.index("dtype"), "dtype", pd.Series([pd.NA] * len(df), dtype="string"))
+    _add_later_columns(df)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"composability table lacks column(s) {missing}")
