@@ -687,6 +687,8 @@ def _pair_statistics(
             finite = boot.order_scores(crit, criteria, 0 if math.isfinite(s_ab) else 1)
             if finite is not None:
                 (ofe_ci,) = _cis(_errors_array(crit, finite)[:, None], confidence)
+            else:  # no per-item scores (e.g. reported results): the finite order's interval is unknown
+                ofe_ci = (math.nan, math.nan)
         os_ci = (abs(diff), abs(diff))
         d_ci = (diff, diff)
         exceeds, significance, n_items, mde = diff != 0, "diverged", 0, math.nan
@@ -714,8 +716,8 @@ def _pair_statistics(
         significance = "beyond_noise" if exceeds else "within_noise"
         mde = 0.0  # deterministic: any difference is a real one
     else:
-        logger.warning("%s, criterion '%s': no per-item scores in the records; significance unknown",
-                       boot._describe(), crit.key)
+        logger.debug("%s, criterion '%s': no per-item scores in the records; significance unknown",
+                     boot._describe(), crit.key)
         n_items = 0
         ofe_ci = os_ci = d_ci = (math.nan, math.nan)
         exceeds, significance, mde = False, "unknown", math.nan
@@ -732,6 +734,23 @@ def _pair_statistics(
         mde=float(mde),
     )
     return out
+
+
+def _warn_unknown_significance(rows: list[dict[str, Any]]) -> None:
+    """One warning line per (model, profile, dtype) whose records lack per-item scores, not one per pair.
+
+    A reported run (310 records, no items) would otherwise print a line for each of its ~1,000 rows.
+    """
+    unknown: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["significance"] == "unknown":
+            unknown.setdefault((row["model_id"], row["profile"], row["dtype"]), []).append(row)
+    for (model_id, profile, dtype), group in unknown.items():
+        pairs = {(r["a"], r["b"]) for r in group}
+        crits = sorted({r["criterion"] for r in group})
+        logger.warning("model %s, profile %s, dtype %s: %d row(s) of %d pair(s) (%s) have no per-item scores in the "
+                       "records; their significance is unknown", model_id, profile, dtype, len(group), len(pairs),
+                       ", ".join(crits))
 
 
 def compute_composability(
@@ -791,6 +810,7 @@ def compute_composability(
             rows.append(row)
     if unknown:
         logger.warning("scores without a criterion in criteria.yaml (ignored): %s", ", ".join(sorted(unknown)))
+    _warn_unknown_significance(rows)
 
     df = pd.DataFrame(rows, columns=COLUMNS)
     float_cols = COLUMNS[COLUMNS.index("score_ab"):COLUMNS.index("exceeds_noise")] + ["mde"]

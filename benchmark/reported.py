@@ -17,8 +17,9 @@ What keeps them apart from the harness's own results:
   model (dtype ``bfloat16``) is never paired, ranked or tabled with them;
 * ``finished_at`` and ``harness_version`` are null: nothing was run here.
 
-Diverged models (``inf`` perplexity in the CSV) keep a null perplexity score, as the
-harness stores a non-finite score, and are listed in ``reported.diverged``. Where GPTQ, SparseGPT
+Diverged models (``inf`` perplexity in the CSV) get the score ``"diverged"``, as the harness
+stores a non-finite score (ranked worst, with its order, by the metrics), and are listed in
+``reported.diverged``. Where GPTQ, SparseGPT
 or Wanda came first, the paper compressed again at the end (not AWQ): ``recompressed_with`` says
 so, as in a re-run's record.
 """
@@ -31,6 +32,8 @@ import io
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from benchmark.records import DIVERGED
 
 REPORTED_DTYPE = "reported"
 PAPER_MODEL = "meta-llama/Meta-Llama-3-8B"
@@ -145,13 +148,13 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
     for line, row in enumerate(reader, start=2):
         steps = [s for s in (_step(path, line, row, "first", baselines), _step(path, line, row, "second", baselines))
                  if s is not None]
-        scores: dict[str, float | None] = {}
+        scores: dict[str, float | str | None] = {}
         diverged = []
         for column, criterion in SCORE_COLUMNS.items():
             value = _number(path, line, column, (row.get(column) or "").strip())
             if math.isinf(value):
                 diverged.append(criterion)
-                scores[criterion] = None  # as the harness stores a non-finite score
+                scores[criterion] = DIVERGED  # as the harness stores a non-finite score
             else:
                 scores[criterion] = value
         labels = [s["label"] for s in steps]

@@ -63,11 +63,12 @@ def expected_metrics(csv_path) -> pd.DataFrame:
         ba = by_order[(y, x)]
         for column, criterion in CRITERIA.items():
             s_ab, s_ba = getattr(ab, column), getattr(ba, column)
-            if not (np.isfinite(s_ab) and np.isfinite(s_ba)):
-                continue  # a diverged model (inf perplexity) is stored as a null score
+            # a diverged model (inf perplexity) is worst: the other order gives the OFE, the OS is infinite
+            # (zero where both orders diverged)
             err = (lambda s: 1 - s) if criterion in HIGHER_IS_BETTER else (lambda s: s)
+            both = np.isinf(s_ab) and np.isinf(s_ba)
             rows.append({"a": x, "b": y, "criterion": criterion, "ofe": min(err(s_ab), err(s_ba)),
-                         "os": abs(s_ab - s_ba)})
+                         "os": 0.0 if both else abs(s_ab - s_ba), "diverged": bool(np.isinf(s_ab) or np.isinf(s_ba))})
     return pd.DataFrame(rows)
 
 
@@ -106,7 +107,7 @@ def test_import_writes_310_marked_records_once(store, csv_path, results):
     assert next(r for r in results.snapshot.records if r["cell_id"] == _cell("awq(bits=4)", "ft", results)
                 )["recompressed_with"] is None  # the paper did not re-apply AWQ
     diverged = next(r for r in results.snapshot.records if r.get("label") == "ga")
-    assert diverged["scores"]["perplexity"] is None and diverged["reported"]["diverged"] == ["perplexity"]
+    assert diverged["scores"]["perplexity"] == "diverged" and diverged["reported"]["diverged"] == ["perplexity"]
     again = CliRunner().invoke(cli, ["import-reported", "--store", str(store), "--csv", str(csv_path)])
     assert again.exit_code == 0 and "nothing new (310 record(s) already there" in again.output
 
@@ -121,13 +122,17 @@ def test_metrics_match_the_paper_definitions_computed_from_the_csv(csv_path, res
     got = results.metrics[results.metrics["reported"]]
     assert set(zip(got["model_id"], got["profile"], got["dtype"])) == {PAPER}
     expected = expected_metrics(csv_path)
-    assert len(expected) == 816  # 141 pairs x 6 criteria, less the pairs with a diverged perplexity
+    assert len(expected) == 846 and expected["diverged"].sum() == 30  # 141 pairs x 6 criteria; 30 perplexities diverged
     merged = expected.merge(got, on=["a", "b", "criterion"], how="left", validate="one_to_one")
     assert merged["order_free_error"].notna().all()
+    assert (merged["significance"] == np.where(merged["diverged"], "diverged", "unknown")).all()
     np.testing.assert_allclose(merged["order_free_error"], merged["ofe"], atol=1e-9)
     np.testing.assert_allclose(merged["order_sensitivity"], merged["os"], atol=1e-9)
     item_criteria = got[got["criterion"] != "avg_bits"]
-    assert item_criteria["ofe_ci_low"].isna().all() and (item_criteria["n_items"] == 0).all()  # no items, no CI
+    # no items, no CI; except where both orders diverged, whose OFE is infinite for certain
+    certain = np.isinf(item_criteria["order_free_error"])
+    assert certain.sum() == 23 and np.isinf(item_criteria["ofe_ci_low"][certain]).all()
+    assert item_criteria["ofe_ci_low"][~certain].isna().all() and (item_criteria["n_items"] == 0).all()
     ft_gptq = got[(got["a"] == "ft") & (got["b"] == "gptq(bits=4)") & (got["criterion"] == "edit_success")]
     assert ft_gptq["order_free_error"].item() == pytest.approx(0.21)  # 1 - max(0.79, 0.44): FT first is better
     assert ft_gptq["order_sensitivity"].item() == pytest.approx(0.35)
