@@ -89,6 +89,34 @@ def fmt(value: Any, digits: int = 3) -> float | None:
     return round(value, digits) if math.isfinite(value) else None
 
 
+def significance_text(row: Any) -> str:
+    """A composability row's order effect in words: beyond noise ("yes"), within noise ("no"), unknown (no per-item
+    scores, e.g. reported figures) or diverged (a model's outputs were not finite).
+
+    Reads the ``significance`` and ``mde`` columns of benchmark/metrics.py; a table written before them has only
+    ``exceeds_noise``.
+    """
+    significance = getattr(row, "significance", None)
+    if not isinstance(significance, str):
+        return "yes" if bool(row.exceeds_noise) else "no"
+    if significance == "beyond_noise":
+        return "yes"
+    if significance == "within_noise":
+        return "no"
+    if significance == "diverged":
+        return "diverged (one order's model gave non-finite outputs)"
+    return "unknown (no per-item scores)"
+
+
+def resolvable_text(row: Any) -> str:
+    """The smallest order effect this row's sample resolves (the ``mde`` column: 80% power of the paired bootstrap),
+    so that "no" reads as "not resolvable at this size" where the sample is small; "-" where not estimable."""
+    mde = getattr(row, "mde", None)
+    if isinstance(mde, (int, float)) and math.isfinite(mde) and mde > 0:
+        return f"{mde:.3g}"
+    return "-"
+
+
 @dataclass
 class Board:
     """Records and metrics of one (model, profile), or of the whole store when unfiltered."""

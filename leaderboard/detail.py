@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from leaderboard.data import Board, fmt
+from leaderboard.data import Board, fmt, resolvable_text, significance_text
 from leaderboard.safe import cell, link_text, md
 
 
@@ -111,8 +111,10 @@ def pairs_table(board: Board, name: str, criteria: Iterable[str]) -> pd.DataFram
             "Order Sensitivity": fmt(row.order_sensitivity),
             "OS 95% CI": _ci(row.os_ci_low, row.os_ci_high),
             "AB−BA 95% CI": _ci(row.diff_ci_low, row.diff_ci_high),
-            "beyond noise": ("unknown (reported: no per-item scores)" if board.reported
-                             else "yes" if row.exceeds_noise else "no"),
+            "beyond noise": ("unknown (reported: no per-item scores)"
+                             if board.reported and significance_text(row).startswith("unknown")
+                             else significance_text(row)),
+            "smallest resolvable OS": resolvable_text(row),
             "items": int(row.n_items),
             "_order": criteria.index(row.criterion),
         })

@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from benchmark.results import reproduce_command
-from leaderboard.data import Board
+from leaderboard.data import Board, resolvable_text, significance_text
 from leaderboard.safe import plot_text
 
 METRICS = {
@@ -44,10 +44,10 @@ def _ci(low: float, high: float) -> str:
     return f"[{low:.3f}, {high:.3f}]"
 
 
-def _noise(board: Board, exceeds: bool) -> str:
-    if board.reported:
+def _noise(board: Board, row: Any) -> str:
+    if board.reported and significance_text(row).startswith("unknown"):
         return "unknown (reported in the paper: no per-item scores)"
-    return "yes" if exceeds else "no"
+    return significance_text(row)
 
 
 def pair_rows(board: Board, criterion: str, levels: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -86,7 +86,7 @@ def pair_matrix(board: Board, criterion: str, metric: str, levels: Mapping[str, 
             f"{plot_text(row.a)} × {plot_text(row.b)}<br>{title} ({plot_text(criterion)}): {value:.3f}"
             f"<br>95% CI {_ci(low, high)}<br>score {plot_text(row.a)} first: {row.score_ab:.3f}"
             f"<br>score {plot_text(row.b)} first: {row.score_ba:.3f}"
-            f"<br>order effect beyond noise: {_noise(board, bool(row.exceeds_noise))}"
+            f"<br>order effect beyond noise: {_noise(board, row)}; smallest resolvable: {resolvable_text(row)}"
             f"<br>reproduce: {plot_text(row.reproduce)}"
         )
         for i, j in ((index[row.a], index[row.b]), (index[row.b], index[row.a])):

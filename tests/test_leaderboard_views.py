@@ -169,3 +169,18 @@ def test_space_bundle_runs_without_the_training_stack(tmp_path):
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", check], cwd=out, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0 and "space ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_significance_in_words_and_the_resolvable_size():
+    from collections import namedtuple
+
+    from leaderboard.data import resolvable_text, significance_text
+
+    Row = namedtuple("Row", "exceeds_noise significance mde")
+    assert significance_text(Row(True, "beyond_noise", 0.1)) == "yes"
+    assert significance_text(Row(False, "within_noise", 0.087)) == "no" and resolvable_text(Row(False, "within_noise", 0.087)) == "0.087"
+    assert resolvable_text(Row(False, "within_noise", float("nan"))) == "-"
+    assert significance_text(Row(False, "unknown", float("nan"))).startswith("unknown")
+    assert significance_text(Row(True, "diverged", float("nan"))).startswith("diverged")
+    Old = namedtuple("Old", "exceeds_noise")  # a table written before the significance column
+    assert significance_text(Old(True)) == "yes" and significance_text(Old(False)) == "no"
