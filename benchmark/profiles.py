@@ -67,6 +67,17 @@ class ProtocolSettings(_Strict):
     pairs: Literal["cross_category"] = "cross_category"
 
 
+class TaskResources(_Strict):
+    """What one task of the Ray executor (a first step, or a cell's steps and evaluation) asks the cluster for.
+
+    Scheduling only: never part of a result, so left out of :meth:`Profile.settings`.
+    """
+
+    num_cpus: float | None = Field(default=None, gt=0)  # None: the run's torch threads (same numerics as local)
+    num_gpus: float = Field(default=0, ge=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -81,6 +92,7 @@ class Profile(_Strict):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     corpora: CorporaSettings = Field(default_factory=CorporaSettings)
     protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
+    resources: TaskResources = Field(default_factory=TaskResources, exclude=True)  # per Ray task (benchmark.ray_executor)
 
     def settings(self) -> dict[str, Any]:
         """The profile as plain data, for records and cell ids."""

@@ -166,7 +166,7 @@ class Runner:
         record = self._record(inputs, cell, cid, hps, "ok", None, ev.scores, ev.items, timings, round(peak, 1), weights_sha)
         record["cache"] = ev.mark
         record["compression_check"] = ev.compression  # the steps' claimed bits beside the measured ones
-        append_record(self.records_path, record)
+        self._emit(record)
         return record
 
     def _evaluate(self, inputs: RunInputs, cell: Cell, cid: str, model: torch.nn.Module, bits: float | None, weights_sha: str):
@@ -181,9 +181,35 @@ class Runner:
 
     def _fail(self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], reason: str, entries: list[dict]) -> dict:
         record = self._record(inputs, cell, cid, hps, "failed", reason, timings={"interventions": entries})
-        append_record(self.records_path, record)
+        self._emit(record)
         self.echo(f"FAILED {cell.label}: {reason}")
         return record
+
+    def _emit(self, record: dict) -> None:
+        """Append one finished cell's record (the Ray executor's workers return it to the driver instead)."""
+        append_record(self.records_path, record)
+
+    def _run_cell(
+        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], first_entry: dict | None,
+        state: dict[str, torch.Tensor] | None, first_error: str | None = None,
+    ) -> dict:
+        """One cell from the state after its first step: the remaining steps, the evaluation, its record."""
+        if first_error is not None:
+            reason = first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}"
+            return self._fail(inputs, cell, cid, hps, reason, [])
+        entries = [dict(first_entry)] if first_entry is not None else []
+        model = inputs.fresh(state)
+        try:
+            for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
+                model, entry = self.executor.apply(step, model)
+                if step is cell.recompress:
+                    entry["reapplied"] = True
+                entries.append(entry)
+            return self._evaluate_and_record(inputs, cell, cid, hps, model, entries)
+        except StepFailed as exc:
+            return self._fail(inputs, cell, cid, hps, str(exc), entries)
+        finally:
+            del model
 
     # ---------------------------------------------------------------- the grid
     def run(self) -> list[dict]:
@@ -210,7 +236,7 @@ class Runner:
 
         if Cell(()) in todo:
             cid, hps = ids[Cell(())]
-            self._evaluate_and_record(inputs, Cell(()), cid, hps, inputs.fresh(), [])
+            self._run_cell(inputs, Cell(()), cid, hps, None, None)
             finish(Cell(()))
 
         for first in self.steps:
@@ -337,10 +363,7 @@ class Runner:
                 model, first_entry = self.executor.apply(first, model)
                 state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
                 if self.profile.cache_states and len(group) > 1:
-                    state_file.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = state_file.with_suffix(".tmp")
-                    save_file(_untied(state), str(tmp), metadata={"entry": _json(first_entry)})
-                    tmp.replace(state_file)
+                    write_state(state_file, state, first_entry)
             except StepFailed as exc:
                 first_error = str(exc)
             finally:
@@ -349,23 +372,7 @@ class Runner:
             first_entry = _entry_from_file(state_file) or first_entry
         for cell in group:
             cid, hps = ids[cell]
-            if first_error is not None:
-                self._fail(inputs, cell, cid, hps, first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}", [])
-                finish(cell)
-                continue
-            entries = [dict(first_entry)]
-            model = inputs.fresh(state)
-            try:
-                for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
-                    model, entry = self.executor.apply(step, model)
-                    if step is cell.recompress:
-                        entry["reapplied"] = True
-                    entries.append(entry)
-                self._evaluate_and_record(inputs, cell, cid, hps, model, entries)
-            except StepFailed as exc:
-                self._fail(inputs, cell, cid, hps, str(exc), entries)
-            finally:
-                del model
+            self._run_cell(inputs, cell, cid, hps, first_entry, state, first_error)
             finish(cell)
         if state_file.exists():
             state_file.unlink()
@@ -378,6 +385,18 @@ def cell_ids(cells: list[Cell], context_key: dict[str, Any]) -> dict[Cell, tuple
         hps = [s.hyperparameters for s in cell.steps]
         ids[cell] = (cell_id(cell, context_key, hps), hps)
     return ids
+
+
+def write_state(path: Path, state: dict[str, torch.Tensor], entry: dict) -> str:
+    """Write a first-stage state atomically (the step's entry in the metadata); returns the file's SHA-256."""
+    import hashlib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(_untied(state), str(tmp), metadata={"entry": _json(entry)})
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.replace(path)
+    return digest
 
 
 def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
