@@ -27,6 +27,7 @@ module uses local paths only.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,11 @@ class RunSpec:
     unsafe_no_sandbox: bool
     threads: int
 
+    def key(self) -> str:
+        """What identifies the run in a worker process (the profile is a pydantic model: not hashable)."""
+        return json.dumps({**{k: v for k, v in self.__dict__.items() if k != "profile"},
+                           "profile": self.profile.model_dump(mode="json")}, sort_keys=True, default=str)
+
 
 class _WorkerRunner(Runner):
     """The runner inside a Ray worker: records go back to the driver instead of to the file."""
@@ -69,12 +75,13 @@ class _WorkerRunner(Runner):
         return None
 
 
-_WORKERS: dict[RunSpec, tuple[Runner, RunInputs]] = {}
+_WORKERS: dict[str, tuple[Runner, RunInputs]] = {}
 
 
 def _worker(spec: RunSpec) -> tuple[Runner, RunInputs]:
     """This worker process's runner and inputs for ``spec``, loaded once."""
-    if spec not in _WORKERS:
+    key = spec.key()
+    if key not in _WORKERS:
         from benchmark.isolation import allow_unsafe
         from benchmark.submissions import load_submission
 
@@ -89,8 +96,8 @@ def _worker(spec: RunSpec) -> tuple[Runner, RunInputs]:
 
             runner.caches = open_run_caches(inputs, "sandbox" if spec.isolate else "in-process")
         runner.executor = runner.make_executor(inputs)
-        _WORKERS[spec] = (runner, inputs)
-    return _WORKERS[spec]
+        _WORKERS[key] = (runner, inputs)
+    return _WORKERS[key]
 
 
 def _file_sha256(path: Path) -> str:
@@ -215,7 +222,8 @@ class RayRunner(Runner):
             try:
                 record = ray.get(ready[0])
             except ray.exceptions.RayError as exc:  # a bug or a lost worker past its retries: no record, resume retries it
-                self.echo(f"ERROR {cell.label}: no record ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})")
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                self.echo(f"ERROR {cell.label}: no record ({type(exc).__name__}: {(lines[-1] if lines else '')[:300]})")
                 open_states.pop(state_of.get(cell), None)  # keep the state for the resumed run
                 continue
             append_record(self.records_path, record)
