@@ -77,6 +77,14 @@ def run(
         "anyway, unconfined: their code can read your data, runs and environment (secrets)."),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Neither read nor write the evaluation and state caches (`compose-bench cache`)."),
+    executor: str = typer.Option(
+        "local", "--executor", help="local: this process, one cell after another; ray: each first step and each cell "
+        "a Ray task with the profile's resources (pip install \".[ray]\"; docs/SCALING.md)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: start Ray locally."),
+    state_dir: Optional[Path] = typer.Option(
+        None, "--state-dir", help="--executor ray: folder every worker can read, for first-step states "
+        "(a shared file system on a cluster; default <out>/ray-states)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a grid: the base model, each intervention alone and every cross-category pair in both orders.
@@ -88,7 +96,7 @@ def run(
     from benchmark.metrics import compute_composability, write_composability
     from benchmark.paths import baselines_dir
     from benchmark.profiles import ProfileError, load_profile
-    from benchmark.runner import Runner, summary_table
+    from benchmark.runner import summary_table
     from benchmark.submissions import SubmissionError, discover, load_submission
 
     try:
@@ -125,10 +133,13 @@ def run(
              "to accept that their code can read your data, runs and environment")
     allow_unsafe(unsafe_no_sandbox)
     out_dir = out or Path("runs") / prof.name
-    runner = Runner(prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
-                    retry_failed=retry_failed, echo=typer.echo, isolate=not in_process,
-                    use_cache=not no_cache)
+    from benchmark.ray_executor import make_runner
+
     try:
+        runner = make_runner(executor, prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
+                             retry_failed=retry_failed, echo=typer.echo, isolate=not in_process,
+                             use_cache=not no_cache, ray_address=ray_address, state_dir=state_dir,
+                             unsafe_no_sandbox=unsafe_no_sandbox)
         records = runner.run()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _die(str(exc))

@@ -65,7 +65,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgp
 _PRELOAD_PREFIXES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "benchmark")
 _BASE_PRELOAD = ("torch", "safetensors.torch", "transformers", "transformers.models.llama.modeling_llama",
                  "benchmark.api", "benchmark.models", "benchmark.submissions", "benchmark.resources", "benchmark.isolation",
-                 "benchmark.runner", "benchmark.toolkit")
+                 "benchmark.step_checks", "benchmark.toolkit")
 
 
 @dataclass
@@ -534,7 +534,7 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
 
     from benchmark.models import parse_dtype
     from benchmark.sandbox_inside import MEMORY_IN, MEMORY_OUT
-    from benchmark.runner import _signature, seed_everything
+    from benchmark.step_checks import seed_everything, signature
     from benchmark.submissions import SubmissionError
 
     sys.dont_write_bytecode = True
@@ -549,7 +549,7 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     model.load_state_dict(load(MEMORY_IN.pop(STATE_IN)), strict=True, assign=True)
     model.tie_weights()
     phases["load_s"] = round(time.perf_counter() - t_phase, 3)
-    signature = _signature(model)
+    base_signature = signature(model)
     model = model.to(device=torch.device(job.device), dtype=apply_dtype)
     submission = dataclasses.replace(job.submission, folder=Path(in_dir) / "submission")
     scratch = os.path.dirname(in_dir)
@@ -581,7 +581,7 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
         try:
             if isinstance(model, torch.nn.Module):
                 model = model.to(device="cpu", dtype=model_dtype)
-            _check_shape(job.label, model, signature)  # the harness checks values and ties of what comes back
+            _check_shape(job.label, model, base_signature)  # the harness checks values and ties of what comes back
             report["weight_bits"] = intervention.weight_bits(job.context)
             t_phase = time.perf_counter()
             MEMORY_OUT[STATE_OUT] = save(_untied(model.state_dict()))
@@ -611,7 +611,7 @@ def _open_step_cache(job: StepJob, in_dir: str, scratch: str) -> str | None:
 
 def _check_shape(label: str, model: Any, signature: dict) -> None:
     """In the box: a torch model of the same architecture (names and shapes), for a clear reason early."""
-    from benchmark.runner import check_architecture
+    from benchmark.step_checks import check_architecture
 
     check_architecture(label, model, signature)
 

@@ -189,3 +189,13 @@ def model_family(model_id: str, config, families: dict[str, list[str]]) -> str:
         if any(p.lower() in haystack for p in patterns):
             return family
     return "default"
+
+
+def family_of(model_id: str, config) -> str:
+    """The model's hyperparameter family, from the patterns in ``tasks/model_families.yaml``."""
+    import yaml
+
+    from benchmark.paths import tasks_dir
+
+    families = yaml.safe_load((tasks_dir() / "model_families.yaml").read_text()) or {}
+    return model_family(model_id, config, families)

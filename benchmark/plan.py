@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmark.api import Category
@@ -24,17 +24,29 @@ def _level_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Step:
-    """One intervention at one level."""
+    """One intervention at one level, with its settings resolved once for the run's model family.
+
+    The hyperparameters are resolved when the step is made (the submission's ``default``
+    block, its family block over it, the level, then the profile's overrides) and kept as
+    canonical JSON: every user of the step (cell ids, the step executor, the caches, the
+    records) reads the same values, and a missing block fails when the plan is built.
+    """
 
     submission: Submission
     level: Any  # None when the submission has no levels
     overrides: tuple[tuple[str, Any], ...] = ()  # profile-level hyperparameter overrides
+    family: str = "default"  # the model family (tasks/model_families.yaml) the settings are for
+    settings_json: str = field(default="", compare=False, repr=False)
 
-    def hyperparameters(self, family: str) -> dict[str, Any]:
-        """The submission's block for ``family``, the level, then the profile's overrides."""
-        params = self.submission.hyperparameters_for(family, self.level)
+    def __post_init__(self) -> None:
+        params = self.submission.hyperparameters_for(self.family, self.level)
         params.update(dict(self.overrides))
-        return params
+        object.__setattr__(self, "settings_json", json.dumps(params, sort_keys=True, default=str))
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The resolved hyperparameters (a fresh dict each time: callers may not change the step's)."""
+        return json.loads(self.settings_json)
 
     @property
     def label(self) -> str:
@@ -85,14 +97,14 @@ def reapplies(step: Step, rule: str) -> bool:
     return rule == "always" or step.submission.spec.protocol.reapply_when_first
 
 
-def steps_for(submissions: list[Submission], profile: Profile) -> list[Step]:
-    """Each submission at the levels the profile asks for (its default level otherwise)."""
+def steps_for(submissions: list[Submission], profile: Profile, family: str) -> list[Step]:
+    """Each submission at the levels the profile asks for (its default level otherwise), resolved for ``family``."""
     steps = []
     for sub in submissions:
         choice = profile.interventions.get(sub.name)
         overrides = tuple(sorted((choice.hyperparameters or {}).items())) if choice else ()
         if sub.spec.levels is None:
-            steps.append(Step(sub, None, overrides))
+            steps.append(Step(sub, None, overrides, family))
             continue
         levels = choice.levels if choice and choice.levels else [sub.spec.levels.default]
         unknown = [lv for lv in levels if lv not in sub.spec.levels.values]
@@ -101,7 +113,7 @@ def steps_for(submissions: list[Submission], profile: Profile) -> list[Step]:
                 f"profile {profile.name!r}: levels {unknown} of {sub.name!r} are not among its "
                 f"submission.yaml levels {sub.spec.levels.values}"
             )
-        steps.extend(Step(sub, lv, overrides) for lv in levels)
+        steps.extend(Step(sub, lv, overrides, family) for lv in levels)
     return steps
 
 

@@ -11,105 +11,34 @@ grid goes on.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import logging
-import random
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from benchmark.api import Category, InterventionContext
-from benchmark.cost import (EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human,
-                            record_step_cost, step_cost_key)
-from benchmark.isolation import StepJob, run_isolated, verify_built
-from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
-from benchmark.models import ResolvedModel, load_model, model_family, pick_device, resolve_model, weights_sha256
+from benchmark.api import Category
+from benchmark.cost import StepPlan, count_tokens, estimate, evaluation_items, human, record_step_cost, step_cost_key
 from benchmark.hardware import matmul_gflops
-from benchmark.numerics import DtypeChoice, choose_dtype, parse_dtype
+from benchmark.models import weights_sha256
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
 from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions
 from benchmark.records import RECORDS_FILE, SCHEMA_VERSION, append_record, finished_cells, read_records
 from benchmark.resources import measure
-from benchmark.step_cache import StepCache, open_step_cache
-from benchmark.submissions import Submission, SubmissionError
-from benchmark.suite import EvaluationSuite
+from benchmark.run_inputs import RunInputs, load_run_inputs
+from benchmark.step_checks import StepFailed
+from benchmark.step_executor import StepExecutor
+from benchmark.submissions import Submission
+
+__all__ = ["Runner", "RunInputs", "StepFailed", "summary_table"]
 
 log = logging.getLogger(__name__)
-
-
-class StepFailed(RuntimeError):
-    """An intervention failed; ``str()`` is the one-line reason that goes into the record."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
-    return text[:500]
-
-
-def _signature(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
-
-
-def check_architecture(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:
-    """The intervention returned a torch model of the same architecture (names and shapes)."""
-    if not isinstance(model, torch.nn.Module):
-        raise StepFailed(f"{step_label}: apply returned {type(model).__name__}, not a torch model")
-    signature = _signature(model)
-    if signature != base_signature:
-        missing = sorted(set(base_signature) - set(signature))[:3]
-        added = sorted(set(signature) - set(base_signature))[:3]
-        reshaped = sorted(k for k in set(signature) & set(base_signature) if signature[k] != base_signature[k])[:3]
-        raise StepFailed(
-            f"{step_label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})"
-        )
-
-
-def check_model_after(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:
-    """The intervention returned a model of the same architecture with finite weights."""
-    check_architecture(step_label, model, base_signature)
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise StepFailed(f"{step_label}: weights are not finite (NaN or inf in {name})")
-
-
-@dataclass
-class RunInputs:
-    """Everything loaded once per run and shared by every cell."""
-
-    profile: Profile
-    resolved: ResolvedModel
-    family: str
-    device: torch.device
-    dtype: torch.dtype
-    numerics: DtypeChoice  # how dtype was chosen (recorded)
-    base_model: torch.nn.Module  # pristine, never handed to an intervention
-    tokenizer: Any
-    base_sha: str
-    signature: dict[str, tuple[int, ...]]
-    suite: EvaluationSuite
-    forget: Corpus
-    retain: Corpus
-    calibration: Corpus
-    out_dir: Path
-    context_key: dict[str, Any] = field(default_factory=dict)
-    tokens: EvaluationTokens | None = None  # tokens one evaluation processes (cost model)
-    reference: Corpus | None = None  # generic text for editors' statistics (the whole retain corpus)
 
 
 class Runner:
@@ -140,200 +69,28 @@ class Runner:
         self.use_cache = use_cache  # False: --no-cache, neither cache is read or written
         self.caches = None  # benchmark.caches.run.RunCaches, opened in run()
         self.records_path = self.out_dir / RECORDS_FILE
-        self.steps = steps_for(submissions, profile)
-        self.cells = build_plan(self.steps, profile.protocol.recompress_when_first)
+        self.steps: list[Step] = []  # the plan: built by _load_inputs, once the model family is known
+        self.cells: list[Cell] = []
+        self.executor: StepExecutor | None = None  # applies every step (benchmark.step_executor)
 
     # ---------------------------------------------------------------- set-up
     def _load_inputs(self) -> RunInputs:
-        p = self.profile
-        if p.threads:
-            torch.set_num_threads(p.threads)
-        device = pick_device(self.device_name)
-        numerics = choose_dtype(p.dtype, str(device))
-        dtype = numerics.dtype
-        if warning := numerics.slow_warning():
-            self.echo(warning)
-        resolved = resolve_model(self.model_id)
-        self.echo(f"model: {resolved.model_id} from {resolved.source} ({numerics.name} on {device}, {numerics.reason})")
-        base_model, tokenizer = load_model(resolved, dtype, device)
-        from benchmark.paths import tasks_dir
-        import yaml
+        """Load the run's inputs, then build the plan with every step's settings resolved for the model's family."""
+        inputs = load_run_inputs(self.profile, self.out_dir, self.model_id, self.device_name, self.data_dir, self.echo)
+        self.steps = steps_for(self.submissions, self.profile, inputs.family)
+        self.cells = build_plan(self.steps, self.profile.protocol.recompress_when_first)
+        return inputs
 
-        families = yaml.safe_load((tasks_dir() / "model_families.yaml").read_text()) or {}
-        family = model_family(resolved.model_id, base_model.config, families)
-        base_sha = weights_sha256(base_model)
-        c = p.corpora
-        forget = load_forget_corpus(c.forget_n, p.seed, self.data_dir, c.bio_forget_path)
-        retain = load_retain_corpus(c.retain_n, p.seed, self.data_dir)
-        calibration = load_calibration_corpus(c.calibration_n, p.seed, self.data_dir)
-        suite = EvaluationSuite.build(p.evaluation, p.seed, self.data_dir, forget.name)
-        self.echo(
-            f"data: {len(suite.edits)} edits, {len(suite.mcq['mmlu'])} MMLU, "
-            f"{len(suite.mcq['wmdp_bio'])}+{len(suite.mcq['wmdp_cyber'])} WMDP ({p.evaluation.prompt_format}), "
-            f"forget corpus {forget.name}"
-        )
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        suite.prepare_reference(base_model, tokenizer, self.out_dir / "locality_reference.json", base_sha)
-        context_key = {
-            "model_id": resolved.model_id,
-            "weights_sha256": base_sha,
-            "dtype": numerics.name,
-            "seed": p.seed,
-            "evaluation": p.evaluation.model_dump(mode="json"),
-            "corpora": {"forget": forget.describe(), "retain": retain.describe(), "calibration": calibration.describe()},
-            "protocol": p.protocol.model_dump(mode="json"),
-            "tasks": suite.provenance,
-        }
-        return RunInputs(
-            p, resolved, family, device, dtype, numerics, base_model, tokenizer, base_sha, _signature(base_model),
-            suite, forget, retain, calibration, self.out_dir, context_key,
-            reference=load_retain_corpus(None, p.seed, self.data_dir),
-        )
-
-    def _context(self, inputs: RunInputs, step: Step, hp: dict[str, Any], dtype: torch.dtype) -> InterventionContext:
-        category = step.category
-        edits = forget = retain = calibration = reference = ()
-        if category in (Category.EDITING, Category.MULTI):
-            edits = tuple(r.to_edit_request() for r in inputs.suite.edits)  # prompt, subject, target only
-            reference = inputs.reference.texts if inputs.reference else ()
-        if category in (Category.UNLEARNING, Category.MULTI):
-            forget, retain = inputs.forget.texts, inputs.retain.texts
-        if category in (Category.COMPRESSION, Category.MULTI):
-            calibration = inputs.calibration.texts
-        return InterventionContext(
-            hyperparameters=hp,
-            seed=inputs.profile.seed,
-            device=inputs.device,
-            dtype=dtype,
-            model_family=inputs.family,
-            edits=edits,
-            forget_texts=forget,
-            retain_texts=retain,
-            calibration_texts=calibration,
-            reference_texts=reference,
-            forget_corpus_name=inputs.forget.name if forget else "",
-            max_seq_len=inputs.profile.evaluation.perplexity_seq_len,
-        )
-
-    # ---------------------------------------------------------------- steps
-    def _apply(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-        """Apply one step to ``model``; returns the model it leaves and its timing entry (its cost goes to the history).
-
-        The step gets its own cache (benchmark.step_cache): what it writes there is kept for
-        this submission only, and only when the step succeeded.
-        """
-        cache = self._step_cache(inputs, step)
-        try:
-            model, entry = self._apply_step(inputs, step, model, cache)
-        except BaseException:
-            cache.discard()
-            raise
-        cache.keep()
-        if entry.get("seconds"):
-            n = inputs.numerics
-            record_step_cost(self._step_plan(inputs, step).key, entry["seconds"], _matmul_rate(inputs), n.capability, n.name)
-        return model, entry
-
-    def _step_cache(self, inputs: RunInputs, step: Step) -> StepCache:
+    def make_executor(self, inputs: RunInputs) -> StepExecutor:
+        """The step executor of this run: in or out of the sandbox, through the caches when open."""
         from benchmark.paths import cache_dir
 
-        want = step.submission.spec.resources.dtype or inputs.numerics.name
-        settings = {"hyperparameters": step.hyperparameters(inputs.family), "dtype": want, "model": inputs.resolved.model_id}
-        return open_step_cache(cache_dir() / "steps", step.submission.sha256, inputs.base_sha, settings)
+        def on_cost(step: Step, seconds: float) -> None:
+            n = inputs.numerics
+            record_step_cost(self._step_plan(inputs, step).key, seconds, _matmul_rate(inputs), n.capability, n.name)
 
-    def _apply_step(self, inputs: RunInputs, step: Step, model: torch.nn.Module, cache: StepCache) -> tuple[torch.nn.Module, dict]:
-        if self.isolate:
-            return self._apply_isolated(inputs, step, model, cache)
-        sub = step.submission
-        hp = step.hyperparameters(inputs.family)
-        want = sub.spec.resources.dtype
-        dtype = parse_dtype(want) if want else inputs.dtype
-        try:
-            intervention = sub.instantiate()
-        except SubmissionError as exc:
-            raise StepFailed(f"{step.label}: {exc}") from exc
-        if dtype != inputs.dtype:
-            model = model.to(dtype)
-        context = self._context(inputs, step, hp, dtype)
-        seed_everything(inputs.profile.seed)
-        with measure() as usage, cache.in_process():
-            try:
-                model = intervention.apply(model, inputs.tokenizer, context)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except torch.OutOfMemoryError as exc:
-                raise StepFailed(f"{step.label}: out of memory: {_one_line(exc)}") from exc
-            except Exception as exc:
-                log.debug("intervention %s failed:\n%s", step.label, traceback.format_exc())
-                raise StepFailed(f"{step.label}: {_one_line(exc)}") from exc
-        if isinstance(model, torch.nn.Module) and dtype != inputs.dtype:
-            model = model.to(inputs.dtype)
-        check_model_after(step.label, model, inputs.signature)
-        budget = sub.spec.resources.time_budget_s
-        if usage.seconds > budget:
-            raise StepFailed(f"{step.label}: ran {usage.seconds:.0f} s, over its time budget of {budget:.0f} s")
-        weight_bits = intervention.weight_bits(context)
-        entry = {
-            "label": step.label,
-            "seconds": round(usage.seconds, 3),
-            "peak_rss_mb": round(usage.peak_rss_mb, 1),
-            "peak_cuda_mb": usage.peak_cuda_mb,
-            "dtype": str(dtype).removeprefix("torch."),
-            "weight_bits": weight_bits,
-            "isolation": {"process": False},
-        }
-        return model, entry
-
-    def _step(self, inputs: RunInputs, step: Step, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-        """Apply one step, through the state cache when it is trusted code (benchmark.caches)."""
-        if self.caches is None:
-            return self._apply(inputs, step, model)
-        return self.caches.step(inputs, step, model, self._apply, self._context, self._fresh)
-
-    def _apply_isolated(
-        self, inputs: RunInputs, step: Step, model: torch.nn.Module, cache: StepCache,
-    ) -> tuple[torch.nn.Module, dict]:
-        """Apply one step in a sandboxed child (benchmark.isolation); the harness never imports the code."""
-        sub = step.submission
-        hp = step.hyperparameters(inputs.family)
-        want = sub.spec.resources.dtype
-        dtype = parse_dtype(want) if want else inputs.dtype
-        job = StepJob(
-            submission=sub, context=self._context(inputs, step, hp, dtype), model_path=inputs.resolved.path,
-            model_dtype=str(inputs.dtype).removeprefix("torch."), apply_dtype=str(dtype).removeprefix("torch."),
-            device=str(inputs.device), threads=torch.get_num_threads(), label=step.label,
-            step_cache=cache.environment(),
-        )
-        res = sub.spec.resources
-        outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
-        del model
-        if outcome.error is not None:
-            if outcome.log_tail:
-                log.info("output of %s ends: %s", step.label, outcome.log_tail)
-            raise StepFailed(outcome.error)
-        fresh = self._fresh(inputs, outcome.state)
-        mismatch = verify_built(fresh, outcome.state, step.label)  # evaluate exactly what came back
-        if mismatch:
-            raise StepFailed(mismatch)
-        entry = {
-            "label": step.label,
-            "seconds": outcome.seconds,  # measured by the harness: process start to exit (import, __init__, apply)
-            "peak_rss_mb": round(outcome.peak_rss_mb, 1),  # resident set + the box's /tmp and /dev/shm
-            "peak_cuda_mb": None,
-            "dtype": str(dtype).removeprefix("torch."),
-            "weight_bits": outcome.weight_bits,
-            "reported_apply_s": outcome.reported_apply_s,
-            "returned_sha256": outcome.returned_sha256,
-            "isolation": outcome.isolation,
-            "isolation_overhead_s": round(outcome.wall_s - (outcome.seconds or 0.0), 3),
-        }
-        return fresh, entry
-
-    def _fresh(self, inputs: RunInputs, state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
-        model = copy.deepcopy(inputs.base_model)
-        if state is not None:
-            model.load_state_dict(state, strict=True)
-        return model
+        return StepExecutor(inputs.materials, inputs.fresh, isolate=self.isolate, cache_root=cache_dir() / "steps",
+                            caches=self.caches, on_cost=on_cost)
 
     # ---------------------------------------------------------------- records
     def _record(
@@ -409,7 +166,7 @@ class Runner:
         record = self._record(inputs, cell, cid, hps, "ok", None, ev.scores, ev.items, timings, round(peak, 1), weights_sha)
         record["cache"] = ev.mark
         record["compression_check"] = ev.compression  # the steps' claimed bits beside the measured ones
-        append_record(self.records_path, record)
+        self._emit(record)
         return record
 
     def _evaluate(self, inputs: RunInputs, cell: Cell, cid: str, model: torch.nn.Module, bits: float | None, weights_sha: str):
@@ -424,9 +181,35 @@ class Runner:
 
     def _fail(self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], reason: str, entries: list[dict]) -> dict:
         record = self._record(inputs, cell, cid, hps, "failed", reason, timings={"interventions": entries})
-        append_record(self.records_path, record)
+        self._emit(record)
         self.echo(f"FAILED {cell.label}: {reason}")
         return record
+
+    def _emit(self, record: dict) -> None:
+        """Append one finished cell's record (the Ray executor's workers return it to the driver instead)."""
+        append_record(self.records_path, record)
+
+    def _run_cell(
+        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], first_entry: dict | None,
+        state: dict[str, torch.Tensor] | None, first_error: str | None = None,
+    ) -> dict:
+        """One cell from the state after its first step: the remaining steps, the evaluation, its record."""
+        if first_error is not None:
+            reason = first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}"
+            return self._fail(inputs, cell, cid, hps, reason, [])
+        entries = [dict(first_entry)] if first_entry is not None else []
+        model = inputs.fresh(state)
+        try:
+            for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
+                model, entry = self.executor.apply(step, model)
+                if step is cell.recompress:
+                    entry["reapplied"] = True
+                entries.append(entry)
+            return self._evaluate_and_record(inputs, cell, cid, hps, model, entries)
+        except StepFailed as exc:
+            return self._fail(inputs, cell, cid, hps, str(exc), entries)
+        finally:
+            del model
 
     # ---------------------------------------------------------------- the grid
     def run(self) -> list[dict]:
@@ -435,10 +218,8 @@ class Runner:
             from benchmark.caches.run import open_run_caches
 
             self.caches = open_run_caches(inputs, "sandbox" if self.isolate else "in-process")
-        ids: dict[Cell, tuple[str, list[dict]]] = {}
-        for cell in self.cells:
-            hps = [s.hyperparameters(inputs.family) for s in cell.steps]
-            ids[cell] = (cell_id(cell, inputs.context_key, hps), hps)
+        self.executor = self.make_executor(inputs)
+        ids = cell_ids(self.cells, inputs.context_key)
         done = finished_cells(read_records(self.records_path), self.retry_failed)
         todo = [c for c in self.cells if ids[c][0] not in done]
         self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded, {len(todo)} to run")
@@ -455,7 +236,7 @@ class Runner:
 
         if Cell(()) in todo:
             cid, hps = ids[Cell(())]
-            self._evaluate_and_record(inputs, Cell(()), cid, hps, self._fresh(inputs, None), [])
+            self._run_cell(inputs, Cell(()), cid, hps, None, None)
             finish(Cell(()))
 
         for first in self.steps:
@@ -542,7 +323,7 @@ class Runner:
             if name == self.profile.name or other.model != self.profile.model or other.device not in (None, "cpu"):
                 continue
             subs = [baselines[n] for n in other.interventions if n in baselines] + extra
-            cells = build_plan(steps_for(subs, other), other.protocol.recompress_when_first)
+            cells = build_plan(steps_for(subs, other, inputs.family), other.protocol.recompress_when_first)
             tokens = inputs.tokens.scaled(evaluation_items(other.evaluation))
             firsts = {c.first for c in cells if c.first is not None}
             steps = [s for c in cells for s in c.steps[1:] + ((c.recompress,) if c.recompress else ())]
@@ -564,8 +345,7 @@ class Runner:
             states.rmdir()
 
     def _state_file(self, inputs: RunInputs, first: Step) -> Path:
-        hp = first.hyperparameters(inputs.family)
-        key = cell_id(Cell((first,)), inputs.context_key, [hp])
+        key = cell_id(Cell((first,)), inputs.context_key, [first.hyperparameters])
         return self.out_dir / "states" / f"{key}.safetensors"
 
     def _run_group(self, inputs: RunInputs, first: Step, group: list[Cell], ids, finish) -> None:
@@ -578,15 +358,12 @@ class Runner:
             first_entry = {"label": first.label, "seconds": None, "peak_rss_mb": 0.0, "reused_from_disk": True}
         else:
             self.echo(f"applying {first.label} (first intervention of {len(group)} cells)")
-            model = self._fresh(inputs, None)
+            model = inputs.fresh()
             try:
-                model, first_entry = self._step(inputs, first, model)
+                model, first_entry = self.executor.apply(first, model)
                 state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
                 if self.profile.cache_states and len(group) > 1:
-                    state_file.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = state_file.with_suffix(".tmp")
-                    save_file(_untied(state), str(tmp), metadata={"entry": _json(first_entry)})
-                    tmp.replace(state_file)
+                    write_state(state_file, state, first_entry)
             except StepFailed as exc:
                 first_error = str(exc)
             finally:
@@ -595,26 +372,31 @@ class Runner:
             first_entry = _entry_from_file(state_file) or first_entry
         for cell in group:
             cid, hps = ids[cell]
-            if first_error is not None:
-                self._fail(inputs, cell, cid, hps, first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}", [])
-                finish(cell)
-                continue
-            entries = [dict(first_entry)]
-            model = self._fresh(inputs, state)
-            try:
-                for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
-                    model, entry = self._step(inputs, step, model)
-                    if step is cell.recompress:
-                        entry["reapplied"] = True
-                    entries.append(entry)
-                self._evaluate_and_record(inputs, cell, cid, hps, model, entries)
-            except StepFailed as exc:
-                self._fail(inputs, cell, cid, hps, str(exc), entries)
-            finally:
-                del model
+            self._run_cell(inputs, cell, cid, hps, first_entry, state, first_error)
             finish(cell)
         if state_file.exists():
             state_file.unlink()
+
+
+def cell_ids(cells: list[Cell], context_key: dict[str, Any]) -> dict[Cell, tuple[str, list[dict]]]:
+    """Each cell's content id and its steps' resolved hyperparameters (what the records carry)."""
+    ids = {}
+    for cell in cells:
+        hps = [s.hyperparameters for s in cell.steps]
+        ids[cell] = (cell_id(cell, context_key, hps), hps)
+    return ids
+
+
+def write_state(path: Path, state: dict[str, torch.Tensor], entry: dict) -> str:
+    """Write a first-stage state atomically (the step's entry in the metadata); returns the file's SHA-256."""
+    import hashlib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(_untied(state), str(tmp), metadata={"entry": _json(entry)})
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.replace(path)
+    return digest
 
 
 def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -171,17 +171,19 @@ class Submission:
         return list(self.spec.levels.values) if self.spec.levels else [None]
 
     def hyperparameters_for(self, family: str, level: Any = None) -> dict[str, Any]:
-        """The family's block (or ``default``) merged with the grid level."""
+        """The ``default`` block, the family's block merged over it, then the grid level.
+
+        The merge is what submission.yaml's template and CONTRIBUTING.md promise: a family
+        block names only what differs for that family. Called once per step, when the plan
+        is built (:func:`benchmark.plan.steps_for`).
+        """
         blocks = self.spec.hyperparameters
-        if family in blocks:
-            params = dict(blocks[family])
-        elif "default" in blocks:
-            params = dict(blocks["default"])
-        else:
+        if family not in blocks and "default" not in blocks:
             raise SubmissionError(
                 f"{self.folder / SUBMISSION_FILE}: field 'hyperparameters' has no block for model "
                 f"family {family!r} and no 'default' block"
             )
+        params = {**blocks.get("default", {}), **blocks.get(family, {})}
         if self.spec.levels is not None and level is not None:
             params[self.spec.levels.parameter] = level
         return params

@@ -6,7 +6,7 @@ Checks, in order (a later check needs the earlier ones to pass):
    (:func:`benchmark.isolation.check_import`), and the class follows the API (subclass,
    name, category, ``apply``): the harness itself never imports the submission's code;
 3. optionally, a smoke application on the default model with a few real edits / texts in
-   the step sandbox (:func:`benchmark.isolation.run_isolated`): it must return the same
+   the step sandbox, through the grid's step executor (:mod:`benchmark.step_executor`): it must return the same
    architecture with finite weights within its time and memory budget.
 """
 
@@ -56,53 +56,45 @@ def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -
 
 
 def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: int = 4) -> str:
-    """Apply the submission once to the default model in the step sandbox; a summary line, or StepFailed."""
+    """Apply the submission once to the default model through the step executor, sandboxed; a summary line, or StepFailed.
+
+    The same executor as a grid step (benchmark.step_executor), with the default model's
+    family resolving the settings and a few real edits / texts; the step's cache is a
+    throw-away folder (a smoke application keeps nothing).
+    """
+    import tempfile
+
     import torch
 
-    from benchmark.api import InterventionContext
     from benchmark.data.corpora import load_calibration_corpus, load_forget_corpus, load_retain_corpus
     from benchmark.data.zsre import load_zsre, sample_edits
-    from benchmark.isolation import StepJob, run_isolated
     from benchmark.models import DEFAULT_MODEL_ID, load_model, resolve_model
-    from benchmark.runner import StepFailed
-
     from benchmark.numerics import choose_dtype
+    from benchmark.plan import Step
+    from benchmark.step_executor import StepExecutor, copies_of, materials_for
 
     resolved = resolve_model(DEFAULT_MODEL_ID)
-    model_dtype = choose_dtype("auto", "cpu").name  # as the CPU profiles compute: bf16 only where it is fast
-    model, _ = load_model(resolved, getattr(torch, model_dtype), torch.device("cpu"))
-    level = sub.spec.levels.default if sub.spec.levels else None
-    hp = sub.hyperparameters_for("smollm2", level)
-    want = sub.spec.resources.dtype or model_dtype
+    dtype = choose_dtype("auto", "cpu").dtype  # as the CPU profiles compute: bf16 only where it is fast
+    model, tokenizer = load_model(resolved, dtype, torch.device("cpu"))
     records, _ = load_zsre(data_dir)
-    context = InterventionContext(
-        hyperparameters=hp, seed=0, device=torch.device("cpu"), dtype=getattr(torch, want), model_family="smollm2",
+    materials = materials_for(
+        resolved, model, tokenizer, 0,
         edits=tuple(r.to_edit_request() for r in sample_edits(records, n_items, 0)),
+        reference_texts=load_retain_corpus(None, 0, data_dir).texts if sub.category.value in ("editing", "multi") else (),
         forget_texts=load_forget_corpus(2 * n_items, 0, data_dir).texts,
         retain_texts=load_retain_corpus(2 * n_items, 0, data_dir).texts,
         calibration_texts=load_calibration_corpus(n_items, 0, data_dir).texts,
-        reference_texts=load_retain_corpus(None, 0, data_dir).texts if sub.category.value in ("editing", "multi") else (),
         max_seq_len=256,
     )
-    import tempfile
-
-    from benchmark.step_cache import open_step_cache
-
+    step = Step(sub, sub.spec.levels.default if sub.spec.levels else None, (), materials.family)
+    fresh = copies_of(model)
     res = sub.spec.resources
     with tempfile.TemporaryDirectory(prefix="compose-bench-validate-cache-") as cache_root:
-        cache = open_step_cache(Path(cache_root), sub.sha256, "validate", {"hyperparameters": hp, "dtype": want})
-        job = StepJob(submission=sub, context=context, model_path=resolved.path, model_dtype=model_dtype,
-                      apply_dtype=want, device="cpu", threads=torch.get_num_threads(), label=sub.name,
-                      step_cache=cache.environment())
-        try:
-            outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)
-        finally:
-            cache.discard()  # a smoke application keeps nothing
-    if outcome.error is not None:
-        raise StepFailed(outcome.error)
-    sandbox = "sandboxed" if str(outcome.isolation.get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
-    return (f"smoke application on the default model: {outcome.seconds:.1f} s of {res.time_budget_s:g} s, "
-            f"peak {outcome.peak_rss_mb:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
+        executor = StepExecutor(materials, fresh, isolate=True, cache_root=Path(cache_root))
+        _, entry = executor.apply(step, fresh())
+    sandbox = "sandboxed" if str(entry["isolation"].get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
+    return (f"smoke application on the default model: {entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
+            f"peak {entry['peak_rss_mb']:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
             f"{sandbox}")
 
 
@@ -139,7 +131,7 @@ def validate_folder(
         return report
     report.passed.append("class follows the intervention API")
     if smoke:
-        from benchmark.runner import StepFailed
+        from benchmark.step_checks import StepFailed
 
         try:
             report.passed.append(smoke_apply(sub, data_dir))

@@ -1,6 +1,7 @@
 """Choose an unlearner's hyperparameters on the WMDP development part (never on the scored half).
 
-Applies one unlearning baseline with its ``smollm2`` block plus overrides to a fresh copy of
+Applies one unlearning baseline (its default-model family settings plus overrides) through the
+grid's step executor to a fresh copy of
 the default model, then prints one JSON line: WMDP accuracy on the development questions
 (bio, cyber, mean), MMLU accuracy on a stratified sample, and the unlearner's time. The
 forget texts are the stand-in's forget part, the retain texts the offline retain corpus,
@@ -12,9 +13,7 @@ as in a grid.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import time
 
 import torch
 
@@ -30,34 +29,37 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from benchmark.api import InterventionContext
     from benchmark.data.corpora import load_forget_corpus, load_retain_corpus, load_wmdp_dev_questions
     from benchmark.data.mcq import load_mmlu, stratified_sample
     from benchmark.evaluation.multiple_choice import evaluate_mcq
     from benchmark.models import DEFAULT_MODEL_ID, load_model, resolve_model
-    from benchmark.paths import baselines_dir
+    from benchmark.paths import baselines_dir, cache_dir
+    from benchmark.plan import Step
+    from benchmark.step_executor import StepExecutor, copies_of, materials_for
     from benchmark.submissions import load_submission
 
-    base, tok = load_model(resolve_model(DEFAULT_MODEL_ID), torch.bfloat16, torch.device("cpu"))
+    resolved = resolve_model(DEFAULT_MODEL_ID)
+    base, tok = load_model(resolved, torch.bfloat16, torch.device("cpu"))
     dev = load_wmdp_dev_questions()
     tasks = {f"wmdp_{s}": stratified_sample(items, args.dev_n, args.seed) for s, items in dev.items()}
     tasks["mmlu"] = stratified_sample(load_mmlu()[0], args.mmlu_n, args.seed)
     forget = load_forget_corpus(args.forget_n, args.seed)
     retain = load_retain_corpus(args.retain_n, args.seed)
     sub = load_submission(baselines_dir() / args.name)
+    materials = materials_for(resolved, base, tok, args.seed, forget_texts=forget.texts, retain_texts=retain.texts,
+                              forget_corpus_name=forget.name)
+    fresh = copies_of(base)
+    # the grid's step executor, in this process (a baseline is trusted code)
+    executor = StepExecutor(materials, fresh, isolate=False, cache_root=cache_dir() / "steps")
     for text in args.overrides or ["{}"]:
-        model = copy.deepcopy(base)
+        model = fresh()
         seconds = 0.0
         hp = None
         if text != "base":
-            hp = {**sub.hyperparameters_for("smollm2"), **json.loads(text)}
-            context = InterventionContext(hyperparameters=hp, seed=args.seed, device=torch.device("cpu"), dtype=torch.bfloat16,
-                                          model_family="smollm2", forget_texts=forget.texts, retain_texts=retain.texts,
-                                          forget_corpus_name=forget.name)
-            torch.manual_seed(args.seed)
-            start = time.perf_counter()
-            model = sub.instantiate().apply(model, tok, context)
-            seconds = time.perf_counter() - start
+            step = Step(sub, None, tuple(sorted(json.loads(text).items())), materials.family)
+            hp = step.hyperparameters
+            model, entry = executor.apply(step, model)
+            seconds = entry["seconds"]
         acc = evaluate_mcq(model, tok, tasks, "cloze", 32)
         mean = {k: sum(v) / len(v) for k, v in acc.items()}
         print(json.dumps({"unlearner": args.name if hp else "base", "overrides": text, "seconds": round(seconds, 1),

@@ -82,3 +82,35 @@ def private_results_cache(tmp_path_factory):
         else:
             os.environ[key] = value
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, data_dir):
+    """The smoke grid through the real CLI, once per session, with the baselines in the harness process (``--in-process``).
+
+    The sandboxed path of the same runner is exercised by the hostile-submission grid
+    (tests/test_hostile_submissions.py) and by the quick start's main job in CI; here it
+    would add ~3-7 s per step to the slowest fixture of the suite. Returns ``(out folder,
+    CompletedProcess)``; tests/test_ray_executor.py compares Ray's records with these.
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "run", "--profile", "smoke", "--out", str(out),
+                           "--data-dir", str(data_dir), "--bootstrap", "300", "--in-process"],
+                          capture_output=True, text=True, timeout=2700, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """Ray started once per test session on this machine (``ray.init(num_cpus=2)``), shut down at its end."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

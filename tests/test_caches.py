@@ -208,7 +208,7 @@ def test_code_digest_follows_the_scorers_not_the_display_code(tmp_path, monkeypa
         fh.write("\n# a comment\n")
     after_scorer = digests()
     assert after_scorer[0] != before[0]
-    with open(copy / "runner.py", "a") as fh:  # the step executor: new state keys, same evaluation keys
+    with open(copy / "step_executor.py", "a") as fh:  # the step executor: new state keys, same evaluation keys
         fh.write("\n# a comment\n")
     after_runner = digests()
     assert after_runner[0] == after_scorer[0] and after_runner[1] != after_scorer[1]
@@ -259,6 +259,7 @@ def tiny_runner(tmp_path_factory, data_dir):
                     isolate=False, echo=lambda _: None)
     inputs = runner._load_inputs()
     runner.caches = RunCaches(inputs, "in-process", root=root / "results")
+    runner.executor = runner.make_executor(inputs)
     return runner, inputs
 
 
@@ -267,7 +268,7 @@ def test_evaluation_hit_is_identical_to_a_fresh_evaluation(tiny_runner):
     from benchmark.plan import Cell
 
     runner, inputs = tiny_runner
-    model = runner._fresh(inputs, None)
+    model = inputs.fresh()
     sha = weights_sha256(model)
     fresh = runner._evaluate(inputs, Cell(()), "c0", model, None, sha)  # a miss: suite.evaluate runs, in memory
     again = runner._evaluate(inputs, Cell(()), "c0", model, None, sha)  # a hit: read back from the entry's file
@@ -286,10 +287,10 @@ def test_trusted_step_hit_gives_byte_identical_weights_and_untrusted_steps_alway
 
     runner, inputs = tiny_runner
     ga, template = runner.steps
-    computed, entry = runner._step(inputs, ga, runner._fresh(inputs, None))
+    computed, entry = runner.executor.apply(ga, inputs.fresh())
     assert entry["cached"] is False and entry["seconds"] > 0
     assert weights_sha256(computed) != inputs.base_sha
-    cached, hit = runner._step(inputs, ga, runner._fresh(inputs, None))
+    cached, hit = runner.executor.apply(ga, inputs.fresh())
     assert hit["cached"] is True and hit["cache_key"] == entry["cache_key"] and hit["seconds"] == entry["seconds"]
     assert hit["lookup_s"] >= 0
     a, b = computed.state_dict(), cached.state_dict()
@@ -299,11 +300,11 @@ def test_trusted_step_hit_gives_byte_identical_weights_and_untrusted_steps_alway
     on_disk = load_file(str(runner.caches.states.store.path(entry["cache_key"])))
     assert all(torch.equal(on_disk[k], a[k]) for k in a)
     # another input model (GA's output instead of the base model): another key, a miss
-    _, second = runner._step(inputs, ga, cached)
+    _, second = runner.executor.apply(ga, cached)
     assert second["cached"] is False and second["cache_key"] != entry["cache_key"]
     # a submitted (untrusted) intervention is run every time and never stored
     before = runner.caches.states.store.usage()
-    _, untrusted = runner._step(inputs, template, runner._fresh(inputs, None))
+    _, untrusted = runner.executor.apply(template, inputs.fresh())
     assert "cached" not in untrusted and untrusted["seconds"] > 0
     assert runner.caches.states.store.usage() == before
 

@@ -29,19 +29,7 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 2700)
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """The smoke grid with the baselines in the harness process (``--in-process``).
-
-    The sandboxed path of the same runner is exercised by the hostile-submission grid
-    (tests/test_hostile_submissions.py) and by the quick start's main job in CI; here it
-    would add ~3-7 s per step to the slowest fixture of the suite.
-    """
-    out = tmp_path_factory.mktemp("smoke")
-    proc = run_cli(["run", "--profile", "smoke", "--out", str(out), "--data-dir", str(data_dir), "--bootstrap", "300",
-                    "--in-process"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc
+# smoke_run (the smoke grid, once per session) lives in conftest.py: the Ray executor's test compares with it
 
 
 def test_smoke_grid_records_every_cell(smoke_run):

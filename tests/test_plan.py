@@ -13,7 +13,7 @@ from benchmark.submissions import discover
 def _steps(profile_name: str):
     prof = load_profile(profile_name)
     subs = [s for s in discover(baselines_dir()) if s.name in prof.interventions]
-    return prof, steps_for(subs, prof)
+    return prof, steps_for(subs, prof, "smollm2")
 
 
 def test_profiles_load():

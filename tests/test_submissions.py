@@ -117,6 +117,20 @@ def test_missing_module_file(tmp_path):
         load_submission(folder).load_class()
 
 
+def test_family_block_is_merged_over_the_default_block_once_when_the_plan_is_built(tmp_path):
+    """The template's promise: a family block names only what differs; the plan's step holds the result."""
+    from benchmark.plan import Step
+
+    blocks = {"default": {"lr": 1, "steps": 5, "layers": [4, 5]}, "smollm2": {"lr": 2}}
+    sub = load_submission(make_submission(tmp_path, with_(hyperparameters=blocks)))
+    assert sub.hyperparameters_for("smollm2") == {"lr": 2, "steps": 5, "layers": [4, 5]}
+    assert sub.hyperparameters_for("llama3") == {"lr": 1, "steps": 5, "layers": [4, 5]}
+    step = Step(sub, None, (("steps", 9),), "smollm2")
+    assert step.hyperparameters == {"lr": 2, "steps": 9, "layers": [4, 5]}
+    step.hyperparameters["lr"] = 100  # a caller's change does not reach the step
+    assert step.hyperparameters["lr"] == 2
+
+
 def test_missing_family_block(tmp_path):
     sub = load_submission(make_submission(tmp_path, with_(hyperparameters={"llama3": {"lr": 1}})))
     with pytest.raises(SubmissionError, match="no block for model family 'smollm2' and no 'default'"):

@@ -32,7 +32,8 @@ _NOT_NUMERIC = (
     "hub.py", "plan.py", "provenance.py", "__init__.py",
 )
 # A model's evaluation: the scorers, the suite, the data loaders, the toolkit they import.
-EVALUATION_CODE_EXCLUDES = _NOT_NUMERIC + ("runner.py", "isolation.py", "submissions.py", "resources.py")
+EVALUATION_CODE_EXCLUDES = _NOT_NUMERIC + ("runner.py", "isolation.py", "submissions.py", "resources.py",
+                                           "step_executor.py", "step_checks.py", "ray_executor.py")
 # A step's output: the runner's and the sandbox's step execution, the API, the toolkit.
 STEP_CODE_EXCLUDES = _NOT_NUMERIC + ("suite.py",)
 

@@ -34,7 +34,7 @@ from benchmark.resources import measure
 if TYPE_CHECKING:
     from benchmark.api import InterventionContext
     from benchmark.plan import Step
-    from benchmark.runner import RunInputs
+    from benchmark.run_inputs import RunInputs
 
 log = logging.getLogger(__name__)
 
@@ -150,44 +150,44 @@ class RunCaches:
 
     # ------------------------------------------------------------ steps
     def step(
-        self, inputs: "RunInputs", step: "Step", model: torch.nn.Module,
-        apply: Callable[["RunInputs", "Step", torch.nn.Module], tuple[torch.nn.Module, dict]],
-        context: Callable[..., "InterventionContext"],
-        fresh: Callable[["RunInputs", dict[str, torch.Tensor]], torch.nn.Module],
+        self, step: "Step", model: torch.nn.Module,
+        compute: Callable[["Step", torch.nn.Module], tuple[torch.nn.Module, dict]],
+        context: "InterventionContext",
+        fresh: Callable[[dict[str, torch.Tensor]], torch.nn.Module],
     ) -> tuple[torch.nn.Module, dict]:
-        """Apply ``step`` to ``model`` (``apply``), or load its output from the cache when the step is trusted."""
+        """Apply ``step`` to ``model`` (``compute``), or load its output from the cache when the step is trusted.
+
+        ``context`` is the one the step is handed (benchmark.step_executor), part of the key.
+        """
         sub = step.submission
         if not is_trusted(sub.folder):
-            return apply(inputs, step, model)
+            return compute(step, model)
         t0 = time.perf_counter()
         try:
-            material = self._step_material(inputs, step, model, context)
+            material = self._step_material(step, model, context)
         except Exception as exc:  # as for evaluations: never fail a cell over its cache key
             log.warning("state cache skipped for %s: cannot build the key: %s: %s", step.label, type(exc).__name__, exc)
-            return apply(inputs, step, model)
+            return compute(step, model)
         key = StateCache.key(material)
         found = self.states.get(key)
         if found is not None:
             state, entry = found
             del model
-            out = fresh(inputs, state)
+            out = fresh(state)
             self.counts["state_hits"] += 1
             entry = {**entry, "cached": True, "cache_key": key, "lookup_s": round(time.perf_counter() - t0, 3)}
             log.info("%s from the state cache (computed in %s s)", step.label, entry.get("seconds"))
             return out, entry
         self.counts["state_misses"] += 1
-        out, entry = apply(inputs, step, model)
+        out, entry = compute(step, model)
         state = {k: v.detach().to("cpu") for k, v in out.state_dict().items()}
         self.states.put(key, material, state, entry)
         return out, {**entry, "cached": False, "cache_key": key}
 
-    def _step_material(self, inputs: "RunInputs", step: "Step", model: torch.nn.Module, context) -> dict[str, Any]:
-        from benchmark.models import parse_dtype, weights_sha256
+    def _step_material(self, step: "Step", model: torch.nn.Module, context: "InterventionContext") -> dict[str, Any]:
+        from benchmark.models import weights_sha256
 
         sub = step.submission
-        hp = step.hyperparameters(inputs.family)
-        want = sub.spec.resources.dtype
-        apply_dtype = parse_dtype(want) if want else inputs.dtype
         return {
             **self._step_base,
             "input_weights_sha256": weights_sha256(model),
@@ -195,9 +195,9 @@ class RunCaches:
             "submission": sub.name,
             "submission_sha256": sub.sha256,
             "level": step.level_dict(),
-            "hyperparameters": hp,
-            "apply_dtype": str(apply_dtype).removeprefix("torch."),
-            "context": context_digest(context(inputs, step, hp, apply_dtype)),
+            "hyperparameters": step.hyperparameters,
+            "apply_dtype": str(context.dtype).removeprefix("torch."),
+            "context": context_digest(context),
         }
 
     def summary(self) -> str:

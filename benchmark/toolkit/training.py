@@ -34,6 +34,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+# the model-layout helpers live below both the toolkit and the scorers; public here under these names
+from benchmark.model_layout import decoder_layers, num_layers, pad_token_id  # noqa: F401
+from benchmark.model_layout import model_device as _model_device  # noqa: F401
+
 __all__ = [
     "IGNORE_INDEX",
     "pad_token_id",
@@ -73,54 +77,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-_LAYER_PATHS = (
-    "model.layers",  # Llama, Mistral, Qwen, Gemma, SmolLM
-    "model.decoder.layers",  # OPT
-    "transformer.h",  # GPT-2, GPT-J, Falcon
-    "gpt_neox.layers",  # Pythia
-    "transformer.blocks",  # MPT
-)
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The ``nn.ModuleList`` of transformer blocks of a causal LM.
-
-    Tries the usual attribute paths first, then the longest ``ModuleList`` whose length
-    equals ``config.num_hidden_layers``. Raises ``ValueError`` when none is found.
-    """
-    for path in _LAYER_PATHS:
-        obj: Any = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList) and len(obj) > 0:
-            return obj
-    expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    candidates = [
-        m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and (expected is None or len(m) == expected)
-    ]
-    if candidates:
-        return max(candidates, key=len)
-    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} (no ModuleList of layers)")
-
-
-def num_layers(model: torch.nn.Module) -> int:
-    """Number of transformer blocks."""
-    return len(decoder_layers(model))
-
-
 # --------------------------------------------------------------------------- tokenization
-
-
-def pad_token_id(tokenizer: Any) -> int:
-    """The id to pad with: the tokenizer's pad token, else its EOS (padding is always masked)."""
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None)
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
-    return int(pad)
 
 
 def _as_str_list(values: Sequence[str] | str, what: str) -> list[str]:
@@ -234,13 +191,6 @@ def tokenize_texts_for_lm(tokenizer: Any, texts: Sequence[str], max_len: int) ->
 
 def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        return torch.device("cpu")
 
 
 def _token_nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
