@@ -104,7 +104,15 @@ def test_scorers_use_the_model_layout_helpers_below_the_toolkit():
     from benchmark.toolkit import training
 
     assert training.decoder_layers is model_layout.decoder_layers and training.pad_token_id is model_layout.pad_token_id
-    assert "benchmark.toolkit" not in set(nx.descendants(_graph(False), "benchmark.model_layout"))
+    graph = _graph(False)
+    assert "benchmark.toolkit" not in set(nx.descendants(graph, "benchmark.model_layout"))
+    # the scorers do not import the submitters' toolkit; the deployment check is the exception by design:
+    # it compresses through a submission with the toolkit's export_compressed active (its docstring says why)
+    scorers = [n for n in graph if n.startswith("benchmark.evaluation.") and n != "benchmark.evaluation.deployment"]
+    assert len(scorers) >= 4
+    for scorer in scorers:
+        reached = {d for d in nx.descendants(graph, scorer) if d.startswith("benchmark.toolkit")}
+        assert not reached, (scorer, sorted(reached))
 
 
 @pytest.mark.parametrize(("module", "absent"), [

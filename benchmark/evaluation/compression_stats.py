@@ -63,7 +63,7 @@ UNVERIFIABLE_SHARE = 0.01  # more groups than this that counting cannot check ma
 
 def block_linear_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """``(name, weight)`` of every ``nn.Linear`` inside the transformer blocks, each tensor once."""
-    from benchmark.toolkit.training import decoder_layers  # here: the toolkit re-exports this module
+    from benchmark.model_layout import decoder_layers
 
     layers = decoder_layers(model)
     out: list[tuple[str, torch.Tensor]] = []

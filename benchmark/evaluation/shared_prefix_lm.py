@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from benchmark.toolkit.training import pad_token_id
+from benchmark.model_layout import pad_token_id
 
 __all__ = ["shared_prefix_lm_class"]
 

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.data.zsre import ZsreRecord
-from benchmark.toolkit.training import pad_token_id
+from benchmark.model_layout import pad_token_id
 
 __all__ = ["locality_reference", "score_edits", "token_set_f1", "REFERENCE_FORMAT"]
 
