@@ -124,7 +124,7 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
     from benchmark.data.zsre import load_zsre, sample_edits
 
     subs = {n: load_submission(baselines_dir() / n) for n in ("gptq", "awq", "sparsegpt", "ft")}
-    steps = {n: Step(s, s.spec.levels.default if s.spec.levels else None) for n, s in subs.items()}
+    steps = {n: Step(s, s.spec.levels.default if s.spec.levels else None, family="smollm2") for n, s in subs.items()}
     def by_steps(rule):
         return {" -> ".join(s.label for s in c.steps): c for c in build_plan(list(steps.values()), rule)}
 
@@ -141,7 +141,7 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
     edits = tuple(r.to_edit_request() for r in sample_edits(load_zsre(data_dir)[0], 4, 0))
     cell = plan["gptq(bits=4) -> ft"]
     for step in (*cell.steps, cell.recompress):
-        hp = step.hyperparameters("smollm2")
+        hp = step.hyperparameters
         if step.category.value == "compression":
             hp.update(calibration_samples=4, calibration_seq_len=64)
         else:
