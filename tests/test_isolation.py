@@ -194,3 +194,27 @@ def test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_n
     finally:
         isolation.allow_unsafe(False)
         sandbox.probe.cache_clear()
+
+
+def test_the_box_computes_with_the_harness_cpu_kernels(tmp_path, monkeypatch):
+    """The CPU kernel dispatch variables go into the box, so a step computes with the kernels the harness chose its
+    dtype on (the AVX2-only emulation once held outside the box only); nothing else of the caller's does."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv("SOME_HARNESS_SETTING", "not for the box")
+    script = tmp_path / "kernels.py"
+    script.write_text("import os, torch\n"
+                      "REPORT = {'capability': torch.backends.cpu.get_cpu_capability(), 'env': dict(os.environ)}\n")
+    box = Box(BoxSpec())
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        result = box.call("benchmark.sandbox_inside:run_script", {"script": "kernels.py"}, {"kernels.py": script},
+                          Limits(120, 1, 4 * 2**30, 1 << 20), out, "kernels")
+    finally:
+        box.close()
+    assert result.error is None, (result.error, result.log_tail)
+    env = result.report["env"]
+    assert (env["ATEN_CPU_CAPABILITY"], env["ONEDNN_MAX_CPU_ISA"], env["MKL_CBWR"]) == ("avx2", "AVX2", "COMPATIBLE")
+    assert result.report["capability"] == "AVX2" and "SOME_HARNESS_SETTING" not in env
