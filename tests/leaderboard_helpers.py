@@ -8,10 +8,20 @@ can never be mistaken for a result.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from benchmark.records import read_records
 
@@ -52,3 +62,42 @@ def local_store_with_fixtures(root: Path, hostile: bool = False) -> Path:
         (root / "interventions").mkdir()
         (root / "interventions" / "ft.json").write_text(json.dumps(HOSTILE_METADATA))
     return root
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_leaderboard(store: Path, log_dir: Path) -> Iterator[str]:
+    """`compose-bench leaderboard --store STORE` on a free port of 127.0.0.1: yields its URL once it answers
+    (fails the test with the server's log if it exits or does not answer within 90 s); stops it afterwards."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = (log_dir / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "leaderboard", "--store", str(store),
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the leaderboard exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the leaderboard did not answer on {url} within 90 s")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -9,29 +9,18 @@ of every view are left in test-artifacts/leaderboard/.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from leaderboard_helpers import ESCAPING_PROFILE, HOSTILE_METADATA, SCRIPT_NAME, local_store_with_fixtures
+from leaderboard_helpers import (ESCAPING_PROFILE, HOSTILE_METADATA, SCRIPT_NAME, local_store_with_fixtures,
+                                 served_leaderboard)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "leaderboard"
 TIMEOUT_MS = 30_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,35 +30,8 @@ def served_app(tmp_path_factory):
         pytest.fail(f"Debian's Chromium is missing at {CHROMIUM}: `apt-get install chromium` "
                     "(the browser test never runs `playwright install`)")
     store = local_store_with_fixtures(tmp_path_factory.mktemp("store"), hostile=True)
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmark.cli", "leaderboard", "--store", str(store), "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the leaderboard exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the leaderboard did not answer on {url} within 90 s")
-                time.sleep(0.5)
+    with served_leaderboard(store, tmp_path_factory.mktemp("server")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

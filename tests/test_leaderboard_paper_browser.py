@@ -16,10 +16,7 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -28,8 +25,8 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app as cli
 from benchmark.reported import PAPER_CSV
-from leaderboard_helpers import FIXTURES
-from test_leaderboard_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port, choose, rows
+from leaderboard_helpers import FIXTURES, served_leaderboard
+from test_leaderboard_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, choose, rows
 from test_reported import expected_metrics
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "leaderboard-paper"
@@ -48,33 +45,8 @@ def served(tmp_path_factory, data_dir):
     result = CliRunner().invoke(cli, ["import-reported", "--store", str(store), "--csv", str(data_dir / PAPER_CSV)])
     assert result.exit_code == 0, result.output
     shutil.copytree(FIXTURES / "smoke", store / "smoke")
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "leaderboard", "--store", str(store),
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the leaderboard exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the leaderboard did not answer on {url} within 90 s")
-                time.sleep(0.5)
+    with served_leaderboard(store, tmp_path_factory.mktemp("server")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")
