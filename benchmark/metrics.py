@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.records import atomic_write_text, group_key
+from benchmark.records import DIVERGED, atomic_write_text, group_key
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,6 @@ COLUMNS = [
     "mde",
 ]
 
-DIVERGED = "diverged"
-"""A record's score for a model that broke (non-finite outputs); see the module docstring."""
 SIGNIFICANCE = ("beyond_noise", "within_noise", "unknown", "diverged")
 POWER = 0.8
 """The power at which ``mde`` is stated."""

@@ -30,15 +30,13 @@ from benchmark.evaluation.multiple_choice import evaluate_mcq_measures
 from benchmark.evaluation.perplexity import perplexity_from_windows, perplexity_windows
 from benchmark.evaluation.zsre import locality_reference, score_edits
 from benchmark.profiles import EvaluationSettings
-from benchmark.records import atomic_write_text
+from benchmark.records import DIVERGED, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 ZSRE_KEYS = ("edit_success", "generalization", "locality", "edit_success_tf", "generalization_tf", "locality_tf")
 # The per-item MCQ measures besides ``acc`` (which keeps the task's own name): items key ``<task>_<measure>``
 MCQ_EXTRA_MEASURES = ("prob", "acc_norm")
-DIVERGED = "diverged"
-"""What a record stores for a score that is not a finite number (a model whose outputs are NaN or infinite)."""
 
 
 def _sha(obj: Any) -> str:
