@@ -54,6 +54,7 @@ class CostModel:
     evaluation_overhead_s: float
     step_overhead_s: dict[str, float]  # "sandboxed" / "in_process" -> seconds per step
     steps: dict[str, dict[str, float]]  # name (or "category:<c>") -> {fixed, per_item} in GFLOP-equivalents
+    measured_at: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> hyperparameters the work scales with
 
     @classmethod
     def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
@@ -67,6 +68,8 @@ class CostModel:
                 step_overhead_s={k: float(v) for k, v in raw["step_overhead_s"].items()},
                 steps={str(k): {"fixed": float(v.get("fixed", 0.0)), "per_item": float(v.get("per_item", 0.0))}
                        for k, v in table["steps"].items()},
+                measured_at={str(k): {str(h): float(x) for h, x in v["measured_at"].items()}
+                             for k, v in table["steps"].items() if v.get("measured_at")},
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -121,8 +124,9 @@ def history_path() -> Path:
     return results_cache_dir() / "costs" / HISTORY_FILE
 
 
-def step_cost_key(name: str, submission_sha: str, level: Any, items: int) -> str:
-    return json.dumps([name, submission_sha, level, items], default=str)
+def step_cost_key(name: str, submission_sha: str, level: Any, items: int, settings_json: str = "") -> str:
+    """One step's identity in the history: the same code, level, item count and resolved hyperparameters."""
+    return json.dumps([name, submission_sha, level, items, settings_json], default=str)
 
 
 def record_step_cost(key: str, seconds: float, gflops: float, capability: str, dtype: str) -> None:
@@ -163,6 +167,7 @@ class StepPlan:
     category: str
     key: str
     items: int
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,6 +190,17 @@ def evaluation_seconds(tokens: EvaluationTokens, n_params: int, gflops: float, m
     return {k: 2.0 * n_params * tokens.tokens[k] / (gflops * 1e9 * model.efficiency[k]) for k in SCORERS}
 
 
+def work_scale(step: StepPlan, measured_at: dict[str, float]) -> float:
+    """How much more (or less) work than the measured step: the ratio of each work-setting hyperparameter
+    (e.g. GA's ``steps``) to its value when the shipped cost was measured; 1 for what the step does not set."""
+    scale = 1.0
+    for name, measured in measured_at.items():
+        value = step.hyperparameters.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and measured > 0:
+            scale *= float(value) / measured
+    return scale
+
+
 def step_seconds(step: StepPlan, gflops: float, model: CostModel, history: dict[str, list[float]],
                  overhead_s: float) -> tuple[float, str]:
     """Seconds for one application, and where the cost came from."""
@@ -193,7 +209,7 @@ def step_seconds(step: StepPlan, gflops: float, model: CostModel, history: dict[
     for source, entry in ((step.name, model.steps.get(step.name)),
                           (f"category:{step.category}", model.steps.get(f"category:{step.category}"))):
         if entry is not None:
-            work = entry["fixed"] + entry["per_item"] * step.items
+            work = (entry["fixed"] + entry["per_item"] * step.items) * work_scale(step, model.measured_at.get(source, {}))
             return work / gflops + overhead_s, "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
     return 60.0 + overhead_s, "no recorded cost (assumed 60 s)"
 

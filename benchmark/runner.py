@@ -264,8 +264,8 @@ class Runner:
         if category in (Category.COMPRESSION, Category.MULTI):
             items += len(inputs.calibration.texts)
         items = max(1, round(items * scale)) if scale != 1.0 else items
-        key = step_cost_key(step.submission.name, step.submission.sha256, step.level, items)
-        return StepPlan(step.submission.name, category.value, key, items)
+        key = step_cost_key(step.submission.name, step.submission.sha256, step.level, items, step.settings_json)
+        return StepPlan(step.submission.name, category.value, key, items, step.hyperparameters)
 
     def _estimate(self, inputs: RunInputs, todo: list[Cell]) -> dict[Cell, float]:
         """Estimated seconds per cell still to run (its first step counted in the first cell of its group); prints the total."""

@@ -1,0 +1,45 @@
+"""The pre-run estimate's step costs (benchmark/cost.py): shipped table, work scaling, this machine's history."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cost import CostModel, StepPlan, record_step_cost, step_cost_key, step_seconds
+
+
+def _ga(steps: int, key: str = "k") -> StepPlan:
+    return StepPlan("ga", "unlearning", key, 128, {"steps": steps, "batch_size": 8})
+
+
+def test_shipped_ga_cost_scales_with_its_training_steps():
+    model = CostModel.load("float32")
+    assert model.measured_at["ga"] == {"steps": 12.0}
+    full, source = step_seconds(_ga(12), 100.0, model, {}, overhead_s=0.0)
+    third, _ = step_seconds(_ga(4), 100.0, model, {}, overhead_s=0.0)
+    assert source == "tasks/cost_model.yaml"
+    assert full == pytest.approx(model.steps["ga"]["fixed"] / 100.0)
+    assert third == pytest.approx(full / 3)
+    # a step that does not set the hyperparameter keeps the measured cost; a category fallback is not scaled
+    unset, _ = step_seconds(StepPlan("ga", "unlearning", "k", 128, {}), 100.0, model, {}, overhead_s=1.5)
+    assert unset == pytest.approx(full + 1.5)
+    other, source = step_seconds(StepPlan("mine", "unlearning", "k", 128, {"steps": 4}), 100.0, model, {}, 0.0)
+    assert source.endswith("(category:unlearning)") and other == pytest.approx(full)
+
+
+def test_history_is_per_hyperparameters(tmp_path, monkeypatch):
+    """A step's recorded cost is reused only for the same resolved hyperparameters (12 GA steps are not 4)."""
+    from benchmark.caches.store import ENV_RESULTS_CACHE
+    from benchmark.cost import read_history
+
+    monkeypatch.setenv(ENV_RESULTS_CACHE, str(tmp_path))
+    key12 = step_cost_key("ga", "sha", None, 128, '{"steps": 12}')
+    key4 = step_cost_key("ga", "sha", None, 128, '{"steps": 4}')
+    assert key12 != key4
+    record_step_cost(key12, seconds=10.0, gflops=90.0, capability="cpu:AVX2", dtype="float32")
+    history = read_history("float32")
+    assert history == {key12: [900.0]} and read_history("bfloat16") == {}
+    model = CostModel.load("float32")
+    seconds, source = step_seconds(_ga(12, key12), 45.0, model, history, overhead_s=0.0)
+    assert source == "this machine's history" and seconds == pytest.approx(20.0)
+    _, source = step_seconds(_ga(4, key4), 45.0, model, history, overhead_s=0.0)
+    assert source == "tasks/cost_model.yaml"
