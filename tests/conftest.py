@@ -12,6 +12,38 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def _threads_per_worker() -> int | None:
+    """Under pytest-xdist (``-n 2``, the README's command) each worker gets its share of the cores.
+
+    Two workers of two threads each on two cores make torch's thread pools wait on each other
+    (a barrier spins while its partner thread is descheduled), far slower than one thread each.
+    Set before torch is imported, so the workers and every process they start (the CLI, the
+    sandbox) inherit it.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not workers:
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // int(workers))
+
+
+_WORKER_THREADS = _threads_per_worker()
+if _WORKER_THREADS is not None:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_WORKER_THREADS))
+
+# Tests that share one session-scoped grid or Ray instance run on one xdist worker (``--dist loadgroup``
+# in pyproject): otherwise each worker would compute the smoke grid, or start Ray, for itself.
+SHARED_SESSION_FIXTURES = {"smoke_run": "grid", "ray_local": "grid"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames the items of a group)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        groups = {SHARED_SESSION_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_SESSION_FIXTURES}
+        for group in sorted(groups):
+            item.add_marker(pytest.mark.xdist_group(group))
+
 from benchmark.paths import ENV_DATA_DIR, PROJECT_ROOT  # noqa: E402
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
