@@ -1,7 +1,8 @@
 """``compose-bench run --executor ray``: the grid as Ray tasks; the driver is the only writer of records.
 
 The plan is the local runner's (:class:`benchmark.runner.Runner`); only where the work runs
-changes. Two kinds of task, both through the one step executor (:mod:`benchmark.step_executor`):
+changes. First one **inputs task** (:func:`inputs_task`), then two kinds of task, both through
+the one step executor (:mod:`benchmark.step_executor`):
 
 * **first step** (one per first intervention with unfinished cells): applies it to the base
   model and writes the state once, atomically, to ``--state-dir`` (a folder every worker can
@@ -15,10 +16,11 @@ changes. Two kinds of task, both through the one step executor (:mod:`benchmark.
 Each task asks for the profile's ``resources`` (GPUs, CPUs, memory; ``paper`` asks for one
 GPU). A worker loads the run's inputs once per process (:func:`_worker`) and checks that it
 computes the driver's cell ids. The driver holds no model: what it needs to plan (the model
-family, the context of the cell ids) comes back from one **inputs task** (:func:`inputs_task`)
-that loads the inputs on a worker, on ``--device``, and writes the locality reference into the
-run folder for the other workers; the driver itself needs neither a GPU nor the weights. Tasks are retried on worker loss (``max_retries``); an
-intervention that fails is a failed record, as locally. The driver appends each record as
+family, the context of the cell ids) comes back from the inputs task, which loads the inputs
+on a worker, on ``--device``, and writes the locality reference into the run folder for the
+other workers; the driver needs neither a GPU nor the weights (on a cluster, the GPU it would
+hold idle for the whole grid is one more task slot). Tasks are retried on worker loss
+(``max_retries``); an intervention that fails is a failed record, as locally. The driver appends each record as
 its task finishes, so a killed driver resumes like the local executor: finished cells are
 skipped, first states already in the state folder are reused, not recomputed.
 
@@ -76,7 +78,7 @@ class _WorkerRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.loaded_lines: list[str] = []  # what loading the inputs said (the driver prints it)
-        super().__init__(*args, echo=self._keep, **kwargs)
+        super().__init__(*args, **{**kwargs, "echo": self._keep})
 
     def _keep(self, line: str) -> None:
         self.loaded_lines.append(line)
@@ -86,10 +88,10 @@ class _WorkerRunner(Runner):
         return None
 
 
-_WORKERS: dict[str, tuple[Runner, RunInputs]] = {}
+_WORKERS: dict[str, tuple[_WorkerRunner, RunInputs]] = {}
 
 
-def _worker(spec: RunSpec) -> tuple[Runner, RunInputs]:
+def _worker(spec: RunSpec) -> tuple[_WorkerRunner, RunInputs]:
     """This worker process's runner and inputs for ``spec``, loaded once."""
     key = spec.key()
     if key not in _WORKERS:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -116,6 +115,11 @@ def test_worker_killed_during_a_step_is_retried_and_nothing_changes(ray_local, t
     assert not ga["timings"]["interventions"][0].get("reused_from_disk")  # the retry applied GA afresh
     assert not list((tmp_path / "states").glob("*.safetensors"))
 
+    # the same command again: nothing to run, nothing written twice
+    again = RayRunner(prof, _submissions(prof), tmp_path / "run", data_dir=data_dir, isolate=False, use_cache=False,
+                      echo=print, state_dir=tmp_path / "states", only_cells=["ga"]).run()
+    assert _essence(again) == _essence(on_disk) and len(read_records(tmp_path / "run" / "records.jsonl")) == 1
+
 
 def test_driver_killed_during_a_grid_resumes_like_the_local_executor(ray_local, tiny_reference, data_dir, tmp_path):
     address = ray_local.get_runtime_context().gcs_address  # the driver joins the session's Ray
@@ -138,7 +142,7 @@ def test_driver_killed_during_a_grid_resumes_like_the_local_executor(ray_local, 
     partial = read_records(records_file) if records_file.exists() else []  # readable: no half-written line
     assert len(partial) < 2 and "ga" not in [r["label"] for r in partial]
 
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=KILL_WAIT_S)
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=KILL_WAIT_S, check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"{len(partial)} already recorded" in resumed.stdout
     final = read_records(records_file)
