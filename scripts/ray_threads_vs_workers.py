@@ -9,11 +9,14 @@ runs the whole grid from an empty folder through the Ray executor, without the c
 * ``Nx1``: ``threads: 1`` and ``resources.num_cpus: 1``: N tasks at a time, one thread each.
 
 Each configuration's wall time includes what it really costs: every worker process that takes a
-task loads the run's inputs once (N of them for ``Nx1``). The two runs' scores are not compared
-cell by cell: the thread count can change float reductions. The load average before and after is
-printed beside the timings: on a shared machine the ratio measures the neighbours too.
+task loads the run's inputs once (N of them for ``Nx1``). With ``--repeats R`` the pair runs R
+times, alternating which goes first (1xN, Nx1, then Nx1, 1xN, ...), so that a warm file cache or
+a drifting load favours neither, and each configuration's median is compared. The two runs'
+scores are not compared cell by cell: the thread count can change float reductions. The load
+average before and after is printed beside each timing: on a shared machine the ratio measures
+the neighbours too (two spinning threads per process suffer most from them).
 
-    python scripts/ray_threads_vs_workers.py --profile smoke [--cpus 2] [--data-dir DIR] [--sandbox]
+    python scripts/ray_threads_vs_workers.py --profile smoke [--cpus 2] [--repeats 2] [--data-dir DIR] [--sandbox]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -56,34 +60,39 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2, help="cores given to Ray (default 2)")
     ap.add_argument("--data-dir", default=os.environ.get("COMPOSE_BENCH_DATA"))
     ap.add_argument("--sandbox", action="store_true", help="apply steps in the sandbox (default: in the worker)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of the pair, alternating their order (default 1)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the two runs (default: a temporary one)")
     args = ap.parse_args()
+    if args.repeats < 1 or args.cpus < 1:
+        ap.error(f"--repeats and --cpus must be at least 1, got {args.repeats} and {args.cpus}")
 
     import ray
 
     from benchmark.hardware import cpu_capability
 
     out = args.out or Path(tempfile.mkdtemp(prefix="ray-threads-vs-workers-"))
+    configs = configurations(load_profile(args.profile), args.cpus)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    seconds: dict[str, float] = {}
-    loads: dict[str, tuple[float, float]] = {}
+    seconds: dict[str, list[float]] = {name: [] for name in configs}
+    lines: list[str] = []
     try:
-        for name, prof in configurations(load_profile(args.profile), args.cpus).items():
-            before = os.getloadavg()[0]
-            seconds[name], records = time_grid(prof, out / name, args.data_dir, args.sandbox)
-            loads[name] = (before, os.getloadavg()[0])
-            failed = [r["label"] for r in records if r["status"] != "ok"]
-            if failed:
-                raise SystemExit(f"{name}: cells failed {failed}; the timing would not be comparable")
-            print(f"{name}: {len(records)} cells in {seconds[name]:.1f} s")
+        for round_ in range(args.repeats):
+            for name in (list(configs) if round_ % 2 == 0 else list(configs)[::-1]):
+                before = os.getloadavg()[0]
+                wall, records = time_grid(configs[name], out / f"{name}-{round_}", args.data_dir, args.sandbox)
+                failed = [r["label"] for r in records if r["status"] != "ok"]
+                if failed:
+                    raise SystemExit(f"{name}: cells failed {failed}; the timing would not be comparable")
+                seconds[name].append(wall)
+                lines.append(f"  round {round_ + 1}, {name}: {len(records)} cells in {wall:7.1f} s "
+                             f"(load average {before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     finally:
         ray.shutdown()
-    one, many = seconds[f"1x{args.cpus}"], seconds[f"{args.cpus}x1"]
+    one, many = (statistics.median(seconds[name]) for name in configs)
     print(f"\nprofile {args.profile}, {args.cpus} cores ({cpu_capability()}), steps "
           f"{'sandboxed' if args.sandbox else 'in the worker'}:")
-    for name, value in seconds.items():
-        print(f"  {name}: {value:7.1f} s  (load average {loads[name][0]:.1f} before, {loads[name][1]:.1f} after)")
-    print(f"  ratio 1x{args.cpus} / {args.cpus}x1 = {one / many:.2f} "
+    print("\n".join(lines))
+    print(f"  median 1x{args.cpus} {one:.1f} s / {args.cpus}x1 {many:.1f} s = {one / many:.2f} "
           f"({'workers' if many < one else 'threads'} faster by {max(one, many) / min(one, many):.2f}x)")
 
 
