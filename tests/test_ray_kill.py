@@ -5,8 +5,10 @@ model and GA alone, one first step, a few items, one torch thread) on the sessio
 (``ray_local``), and are compared with one uninterrupted run of the local executor: the same
 cell ids, statuses, scores, per-item values and weight hashes, each cell recorded once.
 
-Measured on the shared two-core AVX-512 machine under a load average of ~5: the reference
-~20 s, the worker kill ~40 s, the driver kill ~70 s (two CLI start-ups).
+Measured twice on the shared two-core AVX-512 machine under a load average of 6-11
+(contended): the reference with Ray's start 45 / 54 s, the worker kill 44 / 58 s, the driver
+kill 118 / 108 s (two CLI start-ups, each with its inputs task). With two torch threads the same
+grid took 5 min 52 s under that load, hence ``threads: 1`` in the profile.
 """
 
 from __future__ import annotations
