@@ -1,7 +1,8 @@
 """``compose-bench run --executor ray``: the grid as Ray tasks; the driver is the only writer of records.
 
 The plan is the local runner's (:class:`benchmark.runner.Runner`); only where the work runs
-changes. Two kinds of task, both through the one step executor (:mod:`benchmark.step_executor`):
+changes. First one **inputs task** (:func:`inputs_task`), then two kinds of task, both through
+the one step executor (:mod:`benchmark.step_executor`):
 
 * **first step** (one per first intervention with unfinished cells): applies it to the base
   model and writes the state once, atomically, to ``--state-dir`` (a folder every worker can
@@ -14,8 +15,12 @@ changes. Two kinds of task, both through the one step executor (:mod:`benchmark.
 
 Each task asks for the profile's ``resources`` (GPUs, CPUs, memory; ``paper`` asks for one
 GPU). A worker loads the run's inputs once per process (:func:`_worker`) and checks that it
-computes the driver's cell ids. Tasks are retried on worker loss (``max_retries``); an
-intervention that fails is a failed record, as locally. The driver appends each record as
+computes the driver's cell ids. The driver holds no model: what it needs to plan (the model
+family, the context of the cell ids) comes back from the inputs task, which loads the inputs
+on a worker, on ``--device``, and writes the locality reference into the run folder for the
+other workers; the driver needs neither a GPU nor the weights (on a cluster, the GPU it would
+hold idle for the whole grid is one more task slot). Tasks are retried on worker loss
+(``max_retries``); an intervention that fails is a failed record, as locally. The driver appends each record as
 its task finishes, so a killed driver resumes like the local executor: finished cells are
 skipped, first states already in the state folder are reused, not recomputed.
 
@@ -35,9 +40,9 @@ from typing import Any
 
 import torch
 
-from benchmark.plan import Cell
+from benchmark.plan import Cell, build_plan, steps_for
 from benchmark.records import append_record, finished_cells, read_records
-from benchmark.runner import Runner, _entry_from_file, cell_ids, write_state
+from benchmark.runner import Runner, _entry_from_file, cell_ids, state_key, write_state
 from benchmark.run_inputs import RunInputs
 from benchmark.step_checks import StepFailed
 
@@ -71,14 +76,22 @@ class RunSpec:
 class _WorkerRunner(Runner):
     """The runner inside a Ray worker: records go back to the driver instead of to the file."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.loaded_lines: list[str] = []  # what loading the inputs said (the driver prints it)
+        super().__init__(*args, **{**kwargs, "echo": self._keep})
+
+    def _keep(self, line: str) -> None:
+        self.loaded_lines.append(line)
+        log.info(line)
+
     def _emit(self, record: dict) -> None:
         return None
 
 
-_WORKERS: dict[str, tuple[Runner, RunInputs]] = {}
+_WORKERS: dict[str, tuple[_WorkerRunner, RunInputs]] = {}
 
 
-def _worker(spec: RunSpec) -> tuple[Runner, RunInputs]:
+def _worker(spec: RunSpec) -> tuple[_WorkerRunner, RunInputs]:
     """This worker process's runner and inputs for ``spec``, loaded once."""
     key = spec.key()
     if key not in _WORKERS:
@@ -89,7 +102,7 @@ def _worker(spec: RunSpec) -> tuple[Runner, RunInputs]:
         torch.set_num_threads(spec.threads)
         subs = [load_submission(f) for f in spec.submission_folders]
         runner = _WorkerRunner(spec.profile, subs, Path(spec.out_dir), data_dir=spec.data_dir, model_id=spec.model_id,
-                               device=spec.device, echo=log.info, isolate=spec.isolate, use_cache=spec.use_cache)
+                               device=spec.device, isolate=spec.isolate, use_cache=spec.use_cache)
         inputs = runner._load_inputs()
         if spec.use_cache:
             from benchmark.caches.run import open_run_caches
@@ -106,6 +119,17 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def inputs_task(spec: RunSpec) -> dict:
+    """What the driver plans with, from a worker that loaded the run's inputs (the driver loads no model).
+
+    Returns the model family (the plan's settings depend on it), the cell ids' context and
+    the lines a local run prints about its model and data; the worker keeps its inputs for
+    the tasks that follow, and the locality reference it computed is in the run folder.
+    """
+    runner, inputs = _worker(spec)
+    return {"family": inputs.family, "context_key": inputs.context_key, "lines": list(runner.loaded_lines)}
 
 
 def first_step_task(spec: RunSpec, step_index: int, state_path: str) -> dict:
@@ -172,15 +196,6 @@ class RayRunner(Runner):
     def run(self) -> list[dict]:
         import ray
 
-        inputs = self._load_inputs()
-        ids = cell_ids(self.cells, inputs.context_key)
-        done = finished_cells(read_records(self.records_path), self.retry_failed)
-        todo = [c for c in self.cells if ids[c][0] not in done
-                and (self.only_cells is None or c.label in self.only_cells)]
-        self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded or left out, "
-                  f"{len(todo)} to run as Ray tasks (states in {self.state_dir})")
-        if not todo:
-            return read_records(self.records_path)
         if not ray.is_initialized():
             ray.init(address=self.ray_address, log_to_driver=False)
         threads = self.profile.threads or torch.get_num_threads()
@@ -188,6 +203,15 @@ class RayRunner(Runner):
                        str(self.data_dir) if self.data_dir else None, self.model_id, self.device_name, self.isolate,
                        self.use_cache, self.unsafe_no_sandbox, threads)
         options = self._task_options(threads)
+        context_key = self._plan_from_worker(spec, options)
+        ids = cell_ids(self.cells, context_key)
+        done = finished_cells(read_records(self.records_path), self.retry_failed)
+        todo = [c for c in self.cells if ids[c][0] not in done
+                and (self.only_cells is None or c.label in self.only_cells)]
+        self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded or left out, "
+                  f"{len(todo)} to run as Ray tasks (states in {self.state_dir})")
+        if not todo:
+            return read_records(self.records_path)
         first_remote = ray.remote(first_step_task).options(**options)
         cell_remote = ray.remote(cell_task).options(**options)
         index = {cell: i for i, cell in enumerate(self.cells)}
@@ -201,7 +225,7 @@ class RayRunner(Runner):
             group = [c for c in todo if c.first == first]
             if not group:
                 continue
-            path = self.state_dir / f"{self._state_key(inputs, first)}.safetensors"
+            path = self.state_dir / f"{state_key(first, context_key)}.safetensors"
             first_ref = first_remote.remote(spec, i, str(path))
             open_states[path] = len(group)
             for cell in group:
@@ -237,8 +261,17 @@ class RayRunner(Runner):
                     del open_states[path]
                     path.unlink(missing_ok=True)
 
-    def _state_key(self, inputs: RunInputs, first) -> str:
-        return self._state_file(inputs, first).stem
+    def _plan_from_worker(self, spec: RunSpec, options: dict[str, Any]) -> dict[str, Any]:
+        """Build the plan from what a worker loaded (:func:`inputs_task`); returns the cell ids' context."""
+        import ray
+
+        self.echo("loading the run's inputs on a worker (the driver holds no model)")
+        info = ray.get(ray.remote(inputs_task).options(**options).remote(spec))
+        for line in info["lines"]:
+            self.echo(line)
+        self.steps = steps_for(self.submissions, self.profile, info["family"])
+        self.cells = build_plan(self.steps, self.profile.protocol.recompress_when_first)
+        return info["context_key"]
 
 
 def make_runner(executor: str, *args: Any, ray_address: str | None = None, state_dir: Path | None = None,
@@ -258,4 +291,4 @@ def make_runner(executor: str, *args: Any, ray_address: str | None = None, state
     raise ValueError(f"--executor must be local or ray, got {executor!r}")
 
 
-__all__ = ["RayRunner", "RunSpec", "make_runner", "first_step_task", "cell_task"]
+__all__ = ["RayRunner", "RunSpec", "make_runner", "inputs_task", "first_step_task", "cell_task"]

@@ -345,8 +345,7 @@ class Runner:
             states.rmdir()
 
     def _state_file(self, inputs: RunInputs, first: Step) -> Path:
-        key = cell_id(Cell((first,)), inputs.context_key, [first.hyperparameters])
-        return self.out_dir / "states" / f"{key}.safetensors"
+        return self.out_dir / "states" / f"{state_key(first, inputs.context_key)}.safetensors"
 
     def _run_group(self, inputs: RunInputs, first: Step, group: list[Cell], ids, finish) -> None:
         state_file = self._state_file(inputs, first)
@@ -385,6 +384,11 @@ def cell_ids(cells: list[Cell], context_key: dict[str, Any]) -> dict[Cell, tuple
         hps = [s.hyperparameters for s in cell.steps]
         ids[cell] = (cell_id(cell, context_key, hps), hps)
     return ids
+
+
+def state_key(first: Step, context_key: dict[str, Any]) -> str:
+    """The name of the state after ``first`` alone: the id of the cell that applies only it."""
+    return cell_id(Cell((first,)), context_key, [first.hyperparameters])
 
 
 def write_state(path: Path, state: dict[str, torch.Tensor], entry: dict) -> str:

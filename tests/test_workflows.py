@@ -86,3 +86,58 @@ def test_full_evaluation_is_manual_on_a_gpu_runner_and_publishes():
     assert "validate" not in publish_runs
     fetch_runs = " ".join(str(s.get("run", "")) for s in full["jobs"]["fetch-model"]["steps"])
     assert "compose-bench" not in fetch_runs
+
+
+def _compose_bench_calls(script: str) -> list[list[str]]:
+    """Each ``compose-bench`` command line of a ``run:`` script, as words, up to its first shell operator.
+
+    The array expansion ``"${args[@]}"`` (extra ``--submission`` folders, empty by default) is left out.
+    """
+    import shlex
+
+    calls = []
+    for line in script.replace("\\\n", " ").splitlines():
+        words = line.strip().split(None, 1)
+        if not words or not words[0].endswith("compose-bench") or len(words) < 2:
+            continue
+        lexer = shlex.shlex(words[1], posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        call = []
+        for token in lexer:
+            if set(token) <= set("|&;<>()"):
+                break
+            if token != "${args[@]}":
+                call.append(token)
+        calls.append(call)
+    return calls
+
+
+def test_workflow_commands_parse_against_the_cli():
+    """Every compose-bench command the workflows run names a real subcommand and only options it has.
+
+    Each call is parsed by the CLI itself with ``--help`` appended: the parser rejects an unknown
+    subcommand or option (exit 2) before ``--help`` would print and exit 0; nothing runs.
+    """
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    def parses(call: list[str]) -> tuple[bool, str]:
+        result = CliRunner().invoke(app, [*call, "--help"])
+        lines = result.output.strip().splitlines()
+        return result.exit_code == 0, lines[-1] if lines else ""
+
+    seen = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job in _load(path.name)["jobs"].values():
+            for step in job.get("steps", []):
+                for call in _compose_bench_calls(str(step.get("run", ""))):
+                    ok, last = parses(call)
+                    assert ok, f"{path.name}: compose-bench {' '.join(call)}: {last}"
+                    seen.append(call)
+    assert {c[0] for c in seen} >= {"run", "validate", "summary", "publish"}
+    ray_runs = [c for c in seen if c[0] == "run" and "--executor" in c]
+    assert any(c[c.index("--profile") + 1] == "paper" and c[c.index("--executor") + 1] == "ray" for c in ray_runs), \
+        "the full evaluation must run the paper profile on the Ray executor"
+    assert not parses(["run", "--profile", "paper", "--executor-kind", "ray"])[0]  # the check can fail
+    assert not parses(["evaluate", "--profile", "paper"])[0]
