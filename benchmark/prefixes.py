@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 PREFIX_LENGTH = 2
 
 
-def prefix_of(cell: "Cell") -> "tuple[Step, ...] | None":
+def prefix_of(cell: Cell) -> tuple[Step, ...] | None:
     """The two-step prefix a cell can share, or None for cells shorter than that."""
     return cell.steps[:PREFIX_LENGTH] if len(cell.steps) >= PREFIX_LENGTH else None
 
@@ -40,30 +40,30 @@ class PrefixKeeper:
     steps are such a prefix offers its state before any re-application, and a triple takes it.
     """
 
-    wanted: set[tuple["Step", ...]]
-    _steps: "tuple[Step, ...] | None" = None
+    wanted: set[tuple[Step, ...]]
+    _steps: tuple[Step, ...] | None = None
     _state: dict[str, torch.Tensor] | None = None
     _entries: list[dict] = field(default_factory=list)
     computed: int = 0  # prefixes applied (each one once per group)
     served: int = 0  # triples that started from a kept prefix
 
     @classmethod
-    def for_group(cls, cells: "list[Cell]") -> "PrefixKeeper":
+    def for_group(cls, cells: list[Cell]) -> PrefixKeeper:
         """A keeper for one group of cells (those with the same first step)."""
         return cls({p for c in cells if len(c.steps) > PREFIX_LENGTH and (p := prefix_of(c)) is not None})
 
-    def take(self, cell: "Cell") -> tuple[dict[str, torch.Tensor], list[dict]] | None:
+    def take(self, cell: Cell) -> tuple[dict[str, torch.Tensor], list[dict]] | None:
         """The kept state and the prefix's timing entries (marked reused) when ``cell`` extends the kept prefix."""
         if len(cell.steps) <= PREFIX_LENGTH or self._state is None or prefix_of(cell) != self._steps:
             return None
         self.served += 1
         return self._state, [dict(e, reused_prefix=True) for e in self._entries]
 
-    def wants(self, cell: "Cell", applied: int) -> bool:
+    def wants(self, cell: Cell, applied: int) -> bool:
         """Whether the model of ``cell`` after ``applied`` of its steps is a prefix worth keeping now."""
         return applied == PREFIX_LENGTH and prefix_of(cell) in self.wanted and prefix_of(cell) != self._steps
 
-    def keep(self, cell: "Cell", model: torch.nn.Module, entries: list[dict]) -> None:
+    def keep(self, cell: Cell, model: torch.nn.Module, entries: list[dict]) -> None:
         """Keep ``model``'s state (a copy: the cell goes on changing the model) as the prefix of ``cell``."""
         self._steps = prefix_of(cell)
         self._state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}

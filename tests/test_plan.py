@@ -139,7 +139,7 @@ def test_triples_with_two_levels_share_a_prefix():
             if keeper.wants(cell, applied):
                 keeper.keep(cell, layer, [{"label": s.label} for s in cell.steps[:applied]])
         if kept:
-            state, entries = kept
+            _, entries = kept
             assert [e["label"] for e in entries] == [s.label for s in cell.steps[:2]]
             assert all(e["reused_prefix"] for e in entries)
     assert (keeper.computed, keeper.served) == (3, 4)  # 3 prefixes applied once; 4 triples start from one
