@@ -89,7 +89,7 @@ def summary_table(board: Board, choice: str | None, criteria: Iterable[str]) -> 
         r = sel.iloc[0]
         tied = r["order_sensitivity"] == 0  # every order scored the same: no order is the best or the highest
 
-        def named(order: Any) -> str:
+        def named(order: Any, tied: bool = bool(tied)) -> str:
             return "all six equal" if tied else cell(_order_text(triple, order)) if order in ORDERS else "-"
 
         rows.append({
