@@ -122,3 +122,18 @@ def test_browser_shows_the_six_orders(tmp_path):
         artifacts.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(artifacts / "sequences.png"), full_page=True)
         browser.close()
+
+
+def test_the_fixture_grid_reused_each_prefix_from_its_pair():
+    """The real run behind the fixture: each triple's first two steps are its pair's (same timings), marked reused."""
+    by_label = {r["label"]: r for r in read_records(TRIPLES / "records.jsonl")}
+    triples = [r for r in by_label.values() if len(r["sequence"]) == 3]
+    assert len(triples) == 6 and all(r["status"] == "ok" for r in by_label.values())
+    for record in triples:
+        steps = [s["label"] for s in record["sequence"]]
+        pair = next(r for r in by_label.values() if [s["label"] for s in r["sequence"]] == steps[:2])
+        entries = record["timings"]["interventions"]
+        assert [e.get("reused_prefix") for e in entries[:2]] == [True, True]
+        assert [e["seconds"] for e in entries[:2]] == [e["seconds"] for e in pair["timings"]["interventions"][:2]]
+        assert "reused_prefix" not in entries[2]
+        assert (record["recompressed_with"] is not None) == (steps.index("wanda(sparsity=0.25)") < 2)
