@@ -337,6 +337,8 @@ class Runner:
                 continue
             if name == self.profile.name or other.model != self.profile.model or other.device not in (None, "cpu"):
                 continue
+            if other.protocol.sequence_length < self.profile.protocol.sequence_length:
+                continue  # a pairs-only grid is no quicker way to measure sequences of three
             subs = [baselines[n] for n in other.interventions if n in baselines] + extra
             cells = build_plan(steps_for(subs, other, inputs.family), other.protocol.recompress_when_first,
                                other.protocol.sequence_length)
