@@ -151,6 +151,8 @@ def run(
     except (ValueError, OSError) as exc:
         _die(" ".join(str(exc).split()))
     _print_composability(df)
+    _sequences(records, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95}, bootstrap,
+               prof.seed, 0.95)
     typer.echo(f"\nrecords: {runner.records_path}\ncomposability: {csv_path}")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
@@ -158,6 +160,30 @@ def run(
 
 
 SHOWN_CRITERIA = ["edit_success", "wmdp", "wmdp_prob", "mmlu", "mmlu_prob", "perplexity"]
+
+
+def _sequences(records: list[dict], out_dir: Path, settings: dict, bootstrap: int, seed: int, confidence: float) -> None:
+    """Sequences of three (benchmark/sequence_metrics.py): written and printed only where the records hold a triple."""
+    from benchmark.sequence_metrics import ORDERS, compute_sequences, write_sequences
+
+    try:
+        table, swap_table = compute_sequences(records, n_bootstrap=bootstrap, seed=seed, confidence=confidence)
+        if table.empty:
+            return
+        paths = write_sequences(table, swap_table, out_dir, settings)
+    except (ValueError, OSError) as exc:
+        _die(" ".join(str(exc).split()))
+    view = table[table["criterion"].isin(SHOWN_CRITERIA)]
+    typer.echo("\nSequences of three (scores of the six orders, a b c = the labels sorted; OFE over all orders; "
+               "OS = max - min; * = beyond evaluation noise):")
+    for (a, b, c), rows in view.groupby(["a", "b", "c"], sort=False):
+        typer.echo(f"  a = {a}, b = {b}, c = {c}")
+        for row in rows.itertuples():
+            scores = "  ".join(f"{o} {_metric_text(getattr(row, f'score_{o}'))}" for o in ORDERS)
+            mark = {"beyond_noise": "*", "unknown": "?"}.get(row.significance, "")
+            typer.echo(f"    {row.criterion:<13} {scores}  OFE {_metric_text(row.order_free_error)}"
+                       f"  OS {_metric_text(row.order_sensitivity)}{mark}")
+    typer.echo(f"sequences: {paths[0]} (swap terms: {paths[1]})")
 
 
 def _print_composability(df) -> None:
@@ -267,6 +293,8 @@ def metrics(
         _die(" ".join(str(exc).split()))
     _print_composability(df)
     typer.echo(f"\n{len(df)} rows -> {csv_path} and {json_path}")
+    _sequences(recs, out_dir, {"n_bootstrap": bootstrap, "seed": seed, "confidence": confidence,
+                               "records": str(records)}, bootstrap, seed, confidence)
 
 
 @app.command("list")

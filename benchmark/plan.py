@@ -1,9 +1,12 @@
 """The grid: which models a run evaluates.
 
 A plan holds the base model, each intervention alone at each configured level, and every
-cross-category pair in both orders. Cells are ordered so that all cells sharing a first
-intervention are adjacent: the runner computes the state after that first intervention
-once and reuses it for every second intervention that follows it.
+cross-category pair in both orders; with ``protocol.sequence_length: 3`` also every sequence
+of three pairwise cross-category steps in all six orders (docs/SEQUENCES.md). Cells are
+ordered so that all cells sharing a first intervention are adjacent, and within them each
+pair is followed by the triples that start with it: the runner computes the state after
+the first intervention once for its group, and the state after the first two once for the
+triples that share them (benchmark/prefixes.py).
 """
 
 from __future__ import annotations
@@ -117,15 +120,40 @@ def steps_for(submissions: list[Submission], profile: Profile, family: str) -> l
     return steps
 
 
-def build_plan(steps: list[Step], recompress_rule: str) -> list[Cell]:
-    """Base, each step alone, then every cross-category pair in both orders, grouped by first step."""
+def recompressor(steps: tuple[Step, ...], rule: str) -> Step | None:
+    """The compressor re-applied at the end: one that came before the last step and that the rule re-applies.
+
+    For a pair this is the paper's rule (compression first, re-applied so that the final model
+    is compressed); a sequence of three generalises it to a compressor in first or second place.
+    """
+    for step in steps[:-1]:
+        if reapplies(step, rule):
+            return step
+    return None
+
+
+def build_plan(steps: list[Step], recompress_rule: str, sequence_length: int = 2) -> list[Cell]:
+    """Base, each step alone, every cross-category pair in both orders, and (length 3) every triple in all orders.
+
+    Grouped by first step; within a group each pair is followed by the triples that start with
+    it, so a two-step prefix is computed once for them. A triple holds three steps that are
+    pairwise cross-category (one per category, or a ``multi`` with two others).
+    """
+    if sequence_length not in (2, 3):
+        raise ValueError(f"sequence_length must be 2 or 3, got {sequence_length!r}")
     cells = [Cell(())]
     for first in steps:
         cells.append(Cell((first,)))
         for second in steps:
-            if cross_category(first, second):
-                again = first if reapplies(first, recompress_rule) else None
-                cells.append(Cell((first, second), recompress=again))
+            if not cross_category(first, second):
+                continue
+            cells.append(Cell((first, second), recompress=recompressor((first, second), recompress_rule)))
+            if sequence_length < 3:
+                continue
+            for third in steps:
+                if cross_category(first, third) and cross_category(second, third):
+                    triple = (first, second, third)
+                    cells.append(Cell(triple, recompress=recompressor(triple, recompress_rule)))
     return cells
 
 

@@ -65,6 +65,10 @@ class ProtocolSettings(_Strict):
     # always / never override that per-submission flag.
     recompress_when_first: Literal["paper", "always", "never"] = "paper"
     pairs: Literal["cross_category"] = "cross_category"
+    # 3: the plan adds sequences of three (one intervention from each category, all six orders;
+    # docs/SEQUENCES.md). Left out of settings() at 2 so that pair-only profiles keep the cell
+    # ids, records and resolved settings they had before the field existed.
+    sequence_length: Literal[2, 3] = Field(default=2, exclude_if=lambda v: v == 2)
 
 
 class TaskResources(_Strict):

@@ -27,6 +27,7 @@ from benchmark.cost import StepPlan, count_tokens, estimate, evaluation_items, h
 from benchmark.hardware import matmul_gflops
 from benchmark.models import weights_sha256
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
+from benchmark.prefixes import PrefixKeeper, prefix_of
 from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions
 from benchmark.records import RECORDS_FILE, SCHEMA_VERSION, append_record, finished_cells, read_records
@@ -78,7 +79,8 @@ class Runner:
         """Load the run's inputs, then build the plan with every step's settings resolved for the model's family."""
         inputs = load_run_inputs(self.profile, self.out_dir, self.model_id, self.device_name, self.data_dir, self.echo)
         self.steps = steps_for(self.submissions, self.profile, inputs.family)
-        self.cells = build_plan(self.steps, self.profile.protocol.recompress_when_first)
+        self.cells = build_plan(self.steps, self.profile.protocol.recompress_when_first,
+                                self.profile.protocol.sequence_length)
         return inputs
 
     def make_executor(self, inputs: RunInputs) -> StepExecutor:
@@ -192,19 +194,27 @@ class Runner:
     def _run_cell(
         self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], first_entry: dict | None,
         state: dict[str, torch.Tensor] | None, first_error: str | None = None,
+        prefixes: PrefixKeeper | None = None,
     ) -> dict:
-        """One cell from the state after its first step: the remaining steps, the evaluation, its record."""
+        """One cell from the state after its first step (or its first two, kept in ``prefixes``): the rest, the evaluation, its record."""
         if first_error is not None:
             reason = first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}"
             return self._fail(inputs, cell, cid, hps, reason, [])
         entries = [dict(first_entry)] if first_entry is not None else []
+        kept = prefixes.take(cell) if prefixes is not None else None
+        if kept is not None:
+            state, entries = kept
+        applied = len(entries) if cell.steps else 0
         model = inputs.fresh(state)
         try:
-            for step in cell.steps[1:] + ((cell.recompress,) if cell.recompress else ()):
+            for step in cell.steps[applied:] + ((cell.recompress,) if cell.recompress else ()):
                 model, entry = self.executor.apply(step, model)
                 if step is cell.recompress:
                     entry["reapplied"] = True
                 entries.append(entry)
+                applied += 1
+                if prefixes is not None and prefixes.wants(cell, applied):
+                    prefixes.keep(cell, model, entries)
             return self._evaluate_and_record(inputs, cell, cid, hps, model, entries)
         except StepFailed as exc:
             return self._fail(inputs, cell, cid, hps, str(exc), entries)
@@ -276,12 +286,17 @@ class Runner:
         inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
         applications: list[tuple[Cell, Step]] = []
         first_applied: set[Step] = set()
+        prefix_applied: set[tuple[Step, ...]] = set()  # two-step prefixes shared by triples (benchmark/prefixes.py)
         for cell in todo:
             steps = list(cell.steps) + ([cell.recompress] if cell.recompress else [])
-            if cell.first is not None and len(cell.steps) > 1:
+            if len(cell.steps) > 2 and prefix_of(cell) in prefix_applied:
+                steps = steps[2:]
+            elif cell.first is not None and len(cell.steps) > 1:
                 if cell.first in first_applied or self._state_file(inputs, cell.first).exists():
                     steps = steps[1:]
                 first_applied.add(cell.first)
+                if len(cell.steps) > 1:
+                    prefix_applied.add(prefix_of(cell))
             elif cell.first is not None:
                 first_applied.add(cell.first)
             applications += [(cell, step) for step in steps]
@@ -322,11 +337,15 @@ class Runner:
                 continue
             if name == self.profile.name or other.model != self.profile.model or other.device not in (None, "cpu"):
                 continue
+            if other.protocol.sequence_length < self.profile.protocol.sequence_length:
+                continue  # a pairs-only grid is no quicker way to measure sequences of three
             subs = [baselines[n] for n in other.interventions if n in baselines] + extra
-            cells = build_plan(steps_for(subs, other, inputs.family), other.protocol.recompress_when_first)
+            cells = build_plan(steps_for(subs, other, inputs.family), other.protocol.recompress_when_first,
+                               other.protocol.sequence_length)
             tokens = inputs.tokens.scaled(evaluation_items(other.evaluation))
             firsts = {c.first for c in cells if c.first is not None}
-            steps = [s for c in cells for s in c.steps[1:] + ((c.recompress,) if c.recompress else ())]
+            steps = [s for c in cells for s in c.steps[1 if len(c.steps) < 3 else 2:]  # a triple's prefix is its pair's
+                     + ((c.recompress,) if c.recompress else ())]
             scale = _sizes_ratio(other, self.profile)
             plans = [(s.label, self._step_plan(inputs, s, scale.get(s.category, 1.0))) for s in [*firsts, *steps]]
             est = estimate(tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, dtype=inputs.numerics.name)
@@ -369,10 +388,12 @@ class Runner:
                 del model
         if first_entry and first_entry.get("reused_from_disk"):
             first_entry = _entry_from_file(state_file) or first_entry
+        prefixes = PrefixKeeper.for_group(group)
         for cell in group:
             cid, hps = ids[cell]
-            self._run_cell(inputs, cell, cid, hps, first_entry, state, first_error)
+            self._run_cell(inputs, cell, cid, hps, first_entry, state, first_error, prefixes)
             finish(cell)
+        prefixes.drop()
         if state_file.exists():
             state_file.unlink()
 

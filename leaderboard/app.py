@@ -1,4 +1,4 @@
-"""The Gradio app: six views over one results store, filtered by model, profile and dtype.
+"""The Gradio app: seven views over one results store, filtered by model, profile and dtype.
 
 Figures reported by a paper (:mod:`benchmark.reported`) form their own group (dtype
 ``reported``), so a selection is either reported or re-run, never both; a reported selection
@@ -25,7 +25,7 @@ import pandas as pd
 
 from benchmark.results import failures_frame, records_frame
 from benchmark.stores import Snapshot
-from leaderboard import about, curves, detail, downloads, matrices, ranking, runs
+from leaderboard import about, curves, detail, downloads, matrices, ranking, runs, sequences
 from leaderboard.data import HEADLINE_CRITERIA, Board, build_board
 from leaderboard.safe import md
 
@@ -210,8 +210,18 @@ def build_app(source: BoardSource):
         figure = curves.curve_figure(board, pair or "", criterion or "", axis or "level")
         return gr.Dropdown(choices=pairs, value=pair), gr.Dropdown(choices=choices, value=criterion), figure
 
+    def sequences_view(model, profile, dtype, triple, criteria):
+        board = source.select(model, profile, dtype)
+        choices = sequences.triple_choices(board)
+        triple = _pick(triple, choices)
+        criteria = criteria or []
+        return (gr.Dropdown(choices=choices, value=triple), sequences.note_markdown(board),
+                table(sequences.orders_table(board, triple, criteria)),
+                table(sequences.summary_table(board, triple, criteria)),
+                table(sequences.swaps_table(board, triple, criteria)))
+
     def all_views(model, profile, dtype, criteria, matrix_criterion, name, pair, curve_criterion, axis,
-                  category, bits, sparsity):
+                  category, bits, sparsity, triple):
         model, profile, dtype = source.defaults(model, profile, dtype)
         board = source.select(model, profile, dtype)
         levels = chosen_levels(board, bits, sparsity)
@@ -227,6 +237,7 @@ def build_app(source: BoardSource):
             *matrices_view(model, profile, dtype, matrix_criterion, bits, sparsity),
             *detail_view(model, profile, dtype, name, criteria),
             *curves_view(model, profile, dtype, pair, curve_criterion, axis),
+            *sequences_view(model, profile, dtype, triple, criteria),
             about.about_markdown(board),
             *runs_view(),
         )
@@ -305,6 +316,16 @@ def build_app(source: BoardSource):
                 gr.Markdown("Each point is one evaluated model of the grid; a grid with one level gives one point "
                             "per order. Dotted: the compressor alone; diamond: the other intervention alone, "
                             "uncompressed.")
+            with gr.Tab("Sequences of three", id="sequences"):
+                triple_dd = gr.Dropdown(label="Triple (a / b / c)", elem_id="sequence-triple")
+                sequence_note = gr.Markdown(elem_id="sequence-note")
+                gr.Markdown("#### The six orders (criteria chosen above)")
+                sequence_orders_df = table(pd.DataFrame(), interactive=False, elem_id="sequence-orders", wrap=True)
+                gr.Markdown("#### Order-free Error and Order Sensitivity over the six orders")
+                sequence_summary_df = table(pd.DataFrame(), interactive=False, elem_id="sequence-summary", wrap=True)
+                gr.Markdown("#### Adjacent swaps: the terms of the spread")
+                sequence_swaps_df = table(pd.DataFrame(), interactive=False, show_search="search",
+                                          elem_id="sequence-swaps", wrap=True)
             with gr.Tab("Runs", id="runs"):
                 gr.Markdown("Every run in the store (all models and profiles): its numerics, harness version, when, "
                             "how many cells succeeded or failed, and the command that reproduces it; then each "
@@ -318,12 +339,13 @@ def build_app(source: BoardSource):
         # ---------------------------------------------------------------- events
 
         filters = [model_dd, profile_dd, dtype_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio,
-                   category_radio, bits_dd, sparsity_dd]
+                   category_radio, bits_dd, sparsity_dd, triple_dd]
+        sequences_out = [triple_dd, sequence_note, sequence_orders_df, sequence_summary_df, sequence_swaps_df]
         ranking_out = [category_radio, ranking_df, ranking_csv, ranking_json]
         matrices_out = [matrix_dd, ofe_plot, os_plot, matrix_csv, matrix_json]
         everything = [model_dd, profile_dd, dtype_dd, status_md, mark_md, bits_dd, sparsity_dd, *ranking_out,
                       *matrices_out, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json,
-                      pair_dd, curve_crit_dd, curve_plot, about_md, runs_df, failures_df]
+                      pair_dd, curve_crit_dd, curve_plot, *sequences_out, about_md, runs_df, failures_df]
         gr.on([model_dd.input, profile_dd.input, dtype_dd.input], all_views, inputs=filters, outputs=everything)
         reload_btn.click(reload, inputs=filters, outputs=everything)
         demo.load(all_views, inputs=filters, outputs=everything)
@@ -332,6 +354,8 @@ def build_app(source: BoardSource):
             inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, name_dd, category_radio, bits_dd, sparsity_dd],
             outputs=[*ranking_out, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
         )
+        gr.on([triple_dd.input, criteria_cb.input], sequences_view,
+              inputs=[model_dd, profile_dd, dtype_dd, triple_dd, criteria_cb], outputs=sequences_out)
         category_radio.input(ranking_view, inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, bits_dd,
                                                    sparsity_dd], outputs=ranking_out)
         gr.on([bits_dd.input, sparsity_dd.input], levels_changed,

@@ -276,6 +276,19 @@ class Board:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    @cached_property
+    def sequences(self) -> tuple[list, pd.DataFrame, pd.DataFrame]:
+        """Sequences of three in this board: (triples, their table, their swap terms); see benchmark/sequence_metrics.py.
+
+        Computed from the records when first asked (no store holds them yet); empty without triples.
+        """
+        from benchmark.sequence_metrics import compute_sequences, find_triples
+
+        triples, _ = find_triples(self.ok_records)
+        if not triples:
+            return [], *compute_sequences([], criteria=self.criteria)
+        return triples, *compute_sequences(self.ok_records, criteria=self.criteria)
+
     def record(self, cell_id: str) -> dict | None:
         return next((r for r in self.records if r.get("cell_id") == cell_id), None)
 

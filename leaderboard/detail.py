@@ -44,7 +44,7 @@ def _involving(board: Board, name: str) -> pd.DataFrame:
     if cells.empty:
         return cells
     mask = (cells["n_steps"] == 0) | (cells["first_name"] == name) | (cells["second_name"] == name)
-    return cells[mask]
+    return cells[mask & (cells["n_steps"] <= 2)]  # sequences of three have their own view (leaderboard/sequences.py)
 
 
 def orders_table(board: Board, name: str, criteria: Iterable[str]) -> pd.DataFrame:

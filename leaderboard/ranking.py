@@ -115,7 +115,7 @@ def _cells_of(board: Board, label: str) -> list[str]:
     cells = board.cells
     if cells.empty:
         return []
-    mask = (cells["first"] == label) | (cells["second"] == label)
+    mask = ((cells["first"] == label) | (cells["second"] == label)) & (cells["n_steps"] <= 2)  # pairs, not triples
     return cells.loc[mask, "cell_id"].tolist()
 
 
