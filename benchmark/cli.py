@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -284,9 +285,18 @@ def list_(
         _die(f"unknown list {what!r}: use interventions, tasks, profiles or all")
     if what in {"interventions", "all"}:
         typer.secho("interventions (submissions/baselines):", bold=True)
+        from benchmark.hyperparameter_checks import class_fields
+
         for sub in discover(baselines_dir()):
             levels = f"  {sub.spec.levels.parameter}: {sub.spec.levels.values}" if sub.spec.levels else ""
             typer.echo(f"  {sub.name:<12} {sub.category.value:<12} {sub.spec.description.strip()[:70]}{levels}")
+            problem, fields = class_fields(sub.folder)  # read in the sandbox: the harness never imports a submission
+            if problem:
+                typer.echo(f"      (hyperparameters unreadable: {problem})")
+            for f in fields:
+                default = "required" if f["required"] else f"default {json.dumps(f['default'])}"
+                bounds = f" [{f['constraints']}]" if f["constraints"] else ""
+                typer.echo(f"      {f['name']}: {f['type']}{bounds}, {default}. {f['description']}")
     if what in {"tasks", "all"}:
         typer.secho("tasks (tasks/):", bold=True)
         for path in sorted(tasks_dir().glob("*.yaml")):

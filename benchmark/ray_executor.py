@@ -170,6 +170,7 @@ class RayRunner(Runner):
         return options
 
     def run(self) -> list[dict]:
+        self.check_hyperparameters()
         import ray
 
         inputs = self._load_inputs()

@@ -74,6 +74,12 @@ class Runner:
         self.executor: StepExecutor | None = None  # applies every step (benchmark.step_executor)
 
     # ---------------------------------------------------------------- set-up
+    def check_hyperparameters(self) -> None:
+        """Every submission's settings for this profile against its declared model, before any model loads."""
+        from benchmark.hyperparameter_checks import check_submissions
+
+        check_submissions(self.submissions, self.profile, self.isolate)
+
     def _load_inputs(self) -> RunInputs:
         """Load the run's inputs, then build the plan with every step's settings resolved for the model's family."""
         inputs = load_run_inputs(self.profile, self.out_dir, self.model_id, self.device_name, self.data_dir, self.echo)
@@ -213,6 +219,7 @@ class Runner:
 
     # ---------------------------------------------------------------- the grid
     def run(self) -> list[dict]:
+        self.check_hyperparameters()
         inputs = self._load_inputs()
         if self.use_cache:
             from benchmark.caches.run import open_run_caches
