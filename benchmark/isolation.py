@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.paths import baselines_dir, is_trusted
+from benchmark.paths import is_trusted
 from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
 from benchmark.toolkit.key_statistics import ENV_STEP_CACHE, ENV_STEP_CACHE_OUT
 

@@ -22,14 +22,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Iterable
 
 import torch
 
+from benchmark.hub import hub_reachable
 from benchmark.numerics import DTYPES, parse_dtype  # noqa: F401  (re-exported: the sandbox child and scripts import them from here)
 from benchmark.paths import cache_dir
-from benchmark.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 

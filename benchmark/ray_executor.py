@@ -37,8 +37,8 @@ import torch
 
 from benchmark.plan import Cell
 from benchmark.records import append_record, finished_cells, read_records
-from benchmark.runner import Runner, _entry_from_file, cell_ids, write_state
 from benchmark.run_inputs import RunInputs
+from benchmark.runner import Runner, _entry_from_file, cell_ids, write_state
 from benchmark.step_checks import StepFailed
 
 log = logging.getLogger(__name__)

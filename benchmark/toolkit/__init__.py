@@ -26,8 +26,6 @@ from typing import Any
 
 from benchmark.evaluation.compression_stats import average_bits, measure_sparsity
 from benchmark.toolkit.activations import block_output, module_input
-from benchmark.toolkit.key_statistics import KeyStatistics, key_second_moments, prefix_weights_sha256, reference_texts
-from benchmark.toolkit.hyperparameters import ModuleName, block_indices, required_texts
 from benchmark.toolkit.compression_options import (
     CalibratedHyperparameters,
     CalibrationOptions,
@@ -38,6 +36,8 @@ from benchmark.toolkit.compression_options import (
     run_calibrated,
     weight_quantization_groups,
 )
+from benchmark.toolkit.hyperparameters import ModuleName, block_indices, required_texts
+from benchmark.toolkit.key_statistics import KeyStatistics, key_second_moments, prefix_weights_sha256, reference_texts
 from benchmark.toolkit.training import (
     IGNORE_INDEX,
     TrainResult,
