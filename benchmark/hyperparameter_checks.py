@@ -81,7 +81,7 @@ def settings_to_check(sub: Submission, profile: "Profile | None" = None) -> list
 
 def validate_sets(model: type[Hyperparameters], sets: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """pydantic's errors for each set (empty when it passes), as plain data that crosses the box's boundary."""
-    out = []
+    out: list[list[dict[str, Any]]] = []
     for params in sets:
         try:
             model.model_validate(params)

@@ -457,7 +457,7 @@ def warm_model(arg: dict) -> None:
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # pragma: no cover - older transformers
-        from transformers.modeling_utils import no_init_weights
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(arg["dtype"]))
     if os.path.exists(os.path.join(folder, "generation_config.json")):

@@ -107,7 +107,7 @@ def _converted_gguf_folder() -> Path:
             dtype=torch.float32,
         )
         if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer = None
+            setattr(model, "hf_quantizer", None)  # noqa: B010 - transformers types the attribute as never None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = DEFAULT_MODEL_ID

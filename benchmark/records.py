@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 RECORDS_FILE = "records.jsonl"
 SCHEMA_VERSION = 1
@@ -163,7 +163,7 @@ GroupKey = tuple[str | None, str | None, str | None]
 """(model_id, profile, dtype): records that may be paired and ranked together."""
 
 
-def group_key(record: dict[str, Any]) -> GroupKey:
+def group_key(record: Mapping[str, Any]) -> GroupKey:
     """The group a record's metrics are computed in: model, profile and the dtype it was evaluated in.
 
     Scores move slightly with the dtype (bf16 vs float32 on the same weights), so two

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -37,6 +37,9 @@ from benchmark.step_executor import StepExecutor
 from benchmark.submissions import Submission
 
 __all__ = ["Runner", "RunInputs", "StepFailed", "summary_table"]
+
+if TYPE_CHECKING:
+    from benchmark.caches.run import RunCaches
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,12 @@ class Runner:
         self.isolate = isolate  # False: submissions run inside the harness (trusted code, debugging)
         self.echo = echo
         self.use_cache = use_cache  # False: --no-cache, neither cache is read or written
-        self.caches = None  # benchmark.caches.run.RunCaches, opened in run()
+        self.caches: RunCaches | None = None  # opened in run()
         self.records_path = self.out_dir / RECORDS_FILE
         self.steps: list[Step] = []  # the plan: built by _load_inputs, once the model family is known
         self.cells: list[Cell] = []
-        self.executor: StepExecutor | None = None  # applies every step (benchmark.step_executor)
+        # applies every step (benchmark.step_executor); made by run() before any step is applied
+        self.executor: StepExecutor = None  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- set-up
     def check_hyperparameters(self) -> None:

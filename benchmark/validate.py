@@ -105,7 +105,7 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     res = sub.spec.resources
     with tempfile.TemporaryDirectory(prefix="compose-bench-validate-cache-") as cache_root:
         executor = StepExecutor(materials, fresh, isolate=True, cache_root=Path(cache_root))
-        _, entry = executor.apply(step, fresh())
+        _, entry = executor.apply(step, fresh(None))
     sandbox = "sandboxed" if str(entry["isolation"].get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
     return (f"smoke application on the default model: {entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
             f"peak {entry['peak_rss_mb']:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "

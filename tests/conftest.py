@@ -114,3 +114,22 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# The fast lane: tests that need the real default model (through a fixture, a grid, a smoke application or the
+# served app) get the `slow` marker here, at collection, so that `pytest -m "not slow"` runs the rest without a
+# model load; CI runs everything. Decided from the fixtures a test uses, then from the modules (or single tests)
+# that load the model by other means, so no test file has to say it.
+MODEL_FIXTURES = {"default_model", "fresh_model", "smoke_run", "ray_local", "tiny_runner"}
+MODEL_MODULES = {"test_grid_end_to_end", "test_resume_after_kill", "test_hostile_submissions", "test_ray_executor",
+                 "test_leaderboard_browser", "test_leaderboard_paper_browser"}
+MODEL_TESTS = {"test_validate_smoke_catches_bad_behaviour", "test_second_run_with_a_changed_submission_pays_only_for_its_cells",
+               "test_hostile_steps_fail_or_score_what_is_really_there"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if (MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or module in MODEL_MODULES
+                or getattr(item, "originalname", item.name) in MODEL_TESTS):
+            item.add_marker(pytest.mark.slow)
