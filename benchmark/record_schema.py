@@ -101,7 +101,8 @@ class Timings(_Open):
 class Record(BaseModel):
     """One evaluated model (a cell) of ``records.jsonl``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # keys a newer harness adds (another branch's fields) are kept, never a reason to refuse a store
+    model_config = ConfigDict(extra="allow")
 
     schema_version: int = 1
     cell_id: str = Field(min_length=1)
@@ -129,6 +130,16 @@ class Record(BaseModel):
     def labels(self) -> tuple[str, ...]:
         """The applied steps' labels, in order (``()`` for the base model): what the metrics pair on."""
         return tuple(step.label for step in self.sequence)
+
+    @property
+    def is_reported(self) -> bool:
+        """Figures reported by someone else (the paper's table), not re-run by this harness."""
+        return self.reported is not None
+
+    @classmethod
+    def of(cls, record: "Record | Mapping[str, Any]") -> "Record":
+        """``record`` as a :class:`Record` (a dict read from a file or store is validated once)."""
+        return record if isinstance(record, Record) else cls.model_validate(record)
 
     def to_json(self) -> dict[str, Any]:
         """The record as the file stores it (keys the harness did not set are left out)."""

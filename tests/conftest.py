@@ -117,14 +117,20 @@ def ray_local():
 
 
 # The fast lane: tests that need the real default model (through a fixture, a grid, a smoke application or the
-# served app) get the `slow` marker here, at collection, so that `pytest -m "not slow"` runs the rest without a
+# served app), or fresh harness processes, get the `slow` marker here, at collection, so that `pytest -m "not slow"` runs the rest without a
 # model load; CI runs everything. Decided from the fixtures a test uses, then from the modules (or single tests)
 # that load the model by other means, so no test file has to say it.
 MODEL_FIXTURES = {"default_model", "fresh_model", "smoke_run", "ray_local", "tiny_runner"}
 MODEL_MODULES = {"test_grid_end_to_end", "test_resume_after_kill", "test_hostile_submissions", "test_ray_executor",
                  "test_leaderboard_browser", "test_leaderboard_paper_browser"}
 MODEL_TESTS = {"test_validate_smoke_catches_bad_behaviour", "test_second_run_with_a_changed_submission_pays_only_for_its_cells",
-               "test_hostile_steps_fail_or_score_what_is_really_there"}
+               "test_hostile_steps_fail_or_score_what_is_really_there",
+               # no model, but fresh harness processes that import torch (5-30 s each on two busy cores, 2026-12-01)
+               "test_on_an_avx2_only_cpu_auto_computes_in_float32_and_a_bf16_pin_warns", "test_cache_command_shows_and_clears",
+               "test_two_processes_sharing_keys_neither_crash_nor_corrupt", "test_the_cli_says_one_line_and_runs_nothing",
+               "test_metrics_cli_errors_are_one_line", "test_fresh_interpreter_import", "test_eight_concurrent_publishers_lose_nothing",
+               "test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_named",
+               "test_the_box_computes_with_the_harness_cpu_kernels", "test_a_published_name_is_reserved_for_the_submission_that_published_it"}
 
 
 def pytest_collection_modifyitems(config, items):
