@@ -159,8 +159,15 @@ def first_problem(sub: Submission, sets: list[SettingsToCheck], errors: list[lis
 
 
 def check_in_process(sub: Submission, profile: "Profile | None" = None) -> str | None:
-    """Import the class here (trusted code only: ``--in-process``) and check its settings; one line or None."""
-    cls = sub.load_class()
+    """Import the class here (trusted code only: ``--in-process``) and check its settings; one line or None.
+
+    A class that does not import is not this check's business: its cells fail with that reason
+    when the grid reaches them, and the rest of the grid goes on.
+    """
+    try:
+        cls = sub.load_class()
+    except SubmissionError:
+        return None
     if not declared(cls):
         return None
     sets = settings_to_check(sub, profile)
@@ -168,7 +175,12 @@ def check_in_process(sub: Submission, profile: "Profile | None" = None) -> str |
 
 
 def check_submissions(subs: list[Submission], profile: "Profile", isolate: bool) -> None:
-    """Before a run loads its model: every submission's settings for this profile; a SubmissionError on the first problem."""
+    """Before a run loads its model: every submission's settings for this profile; a SubmissionError on the first problem.
+
+    Only hyperparameters stop the run here (they are the profile's and the submitter's to fix, and
+    every cell of that submission would fail on them); a class that does not import or breaks the
+    API fails its own cells with the reason, as a hostile or broken submission must not stop a grid.
+    """
     from benchmark.isolation import IMPORT_CHECK_TIMEOUT_S, check_import
 
     for sub in subs:
@@ -176,11 +188,10 @@ def check_submissions(subs: list[Submission], profile: "Profile", isolate: bool)
             problem = check_in_process(sub, profile)
         else:
             sets = settings_to_check(sub, profile)
-            verdict, message, report = check_import(sub.folder, IMPORT_CHECK_TIMEOUT_S, [s.params for s in sets])
-            if verdict != "ok":
-                raise SubmissionError(message)
+            limit = min(IMPORT_CHECK_TIMEOUT_S, max(30.0, sub.spec.resources.time_budget_s))  # a hostile import may hang
+            verdict, _message, report = check_import(sub.folder, limit, [s.params for s in sets])
             problem = (first_problem(sub, sets, report["errors"], report["class_name"])
-                       if report.get("declared") else None)
+                       if verdict == "ok" and report.get("declared") else None)
         if problem:
             raise SubmissionError(problem)
 

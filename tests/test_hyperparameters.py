@@ -118,3 +118,11 @@ def test_a_profile_override_is_checked_before_the_run_loads_its_model(tmp_path, 
         runner.run()  # fails on the plan's settings: the refusing loader above is never called
     assert not (tmp_path / "out" / "records.jsonl").exists()
     check_submissions([ft], load_profile("smoke"), isolate=True)  # the shipped profile passes
+
+
+def test_a_submission_that_does_not_import_is_left_to_fail_its_own_cells():
+    """Only hyperparameters stop a run before it starts: a broken class fails its cells, the grid goes on."""
+    broken = load_submission(Path(__file__).parent / "hostile" / "import_error")
+    smoke = load_profile("smoke")
+    check_submissions([broken], smoke, isolate=True)
+    check_submissions([broken], smoke, isolate=False)
