@@ -1,7 +1,11 @@
 """The public intervention API: the one module a submission imports.
 
 A submission is a class that subclasses :class:`Intervention`, sets ``name`` and
-``category``, and implements :meth:`Intervention.apply`. The harness builds an
+``category``, declares its hyperparameters as a :class:`Hyperparameters` model (typed
+fields with ranges, defaults and one-line descriptions) and implements
+:meth:`Intervention.apply`. The harness checks every block of ``submission.yaml`` (and a
+profile's overrides) against that model before any model loads, so a wrong type or an
+out-of-range value is one line from ``compose-bench validate``, not a failed cell. It builds an
 :class:`InterventionContext` holding exactly what the category needs (edit
 requests, forget/retain texts, calibration texts) plus the seed, device, dtype
 and the hyperparameters read from the submission's YAML. ``apply`` returns the
@@ -15,13 +19,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Self, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "Category",
     "EditRequest",
+    "Hyperparameters",
     "InterventionContext",
     "Intervention",
     "InterventionError",
@@ -56,6 +62,32 @@ class EditRequest:
 
 class InterventionError(RuntimeError):
     """Raised by an intervention to fail its cell with a readable reason."""
+
+
+class Hyperparameters(BaseModel):
+    """Base of an intervention's declared hyperparameters: subclass it, one typed field per knob.
+
+    Write each knob as ``name: type = Field(default, ge=..., le=..., description="...")``;
+    a knob without a default is required (e.g. the grid level ``sparsity``, which the
+    harness merges in from ``levels``). The model is strict (``5.0`` is not an integer,
+    ``"1e-3"`` is not a number, ``true`` is not a number), rejects names it does not
+    declare (a typo is an error, not a silently ignored setting) and refuses NaN and
+    infinity. The harness validates ``submission.yaml`` against it in ``validate`` and
+    before a run loads its model; ``apply`` reads the typed values with
+    :meth:`from_context`. ``compose-bench list interventions`` prints the fields.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def from_context(cls, context: "InterventionContext") -> Self:
+        """The context's hyperparameters as this model (defaults filled in); a bad value fails the cell in one line."""
+        try:
+            return cls.model_validate(dict(context.hyperparameters))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}, got {e.get('input')!r}"
+                                 for e in exc.errors())
+            raise InterventionError(f"hyperparameters of {cls.__name__}: {problems}") from None
 
 
 @dataclass
@@ -100,14 +132,16 @@ class InterventionContext:
 class Intervention:
     """Base class of every intervention.
 
-    Subclasses set the class attributes ``name`` and ``category`` and implement
-    :meth:`apply`. The harness constructs the class with no arguments.
-    Compression interventions may also implement :meth:`describe_compression`
-    so the record can say how many bits the weights hold on average.
+    Subclasses set the class attributes ``name``, ``category`` and ``Hyperparameters``
+    (their :class:`Hyperparameters` subclass; the base declares no knob, so a submission
+    without one may set none) and implement :meth:`apply`. The harness constructs the
+    class with no arguments. Quantizers may also implement :meth:`weight_bits` so the
+    record can say how many bits the weights hold on average.
     """
 
     name: ClassVar[str] = ""
     category: ClassVar[Category]
+    Hyperparameters: ClassVar[type[Hyperparameters]] = Hyperparameters
 
     def apply(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -41,7 +42,7 @@ def _setup(verbose: bool) -> None:
         hf_logging.set_verbosity_error()
 
 
-def _die(message: str, code: int = 2) -> None:
+def _die(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -301,10 +302,8 @@ def metrics(
 def list_(
     what: str = typer.Argument("all", help="interventions | tasks | profiles | all"),
 ) -> None:
-    """List the baseline interventions, the tasks and the run profiles."""
-    import yaml
-
-    from benchmark.paths import baselines_dir, tasks_dir
+    """List the baseline interventions (with their hyperparameters), the tasks and the run profiles."""
+    from benchmark.paths import baselines_dir
     from benchmark.profiles import available_profiles, load_profile
     from benchmark.submissions import discover
 
@@ -312,15 +311,31 @@ def list_(
         _die(f"unknown list {what!r}: use interventions, tasks, profiles or all")
     if what in {"interventions", "all"}:
         typer.secho("interventions (submissions/baselines):", bold=True)
+        from benchmark.hyperparameter_checks import class_fields
+
         for sub in discover(baselines_dir()):
             levels = f"  {sub.spec.levels.parameter}: {sub.spec.levels.values}" if sub.spec.levels else ""
             typer.echo(f"  {sub.name:<12} {sub.category.value:<12} {sub.spec.description.strip()[:70]}{levels}")
+            problem, fields = class_fields(sub.folder)  # read in the sandbox: the harness never imports a submission
+            if problem:
+                typer.echo(f"      (hyperparameters unreadable: {problem})")
+            for f in fields:
+                default = "required" if f["required"] else f"default {json.dumps(f['default'])}"
+                bounds = f" [{f['constraints']}]" if f["constraints"] else ""
+                typer.echo(f"      {f['name']}: {f['type']}{bounds}, {default}. {f['description']}")
     if what in {"tasks", "all"}:
+        from benchmark.tasks import TASKS, TaskError, load_task
+
         typer.secho("tasks (tasks/):", bold=True)
-        for path in sorted(tasks_dir().glob("*.yaml")):
-            data = yaml.safe_load(path.read_text()) or {}
-            if isinstance(data, dict) and "name" in data:
-                typer.echo(f"  {data['name']:<12} {' '.join(str(data.get('description', '')).split())[:90]}")
+        for name in TASKS:
+            try:
+                task = load_task(name)
+            except TaskError as exc:
+                _die(str(exc))
+            hub = task.source.hub
+            typer.echo(f"  {task.name:<12} {' '.join(task.description.split())[:90]}")
+            typer.echo(f"      data: {hub.dataset or '-'}{f' ({hub.config})' if hub.config else ''}, split {hub.split}; "
+                       f"offline {task.source.local}; criteria: {', '.join(task.criteria)}")
     if what in {"profiles", "all"}:
         typer.secho("profiles (tasks/profiles):", bold=True)
         for name in available_profiles():

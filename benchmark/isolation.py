@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.paths import baselines_dir, is_trusted
+from benchmark.paths import is_trusted
 from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
 from benchmark.toolkit.key_statistics import ENV_STEP_CACHE, ENV_STEP_CACHE_OUT
 
@@ -400,33 +400,40 @@ def _collect(blobs: dict[str, bytes], reference: dict, tied: list[list[str]], la
 # --------------------------------------------------------------------------- import check
 
 
-def check_import(folder: str | Path, timeout_s: float) -> tuple[str, str]:
+IMPORT_CHECK_TIMEOUT_S = 300.0
+
+
+def check_import(folder: str | Path, timeout_s: float, checks: list[dict] | None = None) -> tuple[str, str, dict]:
     """Import a submission's entry point and check its class in the sealed box.
 
-    Returns ``(verdict, message)`` with verdict ``"ok"``, ``"import"`` (the entry point did
-    not import, or the process died or hung while importing) or ``"api"`` (the class does
-    not follow the API). The child is forked from a zygote that never imported a
-    submission; the harness never imports the submission's code.
+    Returns ``(verdict, message, report)`` with verdict ``"ok"``, ``"import"`` (the entry
+    point did not import, or the process died or hung while importing) or ``"api"`` (the
+    class does not follow the API). With ``checks`` (hyperparameter sets), the box also
+    validates each against the class's declared :class:`benchmark.api.Hyperparameters`
+    model and ``report`` holds ``declared``, ``class_name``, ``fields`` and ``errors``
+    (:mod:`benchmark.hyperparameter_checks`). The child is forked from a zygote that never
+    imported a submission; the harness never imports the submission's code.
     """
     folder = Path(folder).resolve()
     try:
         sealed = _sealed(folder)
     except SandboxUnavailable as exc:
-        return "import", str(exc)
+        return "import", str(exc), {}
     with tempfile.TemporaryDirectory(prefix="compose-bench-import-") as out:
         limits = Limits(time_s=timeout_s, grace_s=1.0, memory_bytes=8 * 2**30, output_bytes=1 << 20)
-        result = _import_box(sealed).call("benchmark.isolation:import_main", {"folder": str(folder)},
+        payload = {"folder": str(folder), "checks": checks}
+        result = _import_box(sealed).call("benchmark.isolation:import_main", payload,
                                           {"submission": folder}, limits, Path(out), str(folder))
     report = result.report or {}
     if result.error is not None:
         if "time budget" in result.error:
-            return "import", f"{folder}: importing the entry point took over {timeout_s:g} s (killed)"
-        return "import", _one_line(result.error.replace("the sandboxed process", "importing the entry point in the sandbox"))
+            return "import", f"{folder}: importing the entry point took over {timeout_s:g} s (killed)", {}
+        return "import", _one_line(result.error.replace("the sandboxed process", "importing the entry point in the sandbox")), {}
     verdict = str(report.get("verdict", "import"))
     message = _one_line(report.get("message", ""))
     if verdict == "ok":
-        return "ok", "sandboxed" if sealed else "NOT sandboxed (no namespaces on this machine)"
-    return (verdict if verdict in ("import", "api") else "import"), message
+        return "ok", "sandboxed" if sealed else "NOT sandboxed (no namespaces on this machine)", report
+    return (verdict if verdict in ("import", "api") else "import"), message, {}
 
 
 # --------------------------------------------------------------------------- the child side (runs in the box)
@@ -450,7 +457,7 @@ def warm_model(arg: dict) -> None:
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # pragma: no cover - older transformers
-        from transformers.modeling_utils import no_init_weights
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(arg["dtype"]))
     if os.path.exists(os.path.join(folder, "generation_config.json")):
@@ -624,8 +631,16 @@ def import_main(payload: dict, in_dir: str, out_dir: str) -> dict:
     outer = payload["folder"]
     try:
         sub = load_submission(os.path.join(in_dir, "submission"))
-        sub.load_class()
-        return {"verdict": "ok", "message": "sandboxed"}
+        cls = sub.load_class()
+        report: dict[str, Any] = {"verdict": "ok", "message": "sandboxed", "class_name": cls.__name__}
+        if payload.get("checks") is not None:
+            from benchmark.hyperparameter_checks import declared, describe_fields, validate_sets
+
+            report["declared"] = declared(cls)
+            if report["declared"]:
+                report["fields"] = describe_fields(cls.Hyperparameters)
+                report["errors"] = validate_sets(cls.Hyperparameters, payload["checks"])
+        return report
     except SubmissionError as exc:
         message = str(exc).replace(os.path.join(in_dir, "submission"), outer)
         verdict = "import" if ": import failed: " in message or "module file" in message or "has no class" in message else "api"

@@ -22,14 +22,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Iterable
 
 import torch
 
+from benchmark.hub import hub_reachable
 from benchmark.numerics import DTYPES, parse_dtype  # noqa: F401  (re-exported: the sandbox child and scripts import them from here)
 from benchmark.paths import cache_dir
-from benchmark.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def _converted_gguf_folder() -> Path:
             dtype=torch.float32,
         )
         if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer = None
+            setattr(model, "hf_quantizer", None)  # noqa: B010 - transformers types the attribute as never None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = DEFAULT_MODEL_ID

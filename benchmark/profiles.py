@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from benchmark.paths import tasks_dir
 
@@ -97,6 +97,12 @@ class Profile(_Strict):
     corpora: CorporaSettings = Field(default_factory=CorporaSettings)
     protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
     resources: TaskResources = Field(default_factory=TaskResources, exclude=True)  # per Ray task (benchmark.ray_executor)
+    _source: str = PrivateAttr(default="")  # the YAML file it was read from, for error lines (never in a record)
+
+    @property
+    def source(self) -> str:
+        """The file this profile was read from ('' when built in code)."""
+        return self._source
 
     def settings(self) -> dict[str, Any]:
         """The profile as plain data, for records and cell ids."""
@@ -174,7 +180,9 @@ def load_profile(name_or_path: str) -> Profile:
         raise ProfileError(f"profile {name_or_path!r} not found (known: {', '.join(available_profiles())})")
     raw = _read_raw(path)
     try:
-        return Profile.model_validate(raw)
+        profile = Profile.model_validate(raw)
+        profile._source = str(path)
+        return profile
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()

@@ -58,7 +58,7 @@ def hardware() -> dict:
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ("transformers", "lm-eval", "llmcompressor", "compressed-tensors", "datasets", "peft"):
         try:
             out[name] = version(name)

@@ -42,8 +42,8 @@ import torch
 
 from benchmark.plan import Cell, build_plan, steps_for
 from benchmark.records import append_record, finished_cells, read_records
-from benchmark.runner import Runner, _entry_from_file, cell_ids, state_key, write_state
 from benchmark.run_inputs import RunInputs
+from benchmark.runner import Runner, _entry_from_file, cell_ids, state_key, write_state
 from benchmark.step_checks import StepFailed
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ class RayRunner(Runner):
         return options
 
     def run(self) -> list[dict]:
+        self.check_hyperparameters()
         import ray
 
         if not ray.is_initialized():

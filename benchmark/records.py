@@ -1,5 +1,8 @@
 """The results file: one JSON record per evaluated model, in ``records.jsonl``.
 
+What a record holds is :class:`benchmark.record_schema.Record` (re-exported here);
+:func:`read_typed_records` reads the file as such records.
+
 Appending replaces the whole file (write to a temporary file in the same folder,
 fsync, ``os.replace``), under an exclusive lock, so a reader or a killed run never
 sees half a line and two writers never lose each other's records. Files are small
@@ -15,18 +18,20 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
+
+from benchmark.record_schema import DIVERGED, GroupKey, Record, group_of
 
 RECORDS_FILE = "records.jsonl"
 SCHEMA_VERSION = 1
 
+__all__ = ["RECORDS_FILE", "SCHEMA_VERSION", "RecordsError", "DIVERGED", "GroupKey", "Record", "record_problem",
+           "read_records", "read_typed_records", "append_record", "atomic_write_text", "json_safe",
+           "finished_cells", "group_key"]
+
 
 class RecordsError(ValueError):
     """A records file that cannot be read; the message names the file and line."""
-
-
-DIVERGED = "diverged"
-"""The score of a model that was evaluated and broke (NaN or infinite outputs); see benchmark/metrics.py."""
 
 
 def _is_number(value: Any) -> bool:
@@ -159,17 +164,26 @@ def finished_cells(records: list[dict[str, Any]], retry_failed: bool = False) ->
     return {r["cell_id"] for r in records if r.get("status") == "ok" or not retry_failed}
 
 
-GroupKey = tuple[str | None, str | None, str | None]
-"""(model_id, profile, dtype): records that may be paired and ranked together."""
+def group_key(record: Mapping[str, Any]) -> GroupKey:
+    """The group of a record held as a dict (:func:`benchmark.record_schema.group_of`, the one definition)."""
+    return group_of(record.get("provenance"))
 
 
-def group_key(record: dict[str, Any]) -> GroupKey:
-    """The group a record's metrics are computed in: model, profile and the dtype it was evaluated in.
+def read_typed_records(path: str | os.PathLike) -> list[Record]:
+    """:func:`read_records`, each record as a :class:`~benchmark.record_schema.Record`.
 
-    Scores move slightly with the dtype (bf16 vs float32 on the same weights), so two
-    cells evaluated in different dtypes are never paired or ranked together, even when
-    model and profile agree (a run resumed on a machine of another CPU kind).
+    A record that does not match the schema is a :class:`RecordsError` naming the file,
+    the record's cell and the field; every record the harness has written loads (the
+    schema's later fields are optional).
     """
-    prov = record.get("provenance") or {}
-    dtype = prov.get("dtype")
-    return prov.get("model_id"), prov.get("profile"), None if dtype is None else str(dtype)
+    from pydantic import ValidationError
+
+    out = []
+    for record in read_records(path):
+        try:
+            out.append(Record.model_validate(record))
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            field = ".".join(str(p) for p in e["loc"])
+            raise RecordsError(f"{path}: cell {record.get('cell_id')!r}: field '{field}': {e['msg']}") from None
+    return out

@@ -71,7 +71,7 @@ class ReportedError(ValueError):
 
 
 def is_reported(record: Mapping[str, Any]) -> bool:
-    """Whether a record holds figures reported by someone else (not re-run by this harness)."""
+    """Whether a record (held as a dict) holds figures reported by someone else (:attr:`Record.is_reported`)."""
     return isinstance(record.get("reported"), Mapping)
 
 

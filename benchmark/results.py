@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from benchmark.reported import is_reported
+from benchmark.record_schema import Record
 from benchmark.stores import Snapshot, open_store
 
 _REVISION = re.compile(r"\+g([0-9a-f]{7,40})")
@@ -32,7 +32,7 @@ _REVISION = re.compile(r"\+g([0-9a-f]{7,40})")
 RUN_KEY = ["model_id", "profile", "dtype", "harness_version"]
 
 
-def reproduce_command(records: Iterable[Mapping[str, Any]]) -> str:
+def reproduce_command(records: Iterable[Record | Mapping[str, Any]]) -> str:
     """The command that reproduces ``records`` (one cell, or both orders of a pair), on one line.
 
     It names the profile and model, checks out the harness revision the records were made
@@ -40,52 +40,46 @@ def reproduce_command(records: Iterable[Mapping[str, Any]]) -> str:
     hash so a re-run can be checked against it. Reported records get the command that re-runs
     the paper's protocol with this harness, with a note that the shown figures are the paper's.
     """
-    records = list(records)
-    if not records:
+    typed = [Record.of(r) for r in records]
+    if not typed:
         return ""
-    prov = records[0].get("provenance") or {}
-    run = f"compose-bench run --profile {prov.get('profile')} --model {prov.get('model_id')}"
-    if all(is_reported(r) for r in records):
+    prov = typed[0].provenance
+    run = f"compose-bench run --profile {prov.profile} --model {prov.model_id}"
+    if all(r.is_reported for r in typed):
         return f"{run}  # re-runs the paper's protocol here; the figures shown are the paper's (reported, not re-run)"
-    versions = sorted({str((r.get("provenance") or {}).get("harness_version")) for r in records})
+    versions = sorted({str(r.provenance.harness_version) for r in typed})
     revisions = sorted({m.group(1) for v in versions for m in [_REVISION.search(v)] if m})
     prefix = f"git checkout {revisions[0]} && " if len(revisions) == 1 else ""
     hashes: dict[str, str] = {}
-    for record in records:
-        for step in record.get("sequence") or []:
-            sha = step.get("submission_sha256")
-            if sha:
-                hashes.setdefault(str(step.get("name")), str(sha)[:12])
+    for record in typed:
+        for step in record.sequence:
+            if step.submission_sha256:
+                hashes.setdefault(step.name, step.submission_sha256[:12])
     notes = [f"harness {', '.join(versions)}"] + [f"{name} sha256:{sha}" for name, sha in sorted(hashes.items())]
     return f"{prefix}{run}  # " + "; ".join(notes)
 
 
-def _labels(record: Mapping[str, Any]) -> list[str]:
-    return [str(s.get("label") or s.get("name")) for s in record.get("sequence") or []]
-
-
-def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def records_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame:
     """One row per record: group, harness, steps, status, the reported mark, the command and every score."""
     rows = []
-    for record in records:
-        prov = record.get("provenance") or {}
-        labels = _labels(record)
+    for record in map(Record.of, records):
+        prov, labels = record.provenance, record.labels
         row: dict[str, Any] = {
-            "cell_id": record.get("cell_id"),
-            "model_id": prov.get("model_id"),
-            "profile": prov.get("profile"),
-            "dtype": prov.get("dtype"),
-            "harness_version": prov.get("harness_version"),
-            "label": record.get("label") or " -> ".join(labels) or "base",
+            "cell_id": record.cell_id,
+            "model_id": prov.model_id,
+            "profile": prov.profile,
+            "dtype": prov.dtype,
+            "harness_version": prov.harness_version,
+            "label": record.label or " -> ".join(labels) or "base",
             "first": labels[0] if labels else None,
             "second": labels[1] if len(labels) > 1 else None,
-            "status": record.get("status"),
-            "error": record.get("error"),
-            "finished_at": record.get("finished_at"),
-            "reported": is_reported(record),
+            "status": record.status,
+            "error": record.error,
+            "finished_at": record.finished_at,
+            "reported": record.is_reported,
             "reproduce": reproduce_command([record]),
         }
-        for key, value in (record.get("scores") or {}).items():
+        for key, value in record.scores.items():
             row[f"score:{key}"] = value
         rows.append(row)
     return pd.DataFrame(rows)
@@ -98,29 +92,29 @@ def one_line(text: Any, limit: int = 200) -> str:
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
-def _run_key(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    prov = record.get("provenance") or {}
-    return tuple("-" if prov.get(k) is None else str(prov.get(k)) for k in RUN_KEY)  # type: ignore[return-value]
+def _run_key(record: Record) -> tuple[str, ...]:
+    prov = record.provenance
+    return tuple("-" if getattr(prov, k) is None else str(getattr(prov, k)) for k in RUN_KEY)
 
 
-def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def runs_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame:
     """One row per run (model, profile, dtype, harness version): source, when, cells, ok and failed counts.
 
     A "run" is what one harness version produced for one group; records carry no run id, and a
     resumed run is the same run. ``reproduce`` is the command for the whole run.
     """
     columns = [*RUN_KEY, "source", "first_finished", "last_finished", "cells", "ok", "failed", "reproduce"]
-    runs: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
-    for record in records:
+    runs: dict[tuple[str, ...], list[Record]] = {}
+    for record in map(Record.of, records):
         runs.setdefault(_run_key(record), []).append(record)
     rows = []
     for key in sorted(runs):
         group = runs[key]
-        when = sorted(str(r["finished_at"]) for r in group if r.get("finished_at"))
-        ok = sum(1 for r in group if r.get("status") == "ok")
+        when = sorted(str(r.finished_at) for r in group if r.finished_at)
+        ok = sum(1 for r in group if r.status == "ok")
         rows.append({
             **dict(zip(RUN_KEY, key)),
-            "source": "reported in the paper, not re-run" if all(is_reported(r) for r in group)
+            "source": "reported in the paper, not re-run" if all(r.is_reported for r in group)
             else "re-run by the harness",
             "first_finished": when[0] if when else None,
             "last_finished": when[-1] if when else None,
@@ -156,15 +150,15 @@ class Results:
 
 def from_snapshot(snapshot: Snapshot) -> Results:
     """The frames of an already-read store snapshot."""
-    records = records_frame(snapshot.records)
-    groups = {tuple(str(x) for x in (prov.get("model_id"), prov.get("profile"), prov.get("dtype")))
-              for r in snapshot.records if is_reported(r) for prov in [r.get("provenance") or {}]}
+    typed = [Record.of(r) for r in snapshot.records]  # validated once, read through the same type everywhere below
+    records = records_frame(typed)
+    groups = {tuple(str(x) for x in r.group) for r in typed if r.is_reported}
     metrics = snapshot.metrics.copy()
     metrics["reported"] = [
         (str(m), str(p), str(d)) in groups
         for m, p, d in zip(metrics["model_id"], metrics["profile"], metrics["dtype"])
     ] if not metrics.empty else pd.Series(dtype=bool)
-    return Results(records, metrics.reset_index(drop=True), runs_frame(snapshot.records), failures_frame(records),
+    return Results(records, metrics.reset_index(drop=True), runs_frame(typed), failures_frame(records),
                    snapshot)
 
 

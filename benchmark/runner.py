@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -38,6 +38,9 @@ from benchmark.step_executor import StepExecutor
 from benchmark.submissions import Submission
 
 __all__ = ["Runner", "RunInputs", "StepFailed", "summary_table"]
+
+if TYPE_CHECKING:
+    from benchmark.caches.run import RunCaches
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +71,20 @@ class Runner:
         self.isolate = isolate  # False: submissions run inside the harness (trusted code, debugging)
         self.echo = echo
         self.use_cache = use_cache  # False: --no-cache, neither cache is read or written
-        self.caches = None  # benchmark.caches.run.RunCaches, opened in run()
+        self.caches: RunCaches | None = None  # opened in run()
         self.records_path = self.out_dir / RECORDS_FILE
         self.steps: list[Step] = []  # the plan: built by _load_inputs, once the model family is known
         self.cells: list[Cell] = []
-        self.executor: StepExecutor | None = None  # applies every step (benchmark.step_executor)
+        # applies every step (benchmark.step_executor); made by run() before any step is applied
+        self.executor: StepExecutor = None  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- set-up
+    def check_hyperparameters(self) -> None:
+        """Every submission's settings for this profile against its declared model, before any model loads."""
+        from benchmark.hyperparameter_checks import check_submissions
+
+        check_submissions(self.submissions, self.profile, self.isolate)
+
     def _load_inputs(self) -> RunInputs:
         """Load the run's inputs, then build the plan with every step's settings resolved for the model's family."""
         inputs = load_run_inputs(self.profile, self.out_dir, self.model_id, self.device_name, self.data_dir, self.echo)
@@ -223,6 +233,7 @@ class Runner:
 
     # ---------------------------------------------------------------- the grid
     def run(self) -> list[dict]:
+        self.check_hyperparameters()
         inputs = self._load_inputs()
         if self.use_cache:
             from benchmark.caches.run import open_run_caches

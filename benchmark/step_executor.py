@@ -81,7 +81,10 @@ class StepMaterials:
         """The step's context: its resolved hyperparameters and what its category needs, nothing else."""
         category = step.category
         edits: tuple = ()
-        forget = retain = calibration = reference = ()
+        forget: tuple[str, ...] = ()
+        retain: tuple[str, ...] = ()
+        calibration: tuple[str, ...] = ()
+        reference: tuple[str, ...] = ()
         if category in (Category.EDITING, Category.MULTI):
             edits, reference = self.edits, self.reference_texts
         if category in (Category.UNLEARNING, Category.MULTI):

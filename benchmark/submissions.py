@@ -88,7 +88,7 @@ class SubmissionSpec(BaseModel):
     license: str = Field(max_length=64)
     entry_point: str = Field(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
     levels: Levels | None = None
-    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
+    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": dict[str, Any]()})
     resources: Resources = Field(default_factory=Resources)
     protocol: Protocol = Field(default_factory=Protocol)
 

@@ -6,7 +6,9 @@ submission (names, reasons) is escaped so that it cannot break the table or ping
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+from benchmark.record_schema import Record
 
 COLUMNS = [("edit_success", "edit"), ("locality", "locality"), ("wmdp", "WMDP"), ("wmdp_prob", "WMDP p"),
            ("mmlu", "MMLU"), ("mmlu_prob", "MMLU p"), ("perplexity", "ppl"), ("avg_bits", "bits")]
@@ -25,7 +27,7 @@ def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
-def markdown_summary(records: list[dict], reports: list[dict], only: set[str]) -> str:
+def markdown_summary(records: Sequence[Record | Mapping[str, Any]], reports: list[dict], only: set[str]) -> str:
     """Validation results, then one table row per evaluated model (cells with ``only`` names when given)."""
     lines = []
     if reports:
@@ -35,17 +37,16 @@ def markdown_summary(records: list[dict], reports: list[dict], only: set[str]) -
             lines.append(f"- **{_cell(rep.get('folder', '?'))}**: {mark}")
             lines += [f"  - {_cell(p)}" for p in rep.get("problems", [])]
         lines.append("")
-    shown = [r for r in records if not only or {s.get("name") for s in r.get("sequence", [])} & only
-             or not r.get("sequence")]
-    failed = [r for r in shown if r.get("status") != "ok"]
+    typed = [Record.of(r) for r in records]
+    shown = [r for r in typed if not only or {s.name for s in r.sequence} & only or not r.sequence]
+    failed = [r for r in shown if r.status != "ok"]
     lines += [f"### Smoke grid: {len(shown) - len(failed)} of {len(shown)} cells ok", ""]
     lines.append("| cell | status | " + " | ".join(h for _, h in COLUMNS) + " | reason |")
     lines.append("|" + " --- |" * (len(COLUMNS) + 3))
     for r in shown:
-        scores = r.get("scores") or {}
-        row = [_cell(r.get("label", "?")), _cell(r.get("status", "?"))]
-        row += [_number(scores.get(key)) for key, _ in COLUMNS]
-        row.append(_cell(r.get("error") or ""))
+        row = [_cell(r.label), _cell(r.status)]
+        row += [_number(r.scores.get(key)) for key, _ in COLUMNS]
+        row.append(_cell(r.error or ""))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "WMDP p / MMLU p: the probability on the correct answer, normalised over the choices "
               "(continuous; moves where accuracy sits at chance, docs/MCQ_SIGNAL.md)."]

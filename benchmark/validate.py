@@ -5,7 +5,10 @@ Checks, in order (a later check needs the earlier ones to pass):
 2. the entry point imports in a fresh Python process, sandboxed like a grid step
    (:func:`benchmark.isolation.check_import`), and the class follows the API (subclass,
    name, category, ``apply``): the harness itself never imports the submission's code;
-3. optionally, a smoke application on the default model with a few real edits / texts in
+3. in the same process, every hyperparameter block of ``submission.yaml`` at every level
+   against the class's declared :class:`benchmark.api.Hyperparameters` model (types,
+   ranges, unknown names), before any model loads;
+4. optionally, a smoke application on the default model with a few real edits / texts in
    the step sandbox, through the grid's step executor (:mod:`benchmark.step_executor`): it must return the same
    architecture with finite weights within its time and memory budget.
 """
@@ -45,14 +48,25 @@ def reserved_name_problem(sub: Submission, store: str | None = None) -> str | No
     return f"{sub.folder / 'submission.yaml'}: field 'name': {problem}" if problem else None
 
 
-def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None, str]:
-    """(import problem, API problem, sandbox note), checked in a fresh sandboxed process (isolation.check_import)."""
+def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None, str, str | None]:
+    """(import problem, API problem, sandbox note, hyperparameter problem), from one fresh sandboxed process.
+
+    The box (isolation.check_import) imports the class and validates every family block of
+    ``submission.yaml``, at every level, against the class's declared hyperparameters;
+    the problem line names the file, the field and the value (benchmark.hyperparameter_checks).
+    """
+    from benchmark.hyperparameter_checks import first_problem, settings_to_check
     from benchmark.isolation import check_import
 
-    verdict, message = check_import(sub.folder, timeout_s)
-    if verdict == "ok":
-        return None, None, message
-    return (None, message, "") if verdict == "api" else (message, None, "")
+    sets = settings_to_check(sub)
+    verdict, message, report = check_import(sub.folder, timeout_s, [s.params for s in sets])
+    if verdict != "ok":
+        return (None, message, "", None) if verdict == "api" else (message, None, "", None)
+    hp_problem = first_problem(sub, sets, report["errors"], report["class_name"]) if report.get("declared") else None
+    if not report.get("declared") and any(s.params for s in sets):
+        hp_problem = (f"{sub.folder / 'submission.yaml'}: field 'hyperparameters': class {report['class_name']} "
+                      "declares no Hyperparameters model, so these settings cannot be checked (see CONTRIBUTING.md)")
+    return None, None, message, hp_problem
 
 
 def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: int = 4) -> str:
@@ -91,7 +105,7 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     res = sub.spec.resources
     with tempfile.TemporaryDirectory(prefix="compose-bench-validate-cache-") as cache_root:
         executor = StepExecutor(materials, fresh, isolate=True, cache_root=Path(cache_root))
-        _, entry = executor.apply(step, fresh())
+        _, entry = executor.apply(step, fresh(None))
     sandbox = "sandboxed" if str(entry["isolation"].get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
     return (f"smoke application on the default model: {entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
             f"peak {entry['peak_rss_mb']:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
@@ -121,7 +135,7 @@ def validate_folder(
         report.problems.append(name_problem)
         return report
     report.passed.append(f"schema and licence ({sub.spec.license}) of {sub.folder / 'submission.yaml'}")
-    import_problem, api_problem, sandbox = check_import_and_api(sub)
+    import_problem, api_problem, sandbox, hp_problem = check_import_and_api(sub)
     if import_problem:
         report.problems.append(import_problem)
         return report
@@ -130,6 +144,10 @@ def validate_folder(
         report.problems.append(api_problem)
         return report
     report.passed.append("class follows the intervention API")
+    if hp_problem:  # before the smoke application: no model loads for a bad value
+        report.problems.append(hp_problem)
+        return report
+    report.passed.append("hyperparameters of every block and level match the class's declared types and ranges")
     if smoke:
         from benchmark.step_checks import StepFailed
 

@@ -245,8 +245,8 @@ class Board:
         return next((i.category for i in self.interventions.values() if i.name == name), "?")
 
     def labels_of(self, name: str) -> list[str]:
-        return sorted((i.label for i in self.interventions.values() if i.name == name), key=lambda l: (
-            self.interventions[l].level_value if self.interventions[l].level_value is not None else -1, l))
+        return sorted((i.label for i in self.interventions.values() if i.name == name), key=lambda lab: (
+            self.interventions[lab].level_value if self.interventions[lab].level_value is not None else -1, lab))
 
     @cached_property
     def cells(self) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from benchmark.record_schema import Record
 from leaderboard.data import Board, fmt, resolvable_text, significance_text
 from leaderboard.safe import cell, link_text, md
 
@@ -128,24 +129,26 @@ def provenance_table(board: Board, name: str) -> pd.DataFrame:
     """A summary of each record's provenance (harness, model weights, data, hardware, cost)."""
     rows = []
     for cell_id in _involving(board, name)["cell_id"] if not board.cells.empty else []:
-        record = board.record(cell_id) or {}
-        prov = record.get("provenance") or {}
-        hardware = prov.get("hardware") or {}
-        timings = record.get("timings") or {}
+        raw = board.record(cell_id)
+        if raw is None:
+            continue
+        record = Record.of(raw)
+        prov, timings = record.provenance, record.timings
+        hardware = prov.hardware or {}
         rows.append({
             "order": cell(board.cells.loc[board.cells["cell_id"] == cell_id, "order"].iloc[0]),
-            "harness": cell(prov.get("harness_version")),
-            "model source": cell(prov.get("model_source")),
-            "weights sha256": cell(str(prov.get("weights_sha256") or "")[:16]),
-            "dtype / device": cell(f"{prov.get('dtype')} / {prov.get('device')}"),
-            "seed": cell(prov.get("seed")),
-            "prompt format": cell(prov.get("prompt_format")),
-            "forget corpus": cell((prov.get("forget_corpus") or {}).get("name")),
-            "calibration": cell((prov.get("calibration") or {}).get("name")),
-            "protocol": cell(", ".join(f"{k}={v}" for k, v in (prov.get("protocol") or {}).items())),
+            "harness": cell(prov.harness_version),
+            "model source": cell(prov.model_source),
+            "weights sha256": cell(str(prov.weights_sha256 or "")[:16]),
+            "dtype / device": cell(f"{prov.dtype} / {prov.device}"),
+            "seed": cell(prov.seed),
+            "prompt format": cell(prov.prompt_format),
+            "forget corpus": cell((prov.forget_corpus or {}).get("name")),
+            "calibration": cell((prov.calibration or {}).get("name")),
+            "protocol": cell(", ".join(f"{k}={v}" for k, v in (prov.protocol or {}).items())),
             "hardware": cell(f"{hardware.get('cpu')}, {hardware.get('cores')} cores, gpu {hardware.get('gpu')}"),
-            "total s": fmt(timings.get("total_s"), 1),
-            "peak MB": fmt(record.get("peak_memory_mb"), 0),
+            "total s": fmt(timings.total_s, 1),
+            "peak MB": fmt(record.peak_memory_mb, 0),
             "cell_id": cell(cell_id),
         })
     return pd.DataFrame(rows)

@@ -46,7 +46,7 @@ def oriented(board: Board) -> pd.DataFrame:
     for this, other in (("a", "b"), ("b", "a")):
         df = board.metrics.copy()
         df["label"] = df[this]
-        df["name"] = df[this].map(lambda l: info[l].name if l in info else l)
+        df["name"] = df[this].map(lambda lab: info[lab].name if lab in info else lab)
         df["partner"] = df[other]
         df["partner_category"] = df[f"{other}_category"]
         frames.append(df)

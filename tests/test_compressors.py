@@ -163,13 +163,13 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
 def test_compressors_reject_bad_levels_and_settings(short_model, calibration):
     model, tok = short_model
     cases = [
-        ("gptq", {"bits": 9}, "'bits' must be one of"),
-        ("awq", {"bits": "4"}, "'bits' must be one of"),
+        ("gptq", {"bits": 9}, "bits: Input should be 2, 3, 4"),
+        ("awq", {"bits": "4"}, "bits: Input should be 2, 3, 4"),
         ("gptq", {"bits": 4, "group_size": 128}, "group_size 128 does not divide the input width 576.*64"),
-        ("sparsegpt", {"sparsity": 1.2}, r"'sparsity' must be a number in \(0, 1\)"),
+        ("sparsegpt", {"sparsity": 1.2}, "sparsity: Input should be less than 1"),
         ("sparsegpt", {"sparsity": 0.5, "mask_structure": "4:2"}, "mask_structure"),
-        ("awq", {"bits": 4, "n_grid": 0}, "'n_grid' must be an integer > 0"),
-        ("gptq", {"bits": 4, "actorder": "sideways"}, "'actorder'"),
+        ("awq", {"bits": 4, "n_grid": 0}, "n_grid: Input should be greater than or equal to 1"),
+        ("gptq", {"bits": 4, "actorder": "sideways"}, "actorder: Input should be"),
     ]
     for name, level, message in cases:
         intervention, context = _run(name, model, tok, calibration, **level)

@@ -105,11 +105,11 @@ def test_key_statistics_are_computed_once_reused_and_recomputed_when_provenance_
 
 
 @pytest.mark.parametrize("name, bad, message", [
-    ("lora", {"variant": "dora"}, "'variant' must be lora or adalora"),
-    ("lora", {"rank": 0}, "'rank' must be an integer > 0"),
-    ("lora", {"target_modules": "q_proj"}, "'target_modules' must be a list"),
+    ("lora", {"variant": "dora"}, "variant: Input should be 'lora' or 'adalora'"),
+    ("lora", {"rank": 0}, "rank: Input should be greater than or equal to 1"),
+    ("lora", {"target_modules": "q_proj"}, "target_modules: Input should be a valid list"),
     ("memit", {"layers": [31]}, "'layers' must list block indices"),
-    ("memit", {"v_lr": -0.5}, "'v_lr' must be a number > 0"),
+    ("memit", {"v_lr": -0.5}, "v_lr: Input should be greater than 0"),
 ])
 def test_editors_reject_bad_input(fresh_model, data_dir, name, bad, message):
     model, tok = fresh_model

@@ -24,11 +24,15 @@ GOOD_YAML = {
 }
 
 GOOD_CODE = """
-from benchmark.api import Category, Intervention
+from benchmark.api import Category, Hyperparameters, Intervention
+
+class NoopHyperparameters(Hyperparameters):
+    scale: float = 1.0
 
 class Noop(Intervention):
     name = "noop"
     category = Category.EDITING
+    Hyperparameters = NoopHyperparameters
 
     def apply(self, model, tokenizer, context):
         return model
@@ -151,6 +155,10 @@ def test_validate_reports_one_line_per_problem_without_smoke(tmp_path):
     assert not report.ok and len(report.problems) == 1 and "field 'license'" in report.problems[0]
     report = validate_folder(make_submission(tmp_path / "b", GOOD_YAML), smoke=False)
     assert report.ok, report.problems
+    undeclared = GOOD_CODE.replace("    Hyperparameters = NoopHyperparameters\n", "")
+    report = validate_folder(make_submission(tmp_path / "c", GOOD_YAML, undeclared), smoke=False)
+    assert report.problems == [f"{tmp_path / 'c' / 'sub' / 'submission.yaml'}: field 'hyperparameters': class Noop "
+                               "declares no Hyperparameters model, so these settings cannot be checked (see CONTRIBUTING.md)"]
 
 
 BAD_RUNTIME = {

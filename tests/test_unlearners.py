@@ -89,11 +89,11 @@ def test_gd_forget_loss_counts_no_padding(fresh_model, data_dir, forget_texts):
 
 
 @pytest.mark.parametrize("name, hp, message", [
-    ("gd", {"retain_weight": -1.0}, "'retain_weight' must be a number >= 0"),
+    ("gd", {"retain_weight": -1.0}, "retain_weight: Input should be greater than or equal to 0"),
     ("gd", {"layers": [40]}, "'layers' must list block indices of this 30-layer model"),
     ("rmu", {"layer": 30}, "'layer' is 30; the model has 30 blocks"),
     ("rmu", {"update_layers": [6]}, "must not lie above the steered layer"),
-    ("rmu", {"steering_coeff": 0}, "'steering_coeff' must be a number > 0"),
+    ("rmu", {"steering_coeff": 0}, "steering_coeff: Input should be greater than 0"),
 ])
 def test_unlearners_reject_bad_input(fresh_model, forget_texts, name, hp, message):
     model, tok = fresh_model

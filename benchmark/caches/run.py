@@ -21,14 +21,20 @@ from benchmark.caches.evaluations import DEFAULT_LIMIT_GB as EVAL_DEFAULT_GB
 from benchmark.caches.evaluations import ENV_LIMIT as EVAL_ENV
 from benchmark.caches.evaluations import CachedEvaluation, EvaluationCache
 from benchmark.caches.keys import (
-    EVALUATION_CODE_EXCLUDES, STEP_CODE_EXCLUDES, canonical_sha256, code_digest, config_digest, device_kind,
-    library_versions, tokenizer_digest,
+    EVALUATION_CODE_EXCLUDES,
+    STEP_CODE_EXCLUDES,
+    canonical_sha256,
+    code_digest,
+    config_digest,
+    device_kind,
+    library_versions,
+    tokenizer_digest,
 )
 from benchmark.caches.states import DEFAULT_LIMIT_GB as STATE_DEFAULT_GB
 from benchmark.caches.states import ENV_LIMIT as STATE_ENV
-from benchmark.paths import is_trusted
 from benchmark.caches.states import StateCache
 from benchmark.caches.store import results_cache_dir, size_limit_bytes
+from benchmark.paths import is_trusted
 from benchmark.resources import measure
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ from pathlib import Path
 from benchmark.data.sources import DataSource, DataUnavailableError, file_sha256
 from benchmark.data.wmdp_split import DEV, FORGET, render_question_as_text, standin_role
 from benchmark.hub import hub_reachable
-from benchmark.paths import ENV_DATA_DIR, data_dir as resolve_data_dir
+from benchmark.paths import ENV_DATA_DIR
+from benchmark.paths import data_dir as resolve_data_dir
 
 log = logging.getLogger(__name__)
 

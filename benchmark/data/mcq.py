@@ -19,9 +19,10 @@ import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from benchmark.data.sources import DataSource, choose_source, hub_commit, log_source
+from benchmark.tasks import load_task
 
 __all__ = [
     "McqItem",
@@ -33,9 +34,7 @@ __all__ = [
     "items_sha256",
 ]
 
-MMLU_HUB = "cais/mmlu"
-WMDP_HUB = "cais/wmdp"
-WMDP_SUBSETS = ("bio", "cyber", "chem")
+WMDP_SUBSETS = tuple(load_task("wmdp").subsets)  # tasks/wmdp.yaml: bio, cyber, chem
 _MMLU_HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
 
 
@@ -94,7 +93,7 @@ def _mmlu_local(folder: Path) -> list[McqItem]:
     return items
 
 
-def _from_rows(rows: Iterable[dict[str, Any]], prefix: str, subject_of, origin: str) -> list[McqItem]:
+def _from_rows(rows: Iterable[dict[str, Any]], prefix: Callable[[str], str], subject_of: Callable[[dict[str, Any]], str], origin: str) -> list[McqItem]:
     """Convert ``{question, choices, answer[, subject]}`` rows; ids count per subject."""
     counters: dict[str, int] = defaultdict(int)
     items = []
@@ -112,18 +111,22 @@ def _from_rows(rows: Iterable[dict[str, Any]], prefix: str, subject_of, origin: 
 def load_mmlu(
     data_dir: str | os.PathLike | None = None, *, revision: str | None = None
 ) -> tuple[list[McqItem], DataSource]:
-    """All 14,042 MMLU test questions: ``cais/mmlu`` (``all``, test) or ``mmlu/test/*_test.csv``."""
+    """All 14,042 MMLU test questions, from where ``tasks/mmlu.yaml`` says (``cais/mmlu`` ``all`` test, or ``mmlu/test``)."""
+    task = load_task("mmlu")
+    hub = task.source.hub
+    assert hub.dataset is not None, "tasks/mmlu.yaml names its Hub dataset"
     source, path = choose_source(
-        "MMLU", local_relpath="mmlu/test", hub_name=MMLU_HUB, hub_config="all", revision=revision, data_dir_arg=data_dir
+        "MMLU", local_relpath=task.local_path(), hub_name=hub.dataset, hub_config=hub.config, revision=revision,
+        data_dir_arg=data_dir,
     )
     if path is not None:
         items = _mmlu_local(path)
     else:
         from datasets import load_dataset
 
-        rows = load_dataset(MMLU_HUB, "all", split="test", revision=revision)
-        items = _from_rows(rows, lambda s: f"mmlu/{s}", lambda r: r["subject"], f"{MMLU_HUB} (all, test)")
-        source = DataSource("hub", MMLU_HUB, hub_commit(MMLU_HUB, revision), "all")
+        rows = load_dataset(hub.dataset, hub.config, split=hub.split, revision=revision)
+        items = _from_rows(rows, lambda s: f"mmlu/{s}", lambda r: r["subject"], f"{hub.dataset} ({hub.config}, {hub.split})")
+        source = DataSource("hub", hub.dataset, hub_commit(hub.dataset, revision), hub.config)
     log_source("MMLU", source, len(items))
     return items, source
 
@@ -135,11 +138,13 @@ def load_wmdp(
     if subset not in WMDP_SUBSETS:
         raise ValueError(f"unknown WMDP subset {subset!r}; use one of {list(WMDP_SUBSETS)}")
     subject = f"wmdp_{subset}"
-    config = f"wmdp-{subset}"
+    task = load_task("wmdp")
+    hub, config = task.source.hub, task.hub_config(subset)
+    assert hub.dataset is not None, "tasks/wmdp.yaml names its Hub dataset"
     source, path = choose_source(
         f"WMDP {subset}",
-        local_relpath=f"wmdp/{subset}_questions.json",
-        hub_name=WMDP_HUB,
+        local_relpath=task.local_path(subset),
+        hub_name=hub.dataset,
         hub_config=config,
         revision=revision,
         data_dir_arg=data_dir,
@@ -156,9 +161,9 @@ def load_wmdp(
     else:
         from datasets import load_dataset
 
-        rows = load_dataset(WMDP_HUB, config, split="test", revision=revision)
-        origin = f"{WMDP_HUB} ({config}, test)"
-        source = DataSource("hub", WMDP_HUB, hub_commit(WMDP_HUB, revision), config)
+        rows = load_dataset(hub.dataset, config, split=hub.split, revision=revision)
+        origin = f"{hub.dataset} ({config}, {hub.split})"
+        source = DataSource("hub", hub.dataset, hub_commit(hub.dataset, revision), config)
     items = _from_rows(rows, lambda s: s, lambda r: subject, origin)
     log_source(f"WMDP {subset}", source, len(items))
     return items, source

@@ -11,24 +11,26 @@ import json
 import os
 
 from benchmark.data.sources import DataSource, choose_source, hub_commit, log_source
+from benchmark.tasks import load_task
 
-__all__ = ["load_wikitext_test", "WIKITEXT_HUB", "WIKITEXT_CONFIG"]
-
-# "wikitext" on the Hub now redirects here; the canonical id resolves without a redirect.
-WIKITEXT_HUB = "Salesforce/wikitext"
-WIKITEXT_CONFIG = "wikitext-2-raw-v1"
-LOCAL_FILE = "wikitext-2-raw/wikitext-2-raw-v1_test_rows.jsonl"
+__all__ = ["load_wikitext_test"]
 
 
 def load_wikitext_test(
     data_dir: str | os.PathLike | None = None, *, revision: str | None = None
 ) -> tuple[str, DataSource]:
-    """The test split's rows (empty ones included, as the dataset yields them) joined by blank lines."""
+    """The test split's rows (empty ones included, as the dataset yields them) joined by blank lines.
+
+    Where they come from is ``tasks/wikitext.yaml``.
+    """
+    task = load_task("wikitext")
+    hub = task.source.hub
+    assert hub.dataset is not None, "tasks/wikitext.yaml names its Hub dataset"
     source, path = choose_source(
         "WikiText-2",
-        local_relpath=LOCAL_FILE,
-        hub_name=WIKITEXT_HUB,
-        hub_config=WIKITEXT_CONFIG,
+        local_relpath=task.local_path(),
+        hub_name=hub.dataset,
+        hub_config=hub.config,
         revision=revision,
         data_dir_arg=data_dir,
     )
@@ -46,7 +48,7 @@ def load_wikitext_test(
     else:
         from datasets import load_dataset
 
-        rows = list(load_dataset(WIKITEXT_HUB, WIKITEXT_CONFIG, split="test", revision=revision)["text"])
-        source = DataSource("hub", WIKITEXT_HUB, hub_commit(WIKITEXT_HUB, revision), WIKITEXT_CONFIG)
+        rows = list(load_dataset(hub.dataset, hub.config, split=hub.split, revision=revision)["text"])
+        source = DataSource("hub", hub.dataset, hub_commit(hub.dataset, revision), hub.config)
     log_source("WikiText-2 test", source, len(rows))
     return "\n\n".join(rows), source

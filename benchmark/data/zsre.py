@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmark.api import EditRequest
 from benchmark.data.sources import DataSource, choose_source, hub_commit, log_source
+from benchmark.tasks import load_task
 
 __all__ = [
     "ZsreRecord",
@@ -33,12 +34,14 @@ __all__ = [
     "LOCAL_FILE",
 ]
 
-LOCAL_FILE = "zsre/zsre_mend_edit.json"
-# The MEND evaluation split (19,086 records) as a JSON file in a public Hub dataset repo.
-# zsRE is not published as a `datasets` builder, so the file is downloaded and parsed
-# with the same code as the local copy. Override both to use another copy.
-DEFAULT_HUB_DATASET = "wangzn2001/Model_Editing_Hurt"
-DEFAULT_HUB_FILE = "training-data/zsre_mend_eval.json"
+# Where the records come from: tasks/zsre.yaml. Online, the MEND evaluation split (19,086
+# records) as a JSON file in a public Hub dataset repo: zsRE is not published as a
+# `datasets` builder, so the file is downloaded and parsed with the same code as the local
+# copy. The arguments of load_zsre override both to use another copy.
+_TASK = load_task("zsre")
+LOCAL_FILE = _TASK.local_path()
+DEFAULT_HUB_DATASET: str = _TASK.source.hub.dataset or ""
+DEFAULT_HUB_FILE: str = _TASK.source.hub.file or ""
 
 _FIELDS = ("src", "alt", "rephrase", "loc", "loc_ans", "subject")
 

@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-
 __all__ = [
     "DENSE_BITS",
     "MASK_BITS",

@@ -137,12 +137,12 @@ def _no_retying(model: torch.nn.Module) -> Iterator[None]:
     """
     shadowed = "tie_weights" in vars(model)
     original = vars(model).get("tie_weights")
-    model.tie_weights = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    model.tie_weights = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
         yield
     finally:
         if shadowed:
-            model.tie_weights = original  # type: ignore[method-assign]
+            model.tie_weights = original  # type: ignore[assignment]
         else:
             del model.tie_weights
 

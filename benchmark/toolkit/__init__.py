@@ -8,10 +8,11 @@ A submission imports only :mod:`benchmark.api` and this package. Everything list
   weights and a progress bar, likelihood helpers.
 * :mod:`benchmark.toolkit.llmcompressor`: ``run_oneshot`` over ``llmcompressor.oneshot``
   that returns a vanilla model (imported lazily: llmcompressor is slow to import).
-* :mod:`benchmark.toolkit.compression_options`: checked reading of the settings every
-  compressor shares (level, calibration windows, quantization group size).
-* :mod:`benchmark.toolkit.hyperparameters`: checked readers (numbers, layer lists,
-  module lists, flags) with one-line errors.
+* :mod:`benchmark.toolkit.compression_options`: the hyperparameters every compressor
+  shares (level, calibration windows, quantization group size), declared once as
+  :class:`~benchmark.api.Hyperparameters` models to extend.
+* :mod:`benchmark.toolkit.hyperparameters`: checks of declared values against the model
+  (block indices that exist) and the context (texts present), with one-line errors.
 * :mod:`benchmark.toolkit.key_statistics`: cached second moments of a module's inputs
   over reference text (MEMIT's ``C``), with provenance.
 * :mod:`benchmark.toolkit.activations`: one block's output without running the blocks above.
@@ -25,18 +26,18 @@ from typing import Any
 
 from benchmark.evaluation.compression_stats import average_bits, measure_sparsity
 from benchmark.toolkit.activations import block_output, module_input
-from benchmark.toolkit.key_statistics import KeyStatistics, key_second_moments, prefix_weights_sha256, reference_texts
-from benchmark.toolkit.hyperparameters import flag, layer_list, name_list, number, required_texts
 from benchmark.toolkit.compression_options import (
+    CalibratedHyperparameters,
     CalibrationOptions,
-    bits_level,
+    PruningHyperparameters,
+    QuantizationHyperparameters,
     calibration_options,
     group_size_for,
-    mask_structure,
     run_calibrated,
-    sparsity_level,
     weight_quantization_groups,
 )
+from benchmark.toolkit.hyperparameters import ModuleName, block_indices, required_texts
+from benchmark.toolkit.key_statistics import KeyStatistics, key_second_moments, prefix_weights_sha256, reference_texts
 from benchmark.toolkit.training import (
     IGNORE_INDEX,
     TrainResult,
@@ -65,8 +66,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "CalibratedHyperparameters",
     "CalibrationOptions",
     "IGNORE_INDEX",
+    "ModuleName",
+    "PruningHyperparameters",
+    "QuantizationHyperparameters",
     "TrainResult",
     "KeyStatistics",
     "average_bits",
@@ -78,16 +83,10 @@ __all__ = [
     "required_texts",
     "block_output",
     "collate",
-    "flag",
-    "layer_list",
-    "name_list",
-    "number",
-    "bits_level",
+    "block_indices",
     "calibration_options",
     "group_size_for",
-    "mask_structure",
     "run_calibrated",
-    "sparsity_level",
     "weight_quantization_groups",
     "decoder_layers",
     "lm_loss",

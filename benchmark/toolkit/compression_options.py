@@ -1,29 +1,28 @@
-"""Checked reading of the hyperparameters every compressor shares.
+"""The hyperparameters every compressor shares, declared once, and the calls they feed.
 
 Public to submitters, beside :mod:`benchmark.api`. The four compression baselines (GPTQ,
 AWQ, SparseGPT, Wanda) read the same few settings (the grid level, calibration windows,
-a quantization group size); reading them here gives every compressor the same clear
-one-line errors instead of four slightly different copies.
+a quantization group size): their :class:`~benchmark.api.Hyperparameters` models extend
+the ones here, so each setting has one type, one range and one description.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
-from benchmark.api import InterventionContext, InterventionError
+from benchmark.api import Hyperparameters, InterventionContext, InterventionError
 from benchmark.toolkit.training import decoder_layers
 
 __all__ = [
     "CalibrationOptions",
+    "CalibratedHyperparameters",
+    "QuantizationHyperparameters",
+    "PruningHyperparameters",
     "calibration_options",
-    "sparsity_level",
-    "bits_level",
-    "mask_structure",
     "group_size_for",
     "weight_quantization_groups",
     "run_calibrated",
@@ -39,51 +38,44 @@ class CalibrationOptions:
     seq_len: int
 
 
-def _int_at_least(name: str, key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InterventionError(f"{name}: hyperparameter {key!r} must be an integer >= {low}, got {value!r}")
-    return value
+class CalibratedHyperparameters(Hyperparameters):
+    """The calibration windows every calibrated compressor reads."""
+
+    calibration_samples: int = Field(128, ge=1, description="Calibration windows cut from the calibration texts.")
+    calibration_seq_len: int = Field(2048, ge=2, description="Tokens per calibration window.")
 
 
-def calibration_options(name: str, context: InterventionContext) -> CalibrationOptions:
+class QuantizationHyperparameters(CalibratedHyperparameters):
+    """Group-wise integer weight quantization: the grid level and the groups."""
+
+    bits: Literal[2, 3, 4, 5, 6, 7, 8] = Field(description="Bits per weight (the grid level).")
+    group_size: int = Field(128, ge=1, description="Input columns per scale; must divide every layer's input width.")
+
+
+class PruningHyperparameters(CalibratedHyperparameters):
+    """Unstructured or N:M pruning: the grid level and the mask."""
+
+    sparsity: float = Field(gt=0.0, lt=1.0, description="Fraction of each block Linear's weights set to zero (the grid level).")
+    mask_structure: str = Field("0:0", pattern=r"^\d+:\d+$", description="'0:0' (unstructured, the paper's) or 'N:M' with N < M.")
+
+    @field_validator("mask_structure")
+    @classmethod
+    def _n_below_m(cls, value: str) -> str:
+        n, m = (int(x) for x in value.split(":"))
+        if n != 0 and n >= m:
+            raise ValueError("N:M needs N < M")
+        return value
+
+
+def calibration_options(name: str, hp: CalibratedHyperparameters, context: InterventionContext) -> CalibrationOptions:
     """``calibration_samples`` x ``calibration_seq_len`` windows of the context's calibration texts."""
-    samples = _int_at_least(name, "calibration_samples", context.hp("calibration_samples", 128), 1)
-    seq_len = _int_at_least(name, "calibration_seq_len", context.hp("calibration_seq_len", 2048), 2)
     texts = tuple(t for t in context.calibration_texts if isinstance(t, str) and t.strip())
     if not texts:
         raise InterventionError(f"{name}: no calibration texts in the context")
-    return CalibrationOptions(texts, samples, seq_len)
+    return CalibrationOptions(texts, hp.calibration_samples, hp.calibration_seq_len)
 
 
-def sparsity_level(name: str, context: InterventionContext) -> float:
-    """The ``sparsity`` level of this cell, a number strictly between 0 and 1."""
-    value = context.hp("sparsity")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 < value < 1.0:
-        raise InterventionError(f"{name}: hyperparameter 'sparsity' must be a number in (0, 1), got {value!r}")
-    return float(value)
-
-
-_MASK = re.compile(r"^(\d+):(\d+)$")
-
-
-def mask_structure(name: str, context: InterventionContext) -> str:
-    """``mask_structure``: ``"0:0"`` (unstructured, the paper's setting) or ``"N:M"`` with N < M."""
-    mask = str(context.hp("mask_structure", "0:0"))
-    match = _MASK.match(mask)
-    if not match or (match.group(1) != "0" and int(match.group(1)) >= int(match.group(2))):
-        raise InterventionError(f"{name}: hyperparameter 'mask_structure' must be '0:0' or 'N:M' with N < M, got {mask!r}")
-    return mask
-
-
-def bits_level(name: str, context: InterventionContext, allowed: Sequence[int]) -> int:
-    """The ``bits`` level of this cell, one of ``allowed``."""
-    value = context.hp("bits")
-    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
-        raise InterventionError(f"{name}: hyperparameter 'bits' must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def group_size_for(name: str, model: torch.nn.Module, context: InterventionContext) -> int:
+def group_size_for(name: str, model: torch.nn.Module, group: int) -> int:
     """The ``group_size`` hyperparameter, checked against every block ``nn.Linear`` of ``model``.
 
     The paper quantizes in groups of 128 input columns. A group must divide each layer's
@@ -93,7 +85,6 @@ def group_size_for(name: str, model: torch.nn.Module, context: InterventionConte
     """
     from benchmark.toolkit.llmcompressor import model_group_size
 
-    group = _int_at_least(name, "group_size", context.hp("group_size", 128), 1)
     widths = sorted({m.in_features for layer in decoder_layers(model) for m in layer.modules() if isinstance(m, torch.nn.Linear)})
     bad = [w for w in widths if w % group]
     if bad:

@@ -1,62 +1,35 @@
-"""Checked reading of hyperparameters that training-based interventions share.
+"""Checks of declared hyperparameters against the model and context they meet, and shared field types.
 
-Public to submitters, beside :mod:`benchmark.api`. Each reader raises
-:class:`~benchmark.api.InterventionError` with one line naming the intervention, the key
-and the bad value, so a typo in ``submission.yaml`` fails its cell with a readable reason.
+Public to submitters, beside :mod:`benchmark.api`. Types and ranges are the job of each
+intervention's :class:`~benchmark.api.Hyperparameters` model (checked by ``validate``
+before anything runs); what only the model can tell (does block 31 exist?) or only the
+context (are there forget texts?) is checked here at ``apply`` time, with one line naming
+the intervention, the key and the value.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+from typing import Annotated, Sequence
 
 import torch
+from pydantic import Field
 
-from benchmark.api import InterventionContext, InterventionError
+from benchmark.api import InterventionError
 from benchmark.toolkit.training import num_layers
 
-__all__ = ["number", "layer_list", "name_list", "flag", "required_texts"]
+__all__ = ["ModuleName", "block_indices", "required_texts"]
 
-_MISSING = object()
-
-
-def number(name: str, context: InterventionContext, key: str, default: Any = _MISSING, *, kind: type = float,
-           minimum: float = 0.0, allow_minimum: bool = False) -> Any:
-    """A finite number above ``minimum`` (or equal to it with ``allow_minimum``); ``kind`` int or float."""
-    value = context.hp(key) if default is _MISSING else context.hp(key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if kind is int:
-        ok = ok and isinstance(value, int)
-    if not ok or value < minimum or (value == minimum and not allow_minimum):
-        relation = ">=" if allow_minimum else ">"
-        what = "an integer" if kind is int else "a number"
-        raise InterventionError(f"{name}: hyperparameter {key!r} must be {what} {relation} {minimum:g}, got {value!r}")
-    return kind(value)
+# A module name inside a block (``mlp.down_proj``), or ``*`` for the whole block.
+ModuleName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-def layer_list(name: str, model: torch.nn.Module, context: InterventionContext, key: str, default: Any = _MISSING) -> list[int]:
-    """A non-empty list of block indices that exist in ``model``."""
-    value = context.hp(key) if default is _MISSING else context.hp(key, default)
+def block_indices(name: str, model: torch.nn.Module, layers: Sequence[int], key: str = "layers") -> list[int]:
+    """``layers`` as indices of ``model``'s blocks (negative ones count from the top); a missing block is an error."""
     n = num_layers(model)
-    if not isinstance(value, list) or not value or not all(isinstance(i, int) and not isinstance(i, bool) and -n <= i < n for i in value):
-        raise InterventionError(f"{name}: hyperparameter {key!r} must list block indices of this {n}-layer model, got {value!r}")
-    return [i % n for i in value]
-
-
-def name_list(name: str, context: InterventionContext, key: str, default: Any = _MISSING) -> list[str]:
-    """A non-empty list of non-empty strings (module names)."""
-    value = context.hp(key) if default is _MISSING else context.hp(key, default)
-    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m for m in value):
-        raise InterventionError(f"{name}: hyperparameter {key!r} must be a list of module names, got {value!r}")
-    return value
-
-
-def flag(name: str, context: InterventionContext, key: str, default: bool) -> bool:
-    """A true/false setting."""
-    value = context.hp(key, default)
-    if not isinstance(value, bool):
-        raise InterventionError(f"{name}: hyperparameter {key!r} must be true or false, got {value!r}")
-    return value
+    if not layers or not all(-n <= i < n for i in layers):
+        raise InterventionError(f"{name}: hyperparameter {key!r} must list block indices of this {n}-layer model, "
+                                f"got {list(layers)!r}")
+    return [i % n for i in layers]
 
 
 def required_texts(name: str, texts: Sequence[str], what: str) -> list[str]:

@@ -412,10 +412,9 @@ def train(
         chosen = {id(p) for p in params}
         for p in model.parameters():
             p.requires_grad_(id(p) in chosen)
-        if use_master:
-            opt_params = [p.detach().float().clone().requires_grad_(True) for p in params]
-        else:
-            opt_params = params
+        opt_params: list[torch.Tensor] = (
+            [p.detach().float().clone().requires_grad_(True) for p in params] if use_master else list(params))
+        opt: torch.optim.Optimizer
         if optimizer == "adam":
             opt = torch.optim.Adam(opt_params, lr=lr, weight_decay=weight_decay)
         elif optimizer == "adamw":

@@ -17,43 +17,44 @@ a later intervention when AWQ came first; ``submission.yaml`` records that setti
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from benchmark.api import Category, Intervention, InterventionContext
-from benchmark.toolkit import bits_level, calibration_options, flag, number, run_calibrated, group_size_for, weight_quantization_groups
+from benchmark.toolkit import QuantizationHyperparameters, calibration_options, group_size_for, run_calibrated, weight_quantization_groups
 
-BITS = (2, 3, 4, 5, 6, 7, 8)
+
+class AWQHyperparameters(QuantizationHyperparameters):
+    """AWQ's own knobs beside the bits, the groups and the calibration windows."""
+
+    symmetric: bool = Field(False, description="Symmetric grid without zero point (AWQ's reference: false, zero point).")
+    n_grid: int = Field(20, ge=1, description="Scale candidates searched per layer; cost grows linearly.")
+    duo_scaling: bool = Field(True, description="Use weight magnitudes beside activations in the scale search.")
 
 
 class AWQ(Intervention):
     """Group-wise integer weight quantization with AWQ scaling through ``llmcompressor.oneshot``.
 
-    Hyperparameters: ``bits`` (the grid level), ``group_size`` (must divide every layer's
-    input width), ``symmetric`` (AWQ's reference uses an asymmetric grid with zero point:
-    false), ``n_grid`` (scale candidates searched per layer; cost grows linearly),
-    ``duo_scaling`` (use weight magnitudes beside activations), ``calibration_samples``,
-    ``calibration_seq_len``.
+    Hyperparameters: :class:`AWQHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "awq"
     category = Category.COMPRESSION
+    Hyperparameters = AWQHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
-        bits = bits_level("awq", context, BITS)
-        group = group_size_for("awq", model, context)
-        calibration = calibration_options("awq", context)
-        symmetric = flag("awq", context, "symmetric", False)
-        n_grid = number("awq", context, "n_grid", 20, kind=int)
-        duo = flag("awq", context, "duo_scaling", True)
+        hp = AWQHyperparameters.from_context(context)
+        group = group_size_for("awq", model, hp.group_size)
+        calibration = calibration_options("awq", hp, context)
 
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform import AWQModifier
 
         # llm-compressor 0.14 splits AWQ into the scale search (a transform) and the rounding
         modifiers = [
-            AWQModifier(n_grid=n_grid, duo_scaling=duo),
-            QuantizationModifier(config_groups=weight_quantization_groups(bits, group, symmetric), ignore=["re:.*lm_head"]),
+            AWQModifier(n_grid=hp.n_grid, duo_scaling=hp.duo_scaling),
+            QuantizationModifier(config_groups=weight_quantization_groups(hp.bits, group, hp.symmetric), ignore=["re:.*lm_head"]),
         ]
         return run_calibrated(model, tokenizer, modifiers, calibration, context.seed)
 
     def weight_bits(self, context: InterventionContext) -> float | None:
-        return float(context.hp("bits"))
+        return float(AWQHyperparameters.from_context(context).bits)

@@ -14,58 +14,56 @@ unbounded ascent destroys the model: training stops once the forget loss has ris
 
 from __future__ import annotations
 
-import math
-
 import torch
+from pydantic import Field
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import lm_loss, num_layers, preserve_grad_state, required_texts, select_parameters, tokenize_texts_for_lm, train
+from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
+from benchmark.toolkit import (
+    ModuleName,
+    block_indices,
+    lm_loss,
+    preserve_grad_state,
+    required_texts,
+    select_parameters,
+    tokenize_texts_for_lm,
+    train,
+)
+
+MLP = ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"]
 
 
-def _number(context: InterventionContext, key: str, default=None, kind=float, minimum: float = 0.0, allow_equal: bool = False):
-    value = context.hp(key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if kind is int:
-        ok = ok and isinstance(value, int)
-    if not ok or value < minimum or (value == minimum and not allow_equal):
-        raise InterventionError(f"ga: hyperparameter {key!r} must be a {kind.__name__} > {minimum}, got {value!r}")
-    return kind(value)
+class GAHyperparameters(Hyperparameters):
+    """GA's knobs (the paper's Llama-3-8B setting: layers 16-31 and the LM head, lr 5e-5, batch 8)."""
+
+    layers: list[int] = Field(min_length=1, description="Blocks whose modules train (negative counts from the top).")
+    modules: list[ModuleName] = Field(default_factory=lambda: list(MLP), min_length=1,
+                                      description="Module names inside a block to train; ['*'] trains whole blocks.")
+    lr: float = Field(gt=0.0, description="Learning rate.")
+    steps: int = Field(ge=1, description="Optimizer steps.")
+    batch_size: int = Field(4, ge=1, description="Forget texts per step.")
+    max_len: int = Field(128, ge=1, description="Most tokens per forget text.")
+    stop_loss_rise: float = Field(0.0, ge=0.0, description="Stop once the forget loss is this many nats above its start; 0 disables.")
+    train_lm_head: bool = Field(False, description="Also train the LM head (with tied embeddings: the embedding table too).")
 
 
 class GA(Intervention):
     """Gradient ascent on mini-batches of forget texts.
 
-    Hyperparameters: ``layers`` (block indices), ``modules`` (names inside a block),
-    ``lr``, ``steps`` (optimizer steps), ``batch_size``, ``max_len`` (tokens per text),
-    ``stop_loss_rise`` (stop once the forget loss is this many nats above its start;
-    0 disables), ``train_lm_head`` (also train the LM head, as the paper did; with tied
-    embeddings this trains the embedding table too; default false). ``modules: ["*"]``
-    trains whole blocks.
+    Hyperparameters: :class:`GAHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "ga"
     category = Category.UNLEARNING
+    Hyperparameters = GAHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
         texts = required_texts("ga", context.forget_texts, "forget texts")
-        layers = context.hp("layers")
-        n = num_layers(model)
-        if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and -n <= i < n for i in layers):
-            raise InterventionError(f"ga: hyperparameter 'layers' must list block indices of this {n}-layer model, got {layers!r}")
-        modules = context.hp("modules", ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"])
-        if not isinstance(modules, list) or not modules or not all(isinstance(m, str) and m for m in modules):
-            raise InterventionError(f"ga: hyperparameter 'modules' must be a list of module names, got {modules!r}")
-        lr = _number(context, "lr")
-        steps = _number(context, "steps", kind=int)
-        batch_size = _number(context, "batch_size", 4, kind=int)
-        max_len = _number(context, "max_len", 128, kind=int, minimum=1)
-        stop_rise = _number(context, "stop_loss_rise", 0.0, allow_equal=True)
-        train_lm_head = context.hp("train_lm_head", False)
-        if not isinstance(train_lm_head, bool):
-            raise InterventionError(f"ga: hyperparameter 'train_lm_head' must be true or false, got {train_lm_head!r}")
+        hp = GAHyperparameters.from_context(context)
+        layers = block_indices("ga", model, hp.layers)
+        batch_size, stop_rise = hp.batch_size, hp.stop_loss_rise
 
         batches = [
-            tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], max_len)
+            tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], hp.max_len)
             for i in range(0, len(texts), batch_size)
         ]
         start_loss: list[float] = []
@@ -79,15 +77,15 @@ class GA(Intervention):
 
         with preserve_grad_state(model):
             try:
-                params = select_parameters(model, modules, layers, include=["lm_head"] if train_lm_head else ())
+                params = select_parameters(model, hp.modules, layers, include=["lm_head"] if hp.train_lm_head else ())
             except ValueError as exc:
                 raise InterventionError(f"ga: {exc}") from exc
             self.last_result = train(
                 model,
                 params,
                 lambda i: -lm_loss(model, batches[i % len(batches)]),
-                steps=steps,
-                lr=lr,
+                steps=hp.steps,
+                lr=hp.lr,
                 seed=context.seed,
                 callback=stop,
                 desc=f"ga ({len(texts)} forget texts)",

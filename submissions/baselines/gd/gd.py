@@ -19,37 +19,57 @@ loss has risen by ``stop_loss_rise`` nats per token above its start (0 disables)
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import flag, layer_list, lm_loss, name_list, number, preserve_grad_state, required_texts, select_parameters, tokenize_texts_for_lm, train
+from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
+from benchmark.toolkit import (
+    ModuleName,
+    block_indices,
+    lm_loss,
+    preserve_grad_state,
+    required_texts,
+    select_parameters,
+    tokenize_texts_for_lm,
+    train,
+)
+
+MLP = ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"]
+
+
+class GDHyperparameters(Hyperparameters):
+    """GD's knobs (the paper's Llama-3-8B setting: layers 16-31, lr 5e-5, retain weight 40, 500 steps of 2 x 2)."""
+
+    layers: list[int] = Field(min_length=1, description="Blocks whose modules train (negative counts from the top).")
+    modules: list[ModuleName] = Field(default_factory=lambda: list(MLP), min_length=1,
+                                      description="Module names inside a block to train; ['*'] trains whole blocks.")
+    lr: float = Field(gt=0.0, description="Learning rate.")
+    steps: int = Field(ge=1, description="Optimizer steps.")
+    batch_size: int = Field(2, ge=1, description="Forget (and retain) texts per micro-batch.")
+    accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_len: int = Field(256, ge=1, description="Most tokens per text.")
+    retain_weight: float = Field(1.0, ge=0.0, description="Weight of the retain loss against the forget loss.")
+    stop_loss_rise: float = Field(0.0, ge=0.0, description="Stop once the forget loss is this many nats above its start; 0 disables.")
+    train_lm_head: bool = Field(False, description="Also train the LM head.")
 
 
 class GD(Intervention):
     """Gradient difference on mini-batches of forget and retain texts.
 
-    Hyperparameters: ``layers`` (block indices to train), ``modules`` (names inside a
-    block; ``["*"]`` trains whole blocks), ``lr``, ``steps`` (optimizer steps),
-    ``batch_size``, ``accumulation_steps``, ``max_len`` (tokens per text),
-    ``retain_weight`` (weight of the retain loss), ``stop_loss_rise`` (0 disables),
-    ``train_lm_head`` (default false).
+    Hyperparameters: :class:`GDHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "gd"
     category = Category.UNLEARNING
+    Hyperparameters = GDHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
         forget = required_texts("gd", context.forget_texts, "forget texts")
         retain = required_texts("gd", context.retain_texts, "retain texts")
-        layers = layer_list("gd", model, context, "layers")
-        modules = name_list("gd", context, "modules", ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"])
-        lr = number("gd", context, "lr")
-        steps = number("gd", context, "steps", kind=int)
-        batch_size = number("gd", context, "batch_size", 2, kind=int)
-        accumulation = number("gd", context, "accumulation_steps", 1, kind=int)
-        max_len = number("gd", context, "max_len", 256, kind=int, minimum=1)
-        retain_weight = number("gd", context, "retain_weight", 1.0, allow_minimum=True)
-        stop_rise = number("gd", context, "stop_loss_rise", 0.0, allow_minimum=True)
-        train_lm_head = flag("gd", context, "train_lm_head", False)
+        hp = GDHyperparameters.from_context(context)
+        layers = block_indices("gd", model, hp.layers)
+        modules, lr, steps, batch_size, max_len = hp.modules, hp.lr, hp.steps, hp.batch_size, hp.max_len
+        accumulation, retain_weight, stop_rise = hp.accumulation_steps, hp.retain_weight, hp.stop_loss_rise
+        train_lm_head = hp.train_lm_head
 
         def batches(texts: list[str]):
             return [tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], max_len) for i in range(0, len(texts), batch_size)]

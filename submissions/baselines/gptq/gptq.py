@@ -16,50 +16,48 @@ pseudo-quantization; see ``benchmark.toolkit.llmcompressor``).
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import bits_level, calibration_options, flag, run_calibrated, group_size_for, weight_quantization_groups
+from benchmark.api import Category, Intervention, InterventionContext
+from benchmark.toolkit import QuantizationHyperparameters, calibration_options, group_size_for, run_calibrated, weight_quantization_groups
 
-BITS = (2, 3, 4, 5, 6, 7, 8)
+
+class GPTQHyperparameters(QuantizationHyperparameters):
+    """GPTQ's own knobs beside the bits, the groups and the calibration windows."""
+
+    symmetric: bool = Field(True, description="Symmetric grid without zero point (AutoGPTQ's default).")
+    actorder: Literal["static", "group", "weight", "none"] = Field(
+        "static", description="Column order: static (by Hessian diagonal) or none (natural, AutoGPTQ's desc_act=False).")
+    dampening_frac: float = Field(0.01, gt=0.0, lt=1.0, description="Hessian damping, a fraction of its mean diagonal.")
 
 
 class GPTQ(Intervention):
     """Group-wise integer weight quantization with GPTQ through ``llmcompressor.oneshot``.
 
-    Hyperparameters: ``bits`` (the grid level), ``group_size`` (input columns per scale;
-    must divide every layer's input width), ``symmetric`` (symmetric grid without zero
-    point, AutoGPTQ's default), ``actorder`` (``static``: llm-compressor's default column
-    order by Hessian diagonal; ``none``: natural order, as AutoGPTQ's ``desc_act=False``),
-    ``dampening_frac``, ``block_size``, ``calibration_samples``, ``calibration_seq_len``.
+    Hyperparameters: :class:`GPTQHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "gptq"
     category = Category.COMPRESSION
+    Hyperparameters = GPTQHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
-        bits = bits_level("gptq", context, BITS)
-        group = group_size_for("gptq", model, context)
-        calibration = calibration_options("gptq", context)
-        symmetric = flag("gptq", context, "symmetric", True)
-        actorder = context.hp("actorder", "static")
-        if actorder not in ("static", "none", "group", "weight"):
-            raise InterventionError(f"gptq: hyperparameter 'actorder' must be static, group, weight or none, got {actorder!r}")
-        damp = context.hp("dampening_frac", 0.01)
-        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or not 0 < damp < 1:
-            raise InterventionError(f"gptq: hyperparameter 'dampening_frac' must be a number in (0, 1), got {damp!r}")
+        hp = GPTQHyperparameters.from_context(context)
+        group = group_size_for("gptq", model, hp.group_size)
+        calibration = calibration_options("gptq", hp, context)
 
         from llmcompressor.modifiers.quantization import GPTQModifier
 
         modifier = GPTQModifier(
-            config_groups=weight_quantization_groups(bits, group, symmetric),
+            config_groups=weight_quantization_groups(hp.bits, group, hp.symmetric),
             ignore=["re:.*lm_head"],
-            actorder=None if actorder == "none" else actorder,
-            dampening_frac=float(damp),
+            actorder=None if hp.actorder == "none" else hp.actorder,
+            dampening_frac=hp.dampening_frac,
         )
         return run_calibrated(model, tokenizer, modifier, calibration, context.seed)
 
     def weight_bits(self, context: InterventionContext) -> float | None:
-        return float(context.hp("bits"))
+        return float(GPTQHyperparameters.from_context(context).bits)

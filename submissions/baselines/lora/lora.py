@@ -16,24 +16,41 @@ so later interventions see the usual modules with changed weights.
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import lm_loss, name_list, number, preserve_grad_state, seed_everything, tokenize_prompt_target
+import torch
+from pydantic import Field
+
+from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
+from benchmark.toolkit import ModuleName, lm_loss, preserve_grad_state, seed_everything, tokenize_prompt_target
+
+
+class LoRAHyperparameters(Hyperparameters):
+    """LoRA's knobs (the paper's Llama-3-8B setting: AdaLoRA r 8, alpha 32, q/v, lr 5e-3, 70 steps)."""
+
+    variant: Literal["lora", "adalora"] = Field("lora", description="Plain LoRA or AdaLoRA (adaptive ranks).")
+    rank: int = Field(8, ge=1, description="LoRA r (AdaLoRA's target rank).")
+    init_rank: int | None = Field(None, ge=1, description="AdaLoRA's initial rank; default 1.5 x rank.")
+    alpha: float = Field(32.0, gt=0.0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[ModuleName] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
+                                             description="Module names that get adapters.")
+    layers: list[int] | None = Field(None, min_length=1, description="Blocks to adapt; default all.")
+    lr: float = Field(gt=0.0, description="Adam learning rate.")
+    steps: int = Field(ge=1, description="Optimizer steps, all edits in each.")
+    max_len: int = Field(64, ge=1, description="Most tokens per prompt + target.")
+    early_stop_loss: float = Field(0.01, ge=0.0, description="Stop once the mean target NLL is below it; 0 disables.")
 
 
 class LoRA(Intervention):
     """Train (Ada)LoRA adapters on all edits at once, then merge them.
 
-    Hyperparameters: ``variant`` (``lora`` or ``adalora``), ``rank`` (LoRA r; AdaLoRA's
-    initial rank is ``init_rank``, default 1.5 x rank), ``alpha``, ``dropout``,
-    ``target_modules`` (module names, e.g. ``[q_proj, v_proj]``), ``layers`` (block indices
-    to adapt; default all), ``lr``, ``steps``, ``max_len``, ``early_stop_loss`` (stop once
-    the mean target NLL is below it; 0 disables).
+    Hyperparameters: :class:`LoRAHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "lora"
     category = Category.EDITING
+    Hyperparameters = LoRAHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
         from peft import AdaLoraConfig, LoraConfig, get_peft_model
@@ -41,20 +58,9 @@ class LoRA(Intervention):
         edits = list(context.edits)
         if not edits:
             raise InterventionError("lora: the context holds no edit requests")
-        variant = context.hp("variant", "lora")
-        if variant not in ("lora", "adalora"):
-            raise InterventionError(f"lora: hyperparameter 'variant' must be lora or adalora, got {variant!r}")
-        rank = number("lora", context, "rank", 8, kind=int)
-        alpha = number("lora", context, "alpha", 32.0)
-        dropout = number("lora", context, "dropout", 0.0, minimum=0.0, allow_minimum=True)
-        targets = name_list("lora", context, "target_modules", ["q_proj", "v_proj"])
-        layers = context.hp("layers")
-        if layers is not None and (not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers)):
-            raise InterventionError(f"lora: hyperparameter 'layers' must be a list of block indices, got {layers!r}")
-        lr = number("lora", context, "lr")
-        steps = number("lora", context, "steps", kind=int)
-        max_len = number("lora", context, "max_len", 64, kind=int, minimum=1)
-        early_stop = number("lora", context, "early_stop_loss", 0.01, allow_minimum=True)
+        hp = LoRAHyperparameters.from_context(context)
+        variant, rank, alpha, dropout, targets, layers = hp.variant, hp.rank, hp.alpha, hp.dropout, hp.target_modules, hp.layers
+        lr, steps, max_len, early_stop = hp.lr, hp.steps, hp.max_len, hp.early_stop_loss
 
         try:
             batch = tokenize_prompt_target(tokenizer, [e.prompt for e in edits], [e.target for e in edits], max_len)
@@ -63,7 +69,7 @@ class LoRA(Intervention):
 
         common = dict(lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, layers_to_transform=layers, bias="none")
         if variant == "adalora":
-            init_rank = number("lora", context, "init_rank", max(rank + rank // 2, rank), kind=int)
+            init_rank = hp.init_rank or max(rank + rank // 2, rank)
             config = AdaLoraConfig(init_r=init_rank, target_r=rank, total_step=steps, tinit=0, tfinal=0, deltaT=1, **common)
         else:
             config = LoraConfig(r=rank, **common)

@@ -35,16 +35,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
+from pydantic import Field
+
+from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
 from benchmark.toolkit import (
     IGNORE_INDEX,
+    block_indices,
     block_output,
     collate,
     decoder_layers,
     key_second_moments,
-    layer_list,
     module_input,
-    number,
     pad_token_id,
     preserve_grad_state,
 )
@@ -66,31 +67,38 @@ def _subject_last_index(tokenizer, prompt_ids: list[int], prompt: str, subject: 
     return len(prompt_ids) - 1
 
 
+class MEMITHyperparameters(Hyperparameters):
+    """MEMIT's knobs (the paper's Llama-3-8B setting: layers 4-8, lambda 15000, 25 steps of lr 0.5 for the values)."""
+
+    layers: list[int] = Field(min_length=1, description="Edited blocks; the last one holds the target values.")
+    v_lr: float = Field(0.5, gt=0.0, description="Learning rate of the target-value optimisation.")
+    v_steps: int = Field(25, ge=1, description="Steps of the target-value optimisation.")
+    v_weight_decay: float = Field(0.5, ge=0.0, description="Weight decay on the value change.")
+    clamp_norm_factor: float = Field(4.0, gt=0.0, description="Largest value change, as a multiple of the original norm.")
+    kl_factor: float = Field(0.0625, ge=0.0, description="Weight of the KL term that keeps the subject's meaning.")
+    mom2_update_weight: float = Field(15000.0, ge=0.0, description="lambda: weight of the key second moments C.")
+    mom2_n_tokens: int = Field(100_000, ge=1, description="Tokens of reference text for C.")
+    mom2_seq_len: int = Field(256, ge=1, description="Tokens per reference window for C.")
+
+
 class MEMIT(Intervention):
     """Locate-then-edit of ``mlp.down_proj`` in several layers for all edits at once.
 
-    Hyperparameters: ``layers`` (edited blocks; the last one holds the target values),
-    ``v_lr``, ``v_steps``, ``v_weight_decay``, ``clamp_norm_factor``, ``kl_factor``,
-    ``mom2_update_weight`` (lambda), ``mom2_n_tokens`` (tokens of reference text for
-    ``C``), ``mom2_seq_len``.
+    Hyperparameters: :class:`MEMITHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "memit"
     category = Category.EDITING
+    Hyperparameters = MEMITHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
         edits = list(context.edits)
         if not edits:
             raise InterventionError("memit: the context holds no edit requests")
-        layers = sorted(set(layer_list("memit", model, context, "layers")))
-        v_lr = number("memit", context, "v_lr", 0.5)
-        v_steps = number("memit", context, "v_steps", 25, kind=int)
-        decay = number("memit", context, "v_weight_decay", 0.5, allow_minimum=True)
-        clamp = number("memit", context, "clamp_norm_factor", 4.0)
-        kl_factor = number("memit", context, "kl_factor", 0.0625, allow_minimum=True)
-        lam = number("memit", context, "mom2_update_weight", 15000.0, allow_minimum=True)
-        n_tokens = number("memit", context, "mom2_n_tokens", 100_000, kind=int)
-        seq_len = number("memit", context, "mom2_seq_len", 256, kind=int, minimum=1)
+        hp = MEMITHyperparameters.from_context(context)
+        layers = sorted(set(block_indices("memit", model, hp.layers)))
+        v_lr, v_steps, decay, clamp, kl_factor = hp.v_lr, hp.v_steps, hp.v_weight_decay, hp.clamp_norm_factor, hp.kl_factor
+        lam, n_tokens, seq_len = hp.mom2_update_weight, hp.mom2_n_tokens, hp.mom2_seq_len
         blocks = decoder_layers(model)
         for layer in layers:
             if not isinstance(getattr(getattr(blocks[layer], "mlp", None), "down_proj", None), torch.nn.Linear):

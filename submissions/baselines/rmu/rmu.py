@@ -25,13 +25,14 @@ import copy
 
 import torch
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
+from pydantic import Field
+
+from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
 from benchmark.toolkit import (
+    ModuleName,
+    block_indices,
     block_output,
     decoder_layers,
-    layer_list,
-    name_list,
-    number,
     preserve_grad_state,
     required_texts,
     select_parameters,
@@ -73,36 +74,45 @@ def _masked_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     return sq.sum() / (mask.sum() * hidden.size(-1)).clamp(min=1)
 
 
+class RMUHyperparameters(Hyperparameters):
+    """RMU's knobs (the paper's Llama-3-8B setting: layer 3, steering 20, alpha 1000, lr 5e-5, batch 4)."""
+
+    layer: int = Field(ge=0, description="The steered block.")
+    update_layers: list[int] | None = Field(None, min_length=1,
+                                            description="Blocks whose modules train; default the steered one and the two below.")
+    modules: list[ModuleName] = Field(default_factory=lambda: ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"], min_length=1,
+                                      description="Module names inside a block to train.")
+    steering_coeff: float = Field(gt=0.0, description="Norm of the random direction forget activations are steered to.")
+    alpha: float = Field(ge=0.0, description="Weight of the retain loss.")
+    lr: float = Field(gt=0.0, description="Learning rate.")
+    steps: int = Field(ge=1, description="Optimizer steps.")
+    batch_size: int = Field(4, ge=1, description="Forget and retain texts per step.")
+    max_len: int = Field(512, ge=1, description="Most tokens per forget text.")
+    retain_max_len: int | None = Field(None, ge=1, description="Most tokens per retain text; default max_len.")
+
+
 class RMU(Intervention):
     """Steer forget activations at one block to a random direction; hold retain activations.
 
-    Hyperparameters: ``layer`` (the steered block), ``update_layers`` (blocks whose
-    ``modules`` train; default the steered one and the two below), ``modules`` (default
-    ``["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"]``), ``steering_coeff``, ``alpha``
-    (retain weight), ``lr``, ``steps``, ``batch_size``, ``max_len`` (forget tokens),
-    ``retain_max_len``.
+    Hyperparameters: :class:`RMUHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "rmu"
     category = Category.UNLEARNING
+    Hyperparameters = RMUHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
         forget = required_texts("rmu", context.forget_texts, "forget texts")
         retain = required_texts("rmu", context.retain_texts, "retain texts")
-        layer = number("rmu", context, "layer", kind=int, minimum=0, allow_minimum=True)
+        hp = RMUHyperparameters.from_context(context)
+        layer = hp.layer
         if layer >= len(decoder_layers(model)):
             raise InterventionError(f"rmu: hyperparameter 'layer' is {layer}; the model has {len(decoder_layers(model))} blocks")
-        update = layer_list("rmu", model, context, "update_layers", [max(layer - 2, 0), max(layer - 1, 0), layer])
+        update = block_indices("rmu", model, hp.update_layers or [max(layer - 2, 0), max(layer - 1, 0), layer], "update_layers")
         if max(update) > layer:
             raise InterventionError(f"rmu: update_layers {update} must not lie above the steered layer {layer}")
-        modules = name_list("rmu", context, "modules", ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"])
-        coeff = number("rmu", context, "steering_coeff")
-        alpha = number("rmu", context, "alpha", allow_minimum=True)
-        lr = number("rmu", context, "lr")
-        steps = number("rmu", context, "steps", kind=int)
-        batch_size = number("rmu", context, "batch_size", 4, kind=int)
-        max_len = number("rmu", context, "max_len", 512, kind=int, minimum=1)
-        retain_max_len = number("rmu", context, "retain_max_len", max_len, kind=int, minimum=1)
+        modules, coeff, alpha, lr, steps = hp.modules, hp.steering_coeff, hp.alpha, hp.lr, hp.steps
+        batch_size, max_len, retain_max_len = hp.batch_size, hp.max_len, hp.retain_max_len or hp.max_len
 
         def batches(texts: list[str], length: int):
             return [tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], length) for i in range(0, len(texts), batch_size)]

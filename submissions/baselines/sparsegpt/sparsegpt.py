@@ -15,44 +15,41 @@ transformer blocks is pruned to the same unstructured sparsity.
 
 from __future__ import annotations
 
-import math
-
 import torch
+from pydantic import Field
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import calibration_options, run_calibrated, mask_structure, sparsity_level
+from benchmark.api import Category, Intervention, InterventionContext
+from benchmark.toolkit import PruningHyperparameters, calibration_options, run_calibrated
+
+
+class SparseGPTHyperparameters(PruningHyperparameters):
+    """SparseGPT's own knobs beside the level, the mask and the calibration windows."""
+
+    block_size: int = Field(128, ge=1, description="Columns pruned and updated together.")
+    dampening_frac: float = Field(0.01, gt=0.0, lt=1.0, description="Hessian damping, a fraction of its mean diagonal.")
 
 
 class SparseGPT(Intervention):
     """Unstructured SparseGPT pruning through ``llmcompressor.oneshot``.
 
-    Hyperparameters: ``sparsity`` (the grid level, 0 < s < 1), ``calibration_samples``,
-    ``calibration_seq_len``, ``mask_structure`` (``"0:0"`` or ``"N:M"``), ``block_size``
-    (columns updated together), ``dampening_frac`` (Hessian damping, fraction of its mean
-    diagonal).
+    Hyperparameters: :class:`SparseGPTHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "sparsegpt"
     category = Category.COMPRESSION
+    Hyperparameters = SparseGPTHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
-        sparsity = sparsity_level("sparsegpt", context)
-        calibration = calibration_options("sparsegpt", context)
-        mask = mask_structure("sparsegpt", context)
-        block_size = context.hp("block_size", 128)
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise InterventionError(f"sparsegpt: hyperparameter 'block_size' must be a positive integer, got {block_size!r}")
-        damp = context.hp("dampening_frac", 0.01)
-        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or not 0 < damp < 1:
-            raise InterventionError(f"sparsegpt: hyperparameter 'dampening_frac' must be a number in (0, 1), got {damp!r}")
+        hp = SparseGPTHyperparameters.from_context(context)
+        calibration = calibration_options("sparsegpt", hp, context)
 
         from llmcompressor.modifiers.pruning import SparseGPTModifier
 
         modifier = SparseGPTModifier(
-            sparsity=sparsity,
-            mask_structure=mask,
-            block_size=block_size,
-            dampening_frac=float(damp),
+            sparsity=hp.sparsity,
+            mask_structure=hp.mask_structure,
+            block_size=hp.block_size,
+            dampening_frac=hp.dampening_frac,
             targets=["Linear"],
             ignore=["re:.*lm_head"],
         )

@@ -19,29 +19,32 @@ from __future__ import annotations
 import torch
 
 from benchmark.api import Category, Intervention, InterventionContext
-from benchmark.toolkit import calibration_options, run_calibrated, mask_structure, sparsity_level
+from benchmark.toolkit import PruningHyperparameters, calibration_options, run_calibrated
+
+
+class WandaHyperparameters(PruningHyperparameters):
+    """Wanda has no knob of its own: the level, the mask and the calibration windows."""
 
 
 class Wanda(Intervention):
     """Unstructured Wanda pruning through ``llmcompressor.oneshot``.
 
-    Hyperparameters: ``sparsity`` (the grid level, 0 < s < 1), ``calibration_samples``,
-    ``calibration_seq_len``, ``mask_structure`` (``"0:0"`` unstructured, or ``"N:M"``).
+    Hyperparameters: :class:`WandaHyperparameters` (``compose-bench list interventions``).
     """
 
     name = "wanda"
     category = Category.COMPRESSION
+    Hyperparameters = WandaHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
-        sparsity = sparsity_level("wanda", context)
-        calibration = calibration_options("wanda", context)
-        mask = mask_structure("wanda", context)
+        hp = WandaHyperparameters.from_context(context)
+        calibration = calibration_options("wanda", hp, context)
 
         from llmcompressor.modifiers.pruning import WandaPruningModifier
 
         modifier = WandaPruningModifier(
-            sparsity=sparsity,
-            mask_structure=mask,
+            sparsity=hp.sparsity,
+            mask_structure=hp.mask_structure,
             targets=["Linear"],
             ignore=["re:.*lm_head"],
         )

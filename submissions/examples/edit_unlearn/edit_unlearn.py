@@ -13,8 +13,9 @@ gradient ascent from destroying the model) and the retain NLL (as GD's retain te
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from benchmark.api import Category, Intervention, InterventionContext, InterventionError
+from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
 from benchmark.toolkit import (
     lm_loss,
     preserve_grad_state,
@@ -25,19 +26,31 @@ from benchmark.toolkit import (
 )
 
 
+class EditUnlearnHyperparameters(Hyperparameters):
+    """The example's knobs."""
+
+    layers: list[int] = Field(default_factory=lambda: [4, 5, 6, 7, 8], min_length=1, description="Blocks whose mlp.down_proj trains.")
+    lr: float = Field(1e-3, gt=0.0, description="Learning rate.")
+    steps: int = Field(8, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(4, ge=1, description="Forget and retain texts per step.")
+    max_len: int = Field(64, ge=1, description="Most tokens per edit and per text.")
+    forget_weight: float = Field(0.5, ge=0.0, description="Weight of the (negated) forget NLL.")
+    forget_nll_cap: float = Field(8.0, gt=0.0, description="Stop pushing a forget batch once its NLL is above this.")
+
+
 class EditUnlearn(Intervention):
     """Edit and unlearn with one optimiser over chosen MLP output projections."""
 
     name = "edit-unlearn"
     category = Category.MULTI
+    Hyperparameters = EditUnlearnHyperparameters
 
     def apply(self, model: torch.nn.Module, tokenizer, context: InterventionContext) -> torch.nn.Module:
         edits, forget, retain = list(context.edits), list(context.forget_texts), list(context.retain_texts)
         if not edits or not forget:
             raise InterventionError("edit-unlearn: the context needs edit requests and forget texts")
-        max_len = int(context.hp("max_len", 64))
-        size = int(context.hp("batch_size", 4))
-        weight, cap = float(context.hp("forget_weight", 0.5)), float(context.hp("forget_nll_cap", 8.0))
+        hp = EditUnlearnHyperparameters.from_context(context)
+        max_len, size, weight, cap = hp.max_len, hp.batch_size, hp.forget_weight, hp.forget_nll_cap
         edit_batch = tokenize_prompt_target(tokenizer, [e.prompt for e in edits], [e.target for e in edits], max_len)
         forget_batches = [tokenize_texts_for_lm(tokenizer, forget[i:i + size], max_len) for i in range(0, len(forget), size)]
         retain_batches = [tokenize_texts_for_lm(tokenizer, retain[i:i + size], max_len) for i in range(0, len(retain), size)]
@@ -52,7 +65,7 @@ class EditUnlearn(Intervention):
             return total
 
         with preserve_grad_state(model):
-            params = select_parameters(model, ["mlp.down_proj"], list(context.hp("layers", [4, 5, 6, 7, 8])))
-            train(model, params, loss, steps=int(context.hp("steps", 8)), lr=float(context.hp("lr", 1e-3)),
+            params = select_parameters(model, ["mlp.down_proj"], hp.layers)
+            train(model, params, loss, steps=hp.steps, lr=hp.lr,
                   seed=context.seed, desc=f"edit-unlearn ({len(edits)} edits, {len(forget)} forget texts)")
         return model

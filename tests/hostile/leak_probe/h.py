@@ -1,10 +1,14 @@
 import os
 import sys
 
-from benchmark.api import Category, Intervention
+from benchmark.api import Category, Hyperparameters, Intervention
 
 VENV_PATH_PARTS = set(os.path.realpath(sys.prefix).split(os.sep))
 GUESSES = ["/work", "/work/shared/data", "/root/.cache", "/home", "/etc/passwd", "/var/run", "/run"]
+
+
+class Probes(Hyperparameters):
+    paths: list[str] = []
 
 
 class H(Intervention):
@@ -12,6 +16,7 @@ class H(Intervention):
 
     name = "leak_probe"
     category = Category.EDITING
+    Hyperparameters = Probes
 
     def apply(self, model, tokenizer, context):
         visible = []

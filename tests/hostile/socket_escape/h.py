@@ -2,7 +2,11 @@ import ctypes
 import socket
 import struct
 
-from benchmark.api import Category, Intervention
+from benchmark.api import Category, Hyperparameters, Intervention
+
+
+class Socket(Hyperparameters):
+    socket_path: str = "/tmp/compose-bench-hostile.sock"
 
 
 class H(Intervention):
@@ -10,6 +14,7 @@ class H(Intervention):
 
     name = "socket_escape"
     category = Category.EDITING
+    Hyperparameters = Socket
 
     def apply(self, model, tokenizer, context):
         path = context.hyperparameters["socket_path"].encode()
