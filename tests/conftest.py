@@ -36,6 +36,7 @@ if _WORKER_THREADS is not None:
 # in pyproject): otherwise each worker would compute the smoke grid, or start Ray, for itself.
 SHARED_SESSION_FIXTURES = {"smoke_run": "grid", "ray_local": "grid"}
 
+from benchmark.paths import ENV_DATA_DIR, PROJECT_ROOT  # noqa: E402
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
