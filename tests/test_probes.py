@@ -131,3 +131,37 @@ def test_probes_are_reproducible_and_never_alter_the_evaluated_model(default_mod
     # same seed, same settings: identical per-item scores
     scores2, items2, _, _ = probed.evaluate(model, tok, None, model)
     assert items2 == items1 and scores2 == scores1
+
+
+def test_the_leaderboard_shows_probe_criteria_from_the_criteria_file(tmp_path):
+    """No change in the app: probe criteria in the records reach its criteria lists, rankings and matrices.
+
+    The records are copies of the real smoke fixture records under a profile named for this test, whose
+    probe items are their own WMDP accuracy items (the view is tested here, not the probe's numbers).
+    """
+    import json
+
+    from benchmark.stores import LocalStore
+    from leaderboard.data import build_board
+    from leaderboard.matrices import pair_matrix
+    from leaderboard.ranking import category_ranking
+    from leaderboard_helpers import fixture_records
+
+    lines = []
+    for record in fixture_records("smoke"):
+        record["provenance"]["profile"] = "probe-view-test"
+        for task in WMDP_TASKS:  # the fixture records have accuracy only (they predate the continuous forms)
+            record["items"][f"{task}_rtn4"] = record["items"][task]
+            record["scores"][f"{task}_rtn4"] = record["scores"][task]
+        record["scores"]["wmdp_rtn4"] = record["scores"]["wmdp"]
+        lines.append(json.dumps(record))
+    (tmp_path / "probes").mkdir()
+    (tmp_path / "probes" / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    board = build_board(LocalStore(tmp_path).read(n_bootstrap=50)).select("HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                                          "probe-view-test")
+    shown = board.criteria_with_scores()
+    assert {"wmdp_rtn4", "wmdp_bio_rtn4", "wmdp_cyber_rtn4"} <= set(shown) and "wmdp_rtn8" not in shown
+    ranking = category_ranking(board, "unlearning", ["wmdp", "wmdp_rtn4"])
+    assert ranking["wmdp_rtn4 OFE"].tolist() == ranking["wmdp OFE"].tolist()  # same items, same numbers
+    labels, values, _ = pair_matrix(board, "wmdp_rtn4", "order_free_error")
+    assert labels and (labels, values) == pair_matrix(board, "wmdp", "order_free_error")[:2]
