@@ -149,6 +149,25 @@ def probe_items(mcq: Mapping[str, Sequence[McqItem]], n_per_subset: int | None) 
     return {task: list(mcq[task])[:n_per_subset] if n_per_subset else list(mcq[task]) for task in WMDP_TASKS}
 
 
+def probe_tokens(mcq: Mapping[str, Sequence[McqItem]], settings: Any, tokenizer: Any) -> int:
+    """What the probes add to one evaluation, in MCQ-scoring tokens (the pre-run estimate counts them there).
+
+    Each probe scores its questions once more (question once, every choice: as
+    :func:`benchmark.cost.count_tokens` counts them); relearning adds its training tokens
+    three times (a backward pass costs about two forward passes).
+    """
+    if not settings.run:
+        return 0
+
+    def n(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    questions = [it for items in probe_items(mcq, settings.wmdp_n_per_subset).values() for it in items]
+    per_probe = sum(n(it.question) + sum(n(" " + c) for c in it.choices) + 8 for it in questions)
+    training = 3 * settings.relearn_steps * settings.relearn_batch_size * settings.relearn_seq_len
+    return len(settings.run) * per_probe + (training if "relearn" in settings.run else 0)
+
+
 def run_probes(
     model: torch.nn.Module, tokenizer: Any, mcq: Mapping[str, Sequence[McqItem]], texts: Sequence[str],
     evaluation: Any, seed: int,

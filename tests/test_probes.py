@@ -12,7 +12,9 @@ from benchmark.data.mcq import load_wmdp
 from benchmark.evaluation.zsre import locality_reference
 from benchmark.metrics import load_criteria
 from benchmark.models import weights_sha256
-from benchmark.probes import MEASURES, PROBES, WMDP_TASKS, criterion_key, quantize_dequantize_, relearn_batches
+from benchmark.probes import (
+    MEASURES, PROBES, WMDP_TASKS, criterion_key, probe_tokens, quantize_dequantize_, relearn_batches,
+)
 from benchmark.profiles import EvaluationSettings, ProfileError, load_profile
 from benchmark.suite import EvaluationSuite
 
@@ -98,6 +100,19 @@ def test_relearning_batches_are_fixed(default_model, data_dir):
     b = relearn_batches(tok, texts, 2, 32, 4)
     assert len(a) == 4 and all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
     assert torch.equal(a[0]["input_ids"], relearn_batches(tok, texts[:2], 2, 32, 1)[0]["input_ids"])
+
+
+def test_the_estimate_counts_the_probes(default_model, data_dir):
+    """probe_tokens: nothing without probes, each probe its questions once more, relearning its training tokens x3."""
+    _, tok = default_model
+    suite = _suite(data_dir, [])
+    settings = EvaluationSettings(probes={"run": ["rtn4"], "wmdp_n_per_subset": 3}).probes
+    one = probe_tokens(suite.mcq, settings, tok)
+    assert probe_tokens(suite.mcq, EvaluationSettings().probes, tok) == 0 and one > 6 * 8
+    both = settings.model_copy(update={"run": ["rtn4", "rtn8"]})
+    assert probe_tokens(suite.mcq, both, tok) == 2 * one
+    relearn = settings.model_copy(update={"run": ["rtn4", "rtn8", "relearn"]})
+    assert probe_tokens(suite.mcq, relearn, tok) == 3 * one + 3 * 4 * 4 * 128
 
 
 def _suite(data_dir, probes: list[str]) -> EvaluationSuite:
