@@ -180,3 +180,25 @@ def test_the_leaderboard_shows_probe_criteria_from_the_criteria_file(tmp_path):
     assert ranking["wmdp_rtn4 OFE"].tolist() == ranking["wmdp OFE"].tolist()  # same items, same numbers
     labels, values, _ = pair_matrix(board, "wmdp_rtn4", "order_free_error")
     assert labels and (labels, values) == pair_matrix(board, "wmdp", "order_free_error")[:2]
+
+
+def test_a_changed_probe_changes_evaluation_keys_not_state_keys(tmp_path, monkeypatch):
+    import shutil
+
+    from benchmark.caches import keys
+    from benchmark.paths import PROJECT_ROOT
+
+    copy = tmp_path / "benchmark"
+    shutil.copytree(PROJECT_ROOT / "benchmark", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(keys, "PACKAGE_DIR", copy)
+
+    def digests() -> tuple[str, str]:
+        keys.code_digest.cache_clear()
+        return keys.code_digest(keys.EVALUATION_CODE_EXCLUDES), keys.code_digest(keys.STEP_CODE_EXCLUDES)
+
+    before = digests()
+    with open(copy / "probes.py", "a") as fh:
+        fh.write("\n# a comment\n")
+    after = digests()
+    keys.code_digest.cache_clear()
+    assert after[0] != before[0] and after[1] == before[1]
