@@ -91,13 +91,14 @@ class EvaluationSuite:
         }
         probe_texts: tuple[str, ...] = ()
         if settings.probes.run:  # absent without probes: older records and cache keys stay as they were
-            provenance["probes"] = settings.probes.model_dump(mode="json")
-        if "relearn" in settings.probes.run:
-            from benchmark.data.corpora import load_retain_corpus
+            probes: dict[str, Any] = settings.probes.model_dump(mode="json")
+            if "relearn" in settings.probes.run:
+                from benchmark.data.corpora import load_retain_corpus
 
-            corpus = load_retain_corpus(settings.probes.relearn_texts, seed, data_dir)
-            probe_texts = corpus.texts
-            provenance["probes"]["relearn_corpus"] = {**corpus.describe(), "items_sha256": _sha(list(corpus.texts))}
+                corpus = load_retain_corpus(settings.probes.relearn_texts, seed, data_dir)
+                probe_texts = corpus.texts
+                probes["relearn_corpus"] = {**corpus.describe(), "items_sha256": _sha(list(corpus.texts))}
+            provenance["probes"] = probes
         return cls(settings, edits, mcq, text, provenance, seed=seed, probe_texts=probe_texts)
 
     def prepare_reference(self, model, tokenizer, cache_file: Path, base_weights_sha: str) -> None:
