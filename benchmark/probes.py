@@ -18,7 +18,7 @@ Probes (``evaluation.probes.run`` of a profile):
   The embedding and the (tied) LM head are left as they are, as the quantizers of this
   benchmark do.
 * ``relearn``: a few seeded Adam steps of full fine-tuning (every parameter) on a small fixed
-  corpus of Wikipedia prose that shares nothing with WMDP (see :func:`relearn_batches`).
+  corpus of Wikipedia prose that shares nothing with WMDP (see :func:`relearn_corpus`).
 
 Not a scorer (``benchmark/evaluation/`` holds those, and they stay clear of the submitters'
 toolkit): a probe is an attack followed by the WMDP scorer, and the relearning attack trains
@@ -97,16 +97,37 @@ def quantize_dequantize_(model: torch.nn.Module, bits: int, group_size: int) -> 
 # --------------------------------------------------------------------------- relearning
 
 
-def relearn_batches(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_len: int, steps: int) -> list[dict]:
-    """The fixed batches of the relearning probe: texts in corpus order, cycled, ``batch_size`` per step.
+def relearn_corpus(n: int, seed: int, data_dir: Any = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The relearning probe's fixed corpus: ``n`` seeded paragraphs of WikiText-2 test, and its provenance.
 
-    The corpus is the retain corpus's source (offline: the Wikipedia extract
-    ``calibration/exllamav2_wiki.utf8``; online: WikiText-2 train), general encyclopaedia
-    prose. WMDP's questions are expert-written multiple-choice items published only with the
-    WMDP release, and the offline forget stand-in is made of those questions, so the relearning
-    text shares no text with what is scored (tests/test_probes.py checks there is no common
-    13-word sequence) and any WMDP gain it brings back is recovery, not teaching.
+    Why this text: it is general encyclopaedia prose (Wikipedia Good and Featured articles) that
+    no intervention trains on. The retain corpus would not do: GD and RMU train to keep it,
+    so relearning on it would be a weaker attack on exactly those unlearners (a seeded sample
+    of 16 of its paragraphs fell entirely inside the 128 they are handed). Perplexity is
+    measured on WikiText-2 test, but only on the evaluated model, never on a probe's copy, so
+    training the copy on it leaks nothing into a score. It shares no text with WMDP: WMDP's
+    questions are expert-written items published only with WMDP (and the offline forget
+    stand-in is made of those questions); tests/test_probes.py checks that no 13-word sequence
+    of these paragraphs occurs in any WMDP question or choice. Whatever WMDP accuracy the
+    relearned copy gains is recovered, not taught. Paragraphs of at least 200 characters,
+    section headings left out.
     """
+    import random
+
+    from benchmark.data.wikitext import load_wikitext_test
+
+    text, source = load_wikitext_test(data_dir)
+    paragraphs = [p.strip() for p in text.split("\n") if len(p.strip()) >= 200 and not p.strip().startswith("=")]
+    if n > len(paragraphs):
+        raise ValueError(f"relearning probe: relearn_texts {n} is more than the {len(paragraphs)} paragraphs of WikiText-2 test")
+    chosen = tuple(paragraphs[i] for i in sorted(random.Random(seed).sample(range(len(paragraphs)), n)))
+    origin = source.describe()  # the shape of benchmark.data.corpora.Corpus.describe
+    return chosen, {"name": "wikitext-2-test-paragraphs", "n_texts": n, "source": origin["source"],
+                    "location": origin["name"], "revision": origin["revision"]}
+
+
+def relearn_batches(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_len: int, steps: int) -> list[dict]:
+    """The fixed batches of the relearning probe: texts in corpus order, cycled, ``batch_size`` per step."""
     from benchmark.toolkit.training import tokenize_texts_for_lm
 
     if not texts:

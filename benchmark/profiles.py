@@ -47,7 +47,7 @@ class ProbeSettings(_Strict):
     # probe costs about one WMDP evaluation of that size, plus its attack
     wmdp_n_per_subset: int | None = Field(default=20, ge=1)
     group_size: int = Field(default=64, ge=8)  # rtn: input columns per quantization group (576 = 9 x 64)
-    relearn_texts: int = Field(default=16, ge=1)  # the fixed corpus: paragraphs of the retain corpus's source
+    relearn_texts: int = Field(default=16, ge=1)  # the fixed corpus: paragraphs of WikiText-2 test
     relearn_steps: int = Field(default=4, ge=1)
     relearn_lr: float = Field(default=5e-5, gt=0)
     relearn_batch_size: int = Field(default=4, ge=1)

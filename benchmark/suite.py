@@ -93,11 +93,10 @@ class EvaluationSuite:
         if settings.probes.run:  # absent without probes: older records and cache keys stay as they were
             probes: dict[str, Any] = settings.probes.model_dump(mode="json")
             if "relearn" in settings.probes.run:
-                from benchmark.data.corpora import load_retain_corpus
+                from benchmark.probes import relearn_corpus
 
-                corpus = load_retain_corpus(settings.probes.relearn_texts, seed, data_dir)
-                probe_texts = corpus.texts
-                probes["relearn_corpus"] = {**corpus.describe(), "items_sha256": _sha(list(corpus.texts))}
+                probe_texts, described = relearn_corpus(settings.probes.relearn_texts, seed, data_dir)
+                probes["relearn_corpus"] = {**described, "items_sha256": _sha(list(probe_texts))}
             provenance["probes"] = probes
         return cls(settings, edits, mcq, text, provenance, seed=seed, probe_texts=probe_texts)
 

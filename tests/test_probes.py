@@ -7,13 +7,13 @@ import re
 import pytest
 import torch
 
-from benchmark.data.corpora import STANDIN_NAME, load_retain_corpus
+from benchmark.data.corpora import STANDIN_NAME, load_forget_corpus, load_retain_corpus
 from benchmark.data.mcq import load_wmdp
 from benchmark.evaluation.zsre import locality_reference
 from benchmark.metrics import load_criteria
 from benchmark.models import weights_sha256
 from benchmark.probes import (
-    MEASURES, PROBES, WMDP_TASKS, criterion_key, probe_tokens, quantize_dequantize_, relearn_batches,
+    MEASURES, PROBES, WMDP_TASKS, criterion_key, probe_tokens, quantize_dequantize_, relearn_batches, relearn_corpus,
 )
 from benchmark.profiles import EvaluationSettings, ProfileError, load_profile
 from benchmark.suite import EvaluationSuite
@@ -60,14 +60,18 @@ def test_every_probe_score_is_a_lower_is_better_criterion_with_items():
 
 
 def test_relearning_corpus_shares_no_text_with_wmdp(data_dir):
-    """No 13-word sequence of the relearning texts occurs in any WMDP question or choice (bio, cyber, chem)."""
+    """No 13-word sequence of the relearning texts occurs in any WMDP question or choice (bio, cyber, chem),
+    and no relearning text is in the retain or forget corpora the unlearners train on."""
     def grams(text: str, n: int = 13) -> set[tuple[str, ...]]:
         words = re.findall(r"\w+", text.lower())
         return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
     settings = EvaluationSettings().probes
-    texts = load_retain_corpus(settings.relearn_texts, 0, data_dir).texts
-    assert len(texts) == settings.relearn_texts
+    texts, described = relearn_corpus(settings.relearn_texts, 0, data_dir)
+    assert len(texts) == settings.relearn_texts and described["name"] == "wikitext-2-test-paragraphs"
+    assert texts == relearn_corpus(settings.relearn_texts, 0, data_dir)[0]  # seeded: the same corpus
+    retain = set(load_retain_corpus(128, 0, data_dir).texts) | set(load_forget_corpus(None, 0, data_dir).texts)
+    assert not set(texts) & retain  # nothing an unlearner trains on
     corpus = set().union(*(grams(t) for t in texts))
     assert corpus
     for subset in ("bio", "cyber", "chem"):
@@ -95,7 +99,7 @@ def test_rounding_is_deterministic_on_a_grid_and_leaves_other_weights(fresh_mode
 
 def test_relearning_batches_are_fixed(default_model, data_dir):
     _, tok = default_model
-    texts = load_retain_corpus(5, 0, data_dir).texts
+    texts = relearn_corpus(5, 0, data_dir)[0]
     a = relearn_batches(tok, texts, 2, 32, 4)
     b = relearn_batches(tok, texts, 2, 32, 4)
     assert len(a) == 4 and all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
