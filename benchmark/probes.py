@@ -15,10 +15,10 @@ Probes (``evaluation.probes.run`` of a profile):
 * ``rtn4`` / ``rtn8``: round-to-nearest weight quantization of every Linear layer inside the
   decoder blocks to 4 / 8 bits, asymmetric min-max per group of ``group_size`` input columns,
   no calibration (the cited work's cheap attack), then dequantized back to the model's dtype.
-  The embedding and the (tied) LM head are left as they are, as the quantizers of this
-  benchmark do.
+  The embedding and the (tied) LM head are left as they are, as weight-only quantizer
+  recipes usually leave ``lm_head``.
 * ``relearn``: a few seeded Adam steps of full fine-tuning (every parameter) on a small fixed
-  corpus of Wikipedia prose that shares nothing with WMDP (see :func:`relearn_corpus`).
+  corpus of Wikipedia prose (WikiText-2) that shares nothing with WMDP (see :func:`relearn_corpus`).
 
 Not a scorer (``benchmark/evaluation/`` holds those, and they stay clear of the submitters'
 toolkit): a probe is an attack followed by the WMDP scorer, and the relearning attack trains
