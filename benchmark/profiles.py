@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from benchmark.paths import tasks_dir
 
@@ -36,6 +36,31 @@ class InterventionChoice(_Strict):
     hyperparameters: dict[str, Any] | None = None  # overrides of the submission's family block
 
 
+class ProbeSettings(_Strict):
+    """Which robustness probes score WMDP again on a copy of every evaluated model (benchmark.probes).
+
+    Part of the evaluation settings, so the evaluation cache key and the cell ids include it.
+    """
+
+    run: list[Literal["rtn4", "rtn8", "relearn"]] = Field(default_factory=list)  # empty: no probe
+    # the probes score the first n of the suite's WMDP sample per subset (None: all of it); each
+    # probe costs about one WMDP evaluation of that size, plus its attack
+    wmdp_n_per_subset: int | None = Field(default=20, ge=1)
+    group_size: int = Field(default=64, ge=8)  # rtn: input columns per quantization group (576 = 9 x 64)
+    relearn_texts: int = Field(default=16, ge=1)  # the fixed corpus: paragraphs of WikiText-2 test
+    relearn_steps: int = Field(default=4, ge=1)
+    relearn_lr: float = Field(default=5e-5, gt=0)
+    relearn_batch_size: int = Field(default=4, ge=1)
+    relearn_seq_len: int = Field(default=128, ge=16)
+
+    @field_validator("run")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each probe at most once, got {value}")
+        return value
+
+
 class EvaluationSettings(_Strict):
     prompt_format: Literal["cloze", "lettered"] = "cloze"
     batch_size: int = Field(default=32, ge=1)  # MCQ: most requests per batch
@@ -50,6 +75,9 @@ class EvaluationSettings(_Strict):
     perplexity_seq_len: int = Field(default=512, ge=16)
     perplexity_windows: int | None = Field(default=8, ge=1)
     perplexity_batch_size: int = Field(default=4, ge=1)
+    # left out of the dump (cell ids, cache keys, records) while no probe runs, so that profiles
+    # without probes keep the ids and cache keys they had before probes existed
+    probes: ProbeSettings = Field(default_factory=ProbeSettings, exclude_if=lambda p: not p.run)
 
 
 class CorporaSettings(_Strict):

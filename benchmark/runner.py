@@ -23,7 +23,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from benchmark.api import Category
-from benchmark.cost import StepPlan, count_tokens, estimate, evaluation_items, human, record_step_cost, step_cost_key
+from benchmark.cost import (
+    EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human, record_step_cost, step_cost_key,
+)
 from benchmark.hardware import matmul_gflops
 from benchmark.models import weights_sha256
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
@@ -295,6 +297,7 @@ class Runner:
         rate = _matmul_rate(inputs)
         n_params = sum(t.numel() for t in {id(t): t for t in inputs.base_model.state_dict().values()}.values())
         inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
+        tokens = _with_probes(inputs)
         applications: list[tuple[Cell, Step]] = []
         first_applied: set[Step] = set()
         prefix_applied: set[tuple[Step, ...]] = set()  # two-step prefixes shared by triples (benchmark/prefixes.py)
@@ -311,7 +314,7 @@ class Runner:
             elif cell.first is not None:
                 first_applied.add(cell.first)
             applications += [(cell, step) for step in steps]
-        est = estimate(inputs.tokens, n_params, rate, len(todo),
+        est = estimate(tokens, n_params, rate, len(todo),
                        [(step.label, self._step_plan(inputs, step)) for _, step in applications],
                        sandboxed=self.isolate, dtype=inputs.numerics.name)
         per_cell = {cell: est.evaluation_s for cell in todo}
@@ -481,6 +484,16 @@ def summary_table(records: list[dict]):
             "seconds": (r.get("timings") or {}).get("total_s"),
         })
     return pd.DataFrame(rows)
+
+
+def _with_probes(inputs: RunInputs) -> EvaluationTokens:
+    """The evaluation's tokens with the robustness probes' work counted as MCQ scoring (benchmark.probes)."""
+    from dataclasses import replace
+
+    from benchmark.probes import probe_tokens
+
+    extra = probe_tokens(inputs.suite.mcq, inputs.profile.evaluation.probes, inputs.tokenizer)
+    return replace(inputs.tokens, tokens={**inputs.tokens.tokens, "mcq": inputs.tokens.tokens["mcq"] + extra})
 
 
 def _matmul_rate(inputs: RunInputs) -> float:

@@ -51,6 +51,8 @@ class EvaluationSuite:
     wikitext: str
     provenance: dict[str, Any]
     reference: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # the relearning probe's seed
+    probe_texts: tuple[str, ...] = ()  # the relearning probe's fixed corpus (benchmark.probes)
 
     @classmethod
     def build(
@@ -87,7 +89,16 @@ class EvaluationSuite:
             "batch_size": settings.batch_size,
             "mcq_batch_tokens": settings.mcq_batch_tokens,
         }
-        return cls(settings, edits, mcq, text, provenance)
+        probe_texts: tuple[str, ...] = ()
+        if settings.probes.run:  # absent without probes: older records and cache keys stay as they were
+            probes: dict[str, Any] = settings.probes.model_dump(mode="json")
+            if "relearn" in settings.probes.run:
+                from benchmark.probes import relearn_corpus
+
+                probe_texts, described = relearn_corpus(settings.probes.relearn_texts, seed, data_dir)
+                probes["relearn_corpus"] = {**described, "items_sha256": _sha(list(probe_texts))}
+            provenance["probes"] = probes
+        return cls(settings, edits, mcq, text, provenance, seed=seed, probe_texts=probe_texts)
 
     def prepare_reference(self, model, tokenizer, cache_file: Path, base_weights_sha: str) -> None:
         """The base model's locality reference, computed once and cached beside the records."""
@@ -145,6 +156,13 @@ class EvaluationSuite:
         bits = measure_bits(model, weight_bits, base_model)
         seconds["compression_stats"] = time.perf_counter() - t
         scores["avg_bits"] = bits.avg_bits
+        if s.probes.run:  # after the model's own scores, each on a copy (benchmark.probes)
+            from benchmark.probes import run_probes
+
+            probed = run_probes(model, tokenizer, self.mcq, self.probe_texts, s, self.seed)
+            scores.update(probed.scores)
+            items.update(probed.items)
+            seconds.update(probed.seconds)
         return mark_diverged(scores), items, seconds, bits.as_record()
 
 

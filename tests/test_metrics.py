@@ -34,6 +34,9 @@ ALL_KEYS = [
     "mmlu_prob", "mmlu_acc_norm", "wmdp_bio_prob", "wmdp_cyber_prob", "wmdp_prob",
     "wmdp_bio_acc_norm", "wmdp_cyber_acc_norm", "wmdp_acc_norm",
     "perplexity", "avg_bits", "sparsity",
+    # the robustness probes (benchmark/probes.py): per probe, accuracy / probability / acc_norm, bio, cyber, mean
+    *(key for probe in ("rtn4", "rtn8", "relearn") for measure in ("", "_prob", "_acc_norm")
+      for key in (f"wmdp_bio{measure}_{probe}", f"wmdp_cyber{measure}_{probe}", f"wmdp{measure}_{probe}")),
 ]
 
 

@@ -35,7 +35,7 @@ _NOT_NUMERIC = (
 EVALUATION_CODE_EXCLUDES = _NOT_NUMERIC + ("runner.py", "isolation.py", "submissions.py", "resources.py",
                                            "step_executor.py", "step_checks.py", "ray_executor.py")
 # A step's output: the runner's and the sandbox's step execution, the API, the toolkit.
-STEP_CODE_EXCLUDES = _NOT_NUMERIC + ("suite.py",)
+STEP_CODE_EXCLUDES = _NOT_NUMERIC + ("suite.py", "probes.py")  # probes attack copies at evaluation only
 
 
 def canonical_sha256(obj: Any) -> str:
