@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 
 from benchmark.api import Category
 from benchmark.cost import (
-    EvaluationTokens, StepPlan, count_tokens, estimate, evaluation_items, human, record_step_cost, step_cost_key,
+    EvaluationTokens,
+    StepPlan,
+    count_tokens,
+    estimate,
+    evaluation_items,
+    human,
+    record_step_cost,
+    step_cost_key,
 )
 from benchmark.hardware import matmul_gflops
 from benchmark.models import weights_sha256
@@ -309,8 +316,9 @@ class Runner:
                 if cell.first in first_applied or self._state_file(inputs, cell.first).exists():
                     steps = steps[1:]
                 first_applied.add(cell.first)
-                if len(cell.steps) > 1:
-                    prefix_applied.add(prefix_of(cell))
+                prefix = prefix_of(cell)
+                if prefix is not None:
+                    prefix_applied.add(prefix)
             elif cell.first is not None:
                 first_applied.add(cell.first)
             applications += [(cell, step) for step in steps]

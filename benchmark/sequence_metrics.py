@@ -44,7 +44,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -106,7 +106,7 @@ class Triple:
     records: dict[str, dict]
 
 
-def find_triples(records: list[Mapping[str, Any]]) -> tuple[list[Triple], list[str]]:
+def find_triples(records: Sequence[Mapping[str, Any]]) -> tuple[list[Triple], list[str]]:
     """Triples whose six orders all have an ``ok`` record, and a line for each that lacks some.
 
     A record of three distinct labels is one order; the last record of an ordered cell wins,
@@ -131,7 +131,7 @@ def find_triples(records: list[Mapping[str, Any]]) -> tuple[list[Triple], list[s
         found = grouped[key]
         group, names = key[:-LENGTH], key[-LENGTH:]
         if len(found) == len(ORDERS):
-            complete.append(Triple(tuple(group), tuple(names), found))
+            complete.append(Triple(tuple(group), cast("tuple[str, str, str]", tuple(names)), found))
         else:
             missing = [o for o in ORDERS if o not in found]
             incomplete.append(f"triple {' / '.join(names)} (model {group[0]}, profile {group[1]}, {group[2]}): "
@@ -162,7 +162,7 @@ class _OrdersBootstrap:
                     raise ItemsMismatchError(
                         f"triple {' / '.join(self.triple.labels)}, criterion '{criterion_key}': the six orders "
                         f"must hold the same evaluation items, but the item lists differ ({sorted(map(str, lengths))})")
-                values = np.column_stack(columns)
+                values = np.column_stack([c for c in columns if c is not None])
                 model_id, profile, _dtype = self.triple.group
                 rng = _derived_rng(self.seed, model_id, profile, *self.triple.labels, cache_key)
                 n = values.shape[0]
@@ -184,8 +184,9 @@ class _OrdersBootstrap:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 return np.exp(point[0::k] / point[1::k]), np.exp(sums[:, 0::k] / sums[:, 1::k]), n
         if crit.items == "mean_of":
-            parts = [self.scores(criteria[c], criteria) for c in crit.items_keys]
-            if any(p is None for p in parts):
+            maybe = [self.scores(criteria[c], criteria) for c in crit.items_keys]
+            parts = [p for p in maybe if p is not None]
+            if len(parts) != len(maybe):
                 return None
             return (np.mean([p[0] for p in parts], axis=0), np.mean([p[1] for p in parts], axis=0),
                     int(sum(p[2] for p in parts)))
