@@ -85,8 +85,10 @@ class Hyperparameters(BaseModel):
         try:
             return cls.model_validate(dict(context.hyperparameters))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}, got {e.get('input')!r}"
-                                 for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}, got {e.get('input')!r}"
+                for e in exc.errors()
+            )
             raise InterventionError(f"hyperparameters of {cls.__name__}: {problems}") from None
 
 

@@ -23,7 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DATA_DIR_HELP = "Local data folder with the layout of shared/data (also $COMPOSE_BENCH_DATA). Without it the Hub is used."
+DATA_DIR_HELP = (
+    "Local data folder with the layout of shared/data (also $COMPOSE_BENCH_DATA). Without it the Hub is used."
+)
 
 
 def _setup(verbose: bool) -> None:
@@ -61,31 +63,53 @@ def _read_records_or_die(path: Path, what: str) -> list[dict]:
 
 @app.command()
 def run(
-    profile: str = typer.Option("smoke", "--profile", "-p", help="Profile name in tasks/profiles/ or a path to a profile YAML."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/<profile>). Re-running resumes it."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder; overrides the profile's model."),
-    submission: list[Path] = typer.Option([], "--submission", "-s", help="Extra submission folder to run against the baselines (repeatable)."),
+    profile: str = typer.Option(
+        "smoke", "--profile", "-p", help="Profile name in tasks/profiles/ or a path to a profile YAML."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder (default runs/<profile>). Re-running resumes it."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Hub id or local folder; overrides the profile's model."
+    ),
+    submission: list[Path] = typer.Option(
+        [], "--submission", "-s", help="Extra submission folder to run against the baselines (repeatable)."
+    ),
     only: list[str] = typer.Option([], "--only", help="Run only these interventions (names; repeatable)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the confidence intervals."),
     in_process: bool = typer.Option(
-        False, "--in-process", help="Run interventions inside the harness process, without the sandbox "
-        "(trusted code only: for debugging with a debugger or profiler)."),
+        False,
+        "--in-process",
+        help="Run interventions inside the harness process, without the sandbox "
+        "(trusted code only: for debugging with a debugger or profiler).",
+    ),
     unsafe_no_sandbox: bool = typer.Option(
-        False, "--unsafe-no-sandbox", help="Where the kernel cannot build the sandbox, run outside submissions "
-        "anyway, unconfined: their code can read your data, runs and environment (secrets)."),
+        False,
+        "--unsafe-no-sandbox",
+        help="Where the kernel cannot build the sandbox, run outside submissions "
+        "anyway, unconfined: their code can read your data, runs and environment (secrets).",
+    ),
     no_cache: bool = typer.Option(
-        False, "--no-cache", help="Neither read nor write the evaluation and state caches (`compose-bench cache`)."),
+        False, "--no-cache", help="Neither read nor write the evaluation and state caches (`compose-bench cache`)."
+    ),
     executor: str = typer.Option(
-        "local", "--executor", help="local: this process, one cell after another; ray: each first step and each cell "
-        "a Ray task with the profile's resources (pip install \".[ray]\"; docs/SCALING.md)."),
+        "local",
+        "--executor",
+        help="local: this process, one cell after another; ray: each first step and each cell "
+        'a Ray task with the profile\'s resources (pip install ".[ray]"; docs/SCALING.md).',
+    ),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: start Ray locally."),
+        None, "--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: start Ray locally."
+    ),
     state_dir: Optional[Path] = typer.Option(
-        None, "--state-dir", help="--executor ray: folder every worker can read, for first-step states "
-        "(a shared file system on a cluster; default <out>/ray-states)."),
+        None,
+        "--state-dir",
+        help="--executor ray: folder every worker can read, for first-step states "
+        "(a shared file system on a cluster; default <out>/ray-states).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a grid: the base model, each intervention alone and every cross-category pair in both orders.
@@ -108,7 +132,7 @@ def run(
         _die(str(exc))
     from benchmark.validate import reserved_name_problem
 
-    for extra in subs[len(subs) - len(submission):]:
+    for extra in subs[len(subs) - len(submission) :]:
         problem = reserved_name_problem(extra)  # a baseline's name: records and leaderboard rows would mix
         if problem:
             _die(problem)
@@ -130,17 +154,31 @@ def run(
         _die(refused)
     outside = [s.name for s in subs if not is_trusted(s.folder)]
     if in_process and outside and not unsafe_no_sandbox:
-        _die(f"--in-process would run outside submission(s) {outside} inside the harness; add --unsafe-no-sandbox "
-             "to accept that their code can read your data, runs and environment")
+        _die(
+            f"--in-process would run outside submission(s) {outside} inside the harness; add --unsafe-no-sandbox "
+            "to accept that their code can read your data, runs and environment"
+        )
     allow_unsafe(unsafe_no_sandbox)
     out_dir = out or Path("runs") / prof.name
     from benchmark.ray_executor import make_runner
 
     try:
-        runner = make_runner(executor, prof, subs, out_dir, data_dir=data_dir, model_id=model, device=device,
-                             retry_failed=retry_failed, echo=typer.echo, isolate=not in_process,
-                             use_cache=not no_cache, ray_address=ray_address, state_dir=state_dir,
-                             unsafe_no_sandbox=unsafe_no_sandbox)
+        runner = make_runner(
+            executor,
+            prof,
+            subs,
+            out_dir,
+            data_dir=data_dir,
+            model_id=model,
+            device=device,
+            retry_failed=retry_failed,
+            echo=typer.echo,
+            isolate=not in_process,
+            use_cache=not no_cache,
+            ray_address=ray_address,
+            state_dir=state_dir,
+            unsafe_no_sandbox=unsafe_no_sandbox,
+        )
         records = runner.run()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _die(str(exc))
@@ -148,12 +186,15 @@ def run(
     typer.echo("\nEvaluated models:\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     try:
         df = compute_composability(records, n_bootstrap=bootstrap, seed=prof.seed)
-        csv_path, _ = write_composability(df, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95})
+        csv_path, _ = write_composability(
+            df, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95}
+        )
     except (ValueError, OSError) as exc:
         _die(" ".join(str(exc).split()))
     _print_composability(df)
-    _sequences(records, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95}, bootstrap,
-               prof.seed, 0.95)
+    _sequences(
+        records, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95}, bootstrap, prof.seed, 0.95
+    )
     typer.echo(f"\nrecords: {runner.records_path}\ncomposability: {csv_path}")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
@@ -163,7 +204,9 @@ def run(
 SHOWN_CRITERIA = ["edit_success", "wmdp", "wmdp_prob", "mmlu", "mmlu_prob", "perplexity"]
 
 
-def _sequences(records: list[dict], out_dir: Path, settings: dict, bootstrap: int, seed: int, confidence: float) -> None:
+def _sequences(
+    records: list[dict], out_dir: Path, settings: dict, bootstrap: int, seed: int, confidence: float
+) -> None:
     """Sequences of three (benchmark/sequence_metrics.py): written and printed only where the records hold a triple."""
     from benchmark.sequence_metrics import ORDERS, compute_sequences, write_sequences
 
@@ -175,15 +218,19 @@ def _sequences(records: list[dict], out_dir: Path, settings: dict, bootstrap: in
     except (ValueError, OSError) as exc:
         _die(" ".join(str(exc).split()))
     view = table[table["criterion"].isin(SHOWN_CRITERIA)]
-    typer.echo("\nSequences of three (scores of the six orders, a b c = the labels sorted; OFE over all orders; "
-               "OS = max - min; * = beyond evaluation noise):")
+    typer.echo(
+        "\nSequences of three (scores of the six orders, a b c = the labels sorted; OFE over all orders; "
+        "OS = max - min; * = beyond evaluation noise):"
+    )
     for (a, b, c), rows in view.groupby(["a", "b", "c"], sort=False):
         typer.echo(f"  a = {a}, b = {b}, c = {c}")
         for row in rows.itertuples():
             scores = "  ".join(f"{o} {_metric_text(getattr(row, f'score_{o}'))}" for o in ORDERS)
             mark = {"beyond_noise": "*", "unknown": "?"}.get(row.significance, "")
-            typer.echo(f"    {row.criterion:<13} {scores}  OFE {_metric_text(row.order_free_error)}"
-                       f"  OS {_metric_text(row.order_sensitivity)}{mark}")
+            typer.echo(
+                f"    {row.criterion:<13} {scores}  OFE {_metric_text(row.order_free_error)}"
+                f"  OS {_metric_text(row.order_sensitivity)}{mark}"
+            )
     typer.echo(f"sequences: {paths[0]} (swap terms: {paths[1]})")
 
 
@@ -197,10 +244,14 @@ def _print_composability(df) -> None:
     view["pair"] = view["a"] + " | " + view["b"]
     view["OFE"] = view["order_free_error"].map(_metric_text)
     marks = {"beyond_noise": "*", "unknown": "?", "diverged": "", "within_noise": ""}
-    view["OS"] = [_metric_text(v) + marks.get(sig, "") for v, sig in zip(view["order_sensitivity"], view["significance"])]
+    view["OS"] = [
+        _metric_text(v) + marks.get(sig, "") for v, sig in zip(view["order_sensitivity"], view["significance"])
+    ]
     wide = view.pivot_table(index="pair", columns="criterion", values=["OFE", "OS"], aggfunc="first")
-    typer.echo("\nComposability (Order-free Error / Order Sensitivity; * = beyond evaluation noise, 95% paired bootstrap;"
-               " ? = significance unknown: no per-item scores):")
+    typer.echo(
+        "\nComposability (Order-free Error / Order Sensitivity; * = beyond evaluation noise, 95% paired bootstrap;"
+        " ? = significance unknown: no per-item scores):"
+    )
     typer.echo(wide.to_string())
     typer.echo("\n" + power_summary(df, SHOWN_CRITERIA))
 
@@ -221,11 +272,17 @@ def validate(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     store: Optional[str] = typer.Option(
-        None, "--store", envvar="COMPOSE_BENCH_STORE",
-        help="Results store whose published names the submission may not take (default: $COMPOSE_BENCH_STORE)."),
+        None,
+        "--store",
+        envvar="COMPOSE_BENCH_STORE",
+        help="Results store whose published names the submission may not take (default: $COMPOSE_BENCH_STORE).",
+    ),
     unsafe_no_sandbox: bool = typer.Option(
-        False, "--unsafe-no-sandbox", help="Where the kernel cannot build the sandbox, import and apply the "
-        "submission anyway, unconfined: its code can read your data and environment (secrets)."),
+        False,
+        "--unsafe-no-sandbox",
+        help="Where the kernel cannot build the sandbox, import and apply the "
+        "submission anyway, unconfined: its code can read your data and environment (secrets).",
+    ),
 ) -> None:
     """Check a submission: schema, licence, reserved names, import in a fresh process, API, smoke application."""
     _setup(False)
@@ -251,7 +308,8 @@ def validate(
 def summary(
     run_folder: Path = typer.Argument(..., help="A run folder holding records.jsonl (or the file itself)."),
     validation: Optional[Path] = typer.Option(
-        None, "--validation", help="JSON lines written by `compose-bench validate --json` (one per submission)."),
+        None, "--validation", help="JSON lines written by `compose-bench validate --json` (one per submission)."
+    ),
     only: list[str] = typer.Option([], "--only", help="Show only cells involving these interventions (repeatable)."),
 ) -> None:
     """Print a markdown summary of a run (and of validation reports): what CI posts on a pull request."""
@@ -267,14 +325,18 @@ def summary(
                 try:
                     reports.append(json.loads(line))
                 except json.JSONDecodeError:
-                    reports.append({"folder": "?", "ok": False, "problems": [f"unreadable validate output: {line[:200]}"]})
+                    reports.append(
+                        {"folder": "?", "ok": False, "problems": [f"unreadable validate output: {line[:200]}"]}
+                    )
     typer.echo(markdown_summary(records, reports, set(only)))
 
 
 @app.command()
 def metrics(
     records: Path = typer.Argument(..., help="A records.jsonl file (or the folder holding it)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write composability.csv/.json (default: beside the records)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Where to write composability.csv/.json (default: beside the records)."
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the confidence intervals."),
     seed: int = typer.Option(0, "--seed"),
     confidence: float = typer.Option(0.95, "--confidence"),
@@ -294,8 +356,14 @@ def metrics(
         _die(" ".join(str(exc).split()))
     _print_composability(df)
     typer.echo(f"\n{len(df)} rows -> {csv_path} and {json_path}")
-    _sequences(recs, out_dir, {"n_bootstrap": bootstrap, "seed": seed, "confidence": confidence,
-                               "records": str(records)}, bootstrap, seed, confidence)
+    _sequences(
+        recs,
+        out_dir,
+        {"n_bootstrap": bootstrap, "seed": seed, "confidence": confidence, "records": str(records)},
+        bootstrap,
+        seed,
+        confidence,
+    )
 
 
 @app.command("list")
@@ -334,8 +402,10 @@ def list_(
                 _die(str(exc))
             hub = task.source.hub
             typer.echo(f"  {task.name:<12} {' '.join(task.description.split())[:90]}")
-            typer.echo(f"      data: {hub.dataset or '-'}{f' ({hub.config})' if hub.config else ''}, split {hub.split}; "
-                       f"offline {task.source.local}; criteria: {', '.join(task.criteria)}")
+            typer.echo(
+                f"      data: {hub.dataset or '-'}{f' ({hub.config})' if hub.config else ''}, split {hub.split}; "
+                f"offline {task.source.local}; criteria: {', '.join(task.criteria)}"
+            )
     if what in {"profiles", "all"}:
         typer.secho("profiles (tasks/profiles):", bold=True)
         for name in available_profiles():
@@ -352,11 +422,16 @@ STORE_HELP = (
 
 @app.command()
 def publish(
-    run_folder: Path = typer.Argument(..., help="A run folder holding records.jsonl (or the records.jsonl file itself)."),
+    run_folder: Path = typer.Argument(
+        ..., help="A run folder holding records.jsonl (or the records.jsonl file itself)."
+    ),
     store: str = typer.Option(..., "--store", "-s", envvar="COMPOSE_BENCH_STORE", help=STORE_HELP),
     submission: list[Path] = typer.Option(
-        [], "--submission", help="Submission folder whose authors, link and licence to publish too (repeatable; "
-        "the baselines' are always included)."),
+        [],
+        "--submission",
+        help="Submission folder whose authors, link and licence to publish too (repeatable; "
+        "the baselines' are always included).",
+    ),
     create: bool = typer.Option(False, "--create", help="Create the Hub dataset repository if it does not exist."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for the recomputed metrics' CIs."),
     confidence: float = typer.Option(0.95, "--confidence"),
@@ -384,8 +459,9 @@ def publish(
     used = names_in(records)
     try:
         target = open_store(store, create=create)
-        report = target.publish(records, {n: m for n, m in metadata.items() if n in used},
-                                n_bootstrap=bootstrap, confidence=confidence)
+        report = target.publish(
+            records, {n: m for n, m in metadata.items() if n in used}, n_bootstrap=bootstrap, confidence=confidence
+        )
     except StoreError as exc:
         _die(str(exc))
     typer.echo(report.summary())
@@ -444,7 +520,8 @@ class _CollapseNoItems(logging.Filter):
 def import_reported(
     store: str = typer.Option(..., "--store", "-s", envvar="COMPOSE_BENCH_STORE", help=STORE_HELP),
     csv_file: Optional[Path] = typer.Option(
-        None, "--csv", help="The paper's table (default: <data dir>/paper/llama3_8b_compositions.csv)."),
+        None, "--csv", help="The paper's table (default: <data dir>/paper/llama3_8b_compositions.csv)."
+    ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="COMPOSE_BENCH_DATA", help=DATA_DIR_HELP),
     create: bool = typer.Option(False, "--create", help="Create the Hub dataset repository if it does not exist."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -481,9 +558,12 @@ def import_reported(
         _die(str(exc))
     finally:
         metrics_logger.removeFilter(quiet)
-    typer.echo(f"{csv_file}: {len(records)} reported records (model meta-llama/Meta-Llama-3-8B, profile paper, "
-               "not re-run); without per-item scores no CI can be computed: every order effect's significance is unknown")
+    typer.echo(
+        f"{csv_file}: {len(records)} reported records (model meta-llama/Meta-Llama-3-8B, profile paper, "
+        "not re-run); without per-item scores no CI can be computed: every order effect's significance is unknown"
+    )
     typer.echo(report.summary())
+
 
 # ---------------------------------------------------------------- end of reported results
 
@@ -517,8 +597,13 @@ def cache_show(as_json: bool = typer.Option(False, "--json", help="Print the fig
     rows = {}
     for name, cache in (("evaluations", evaluations), ("states", states)):
         entries, size = cache.store.usage()
-        rows[name] = {"folder": str(cache.store.folder), "entries": entries, "bytes": size,
-                      "limit_bytes": cache.store.limit_bytes, **asdict(cache.store.stats())}
+        rows[name] = {
+            "folder": str(cache.store.folder),
+            "entries": entries,
+            "bytes": size,
+            "limit_bytes": cache.store.limit_bytes,
+            **asdict(cache.store.stats()),
+        }
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -552,4 +637,3 @@ def main() -> None:  # pragma: no cover - console entry
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
-

@@ -54,7 +54,9 @@ class CostModel:
     evaluation_overhead_s: float
     step_overhead_s: dict[str, float]  # "sandboxed" / "in_process" -> seconds per step
     steps: dict[str, dict[str, float]]  # name (or "category:<c>") -> {fixed, per_item} in GFLOP-equivalents
-    measured_at: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> hyperparameters the work scales with
+    measured_at: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # name -> hyperparameters the work scales with
 
     @classmethod
     def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
@@ -66,10 +68,15 @@ class CostModel:
                 efficiency={k: float(table["evaluation_efficiency"][k]) for k in SCORERS},
                 evaluation_overhead_s=float(table["evaluation_overhead_s"]),
                 step_overhead_s={k: float(v) for k, v in raw["step_overhead_s"].items()},
-                steps={str(k): {"fixed": float(v.get("fixed", 0.0)), "per_item": float(v.get("per_item", 0.0))}
-                       for k, v in table["steps"].items()},
-                measured_at={str(k): {str(h): float(x) for h, x in v["measured_at"].items()}
-                             for k, v in table["steps"].items() if v.get("measured_at")},
+                steps={
+                    str(k): {"fixed": float(v.get("fixed", 0.0)), "per_item": float(v.get("per_item", 0.0))}
+                    for k, v in table["steps"].items()
+                },
+                measured_at={
+                    str(k): {str(h): float(x) for h, x in v["measured_at"].items()}
+                    for k, v in table["steps"].items()
+                    if v.get("measured_at")
+                },
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -103,18 +110,19 @@ def count_tokens(suite: Any, tokenizer: Any) -> EvaluationTokens:
     teacher-forced pass gives the greedy continuation up to its first disagreement; the
     decoding of the rest is in the scorer's measured efficiency). Perplexity: windows x length.
     """
+
     def n(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     mcq_items = [item for items in suite.mcq.values() for item in items]
     mcq = sum(n(item.question) + sum(n(" " + c) for c in item.choices) + 8 for item in mcq_items)
-    zsre = sum(n(r.prompt) + n(r.rephrase) + n(r.loc) + 2 * n(" " + r.target) + n(" " + r.loc_ans)
-               for r in suite.edits)
+    zsre = sum(n(r.prompt) + n(r.rephrase) + n(r.loc) + 2 * n(" " + r.target) + n(" " + r.loc_ans) for r in suite.edits)
     s = suite.settings
     windows = s.perplexity_windows or 64
     perplexity = windows * s.perplexity_seq_len
-    return EvaluationTokens({"mcq": mcq, "zsre": zsre, "perplexity": perplexity},
-                            evaluation_items(s, n_mcq=len(mcq_items)))
+    return EvaluationTokens(
+        {"mcq": mcq, "zsre": zsre, "perplexity": perplexity}, evaluation_items(s, n_mcq=len(mcq_items))
+    )
 
 
 def history_path() -> Path:
@@ -132,8 +140,19 @@ def step_cost_key(name: str, submission_sha: str, level: Any, items: int, settin
 def record_step_cost(key: str, seconds: float, gflops: float, capability: str, dtype: str) -> None:
     """Append one applied step's cost to this machine's history (best effort: a full disk must not fail a run)."""
     path = history_path()
-    line = json.dumps({"key": key, "work_gflop": seconds * gflops, "seconds": seconds, "gflops": gflops,
-                       "capability": capability, "dtype": dtype}) + "\n"
+    line = (
+        json.dumps(
+            {
+                "key": key,
+                "work_gflop": seconds * gflops,
+                "seconds": seconds,
+                "gflops": gflops,
+                "capability": capability,
+                "dtype": dtype,
+            }
+        )
+        + "\n"
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:  # one short append: atomic on local file systems
@@ -201,28 +220,41 @@ def work_scale(step: StepPlan, measured_at: dict[str, float]) -> float:
     return scale
 
 
-def step_seconds(step: StepPlan, gflops: float, model: CostModel, history: dict[str, list[float]],
-                 overhead_s: float) -> tuple[float, str]:
+def step_seconds(
+    step: StepPlan, gflops: float, model: CostModel, history: dict[str, list[float]], overhead_s: float
+) -> tuple[float, str]:
     """Seconds for one application, and where the cost came from."""
     if step.key in history:
         return statistics.median(history[step.key]) / gflops + overhead_s, "this machine's history"
-    for source, entry in ((step.name, model.steps.get(step.name)),
-                          (f"category:{step.category}", model.steps.get(f"category:{step.category}"))):
+    for source, entry in (
+        (step.name, model.steps.get(step.name)),
+        (f"category:{step.category}", model.steps.get(f"category:{step.category}")),
+    ):
         if entry is not None:
-            work = (entry["fixed"] + entry["per_item"] * step.items) * work_scale(step, model.measured_at.get(source, {}))
+            work = (entry["fixed"] + entry["per_item"] * step.items) * work_scale(
+                step, model.measured_at.get(source, {})
+            )
             return work / gflops + overhead_s, "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
     return 60.0 + overhead_s, "no recorded cost (assumed 60 s)"
 
 
-def estimate(tokens: EvaluationTokens, n_params: int, gflops: float, n_evaluations: int,
-             steps: Iterable[tuple[str, StepPlan]], sandboxed: bool, dtype: str) -> GridEstimate:
+def estimate(
+    tokens: EvaluationTokens,
+    n_params: int,
+    gflops: float,
+    n_evaluations: int,
+    steps: Iterable[tuple[str, StepPlan]],
+    sandboxed: bool,
+    dtype: str,
+) -> GridEstimate:
     """The grid's cost in ``dtype``: ``n_evaluations`` evaluated models and the ``(label, step)`` applications."""
     model = CostModel.load(dtype)
     parts = evaluation_seconds(tokens, n_params, gflops, model)
     history = read_history(dtype)
     overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]
-    out = GridEstimate(gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s, parts,
-                       n_evaluations=n_evaluations)
+    out = GridEstimate(
+        gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s, parts, n_evaluations=n_evaluations
+    )
     for label, step in steps:
         seconds, source = step_seconds(step, gflops, model, history, overhead)
         out.steps_s.append((label, seconds, source))
@@ -239,4 +271,3 @@ def human(seconds: float) -> str:
     if s >= 60:
         return f"{s // 60} min {s % 60} s"
     return f"{s} s"
-

@@ -25,8 +25,15 @@ from benchmark.submissions import SUBMISSION_FILE, Submission, SubmissionError
 if TYPE_CHECKING:
     from benchmark.profiles import Profile
 
-__all__ = ["SettingsToCheck", "settings_to_check", "validate_sets", "describe_fields", "first_problem",
-           "check_in_process", "check_submissions"]
+__all__ = [
+    "SettingsToCheck",
+    "settings_to_check",
+    "validate_sets",
+    "describe_fields",
+    "first_problem",
+    "check_in_process",
+    "check_submissions",
+]
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,17 @@ def validate_sets(model: type[Hyperparameters], sets: list[dict[str, Any]]) -> l
             model.model_validate(params)
             out.append([])
         except ValidationError as exc:
-            out.append([{"loc": [str(p) for p in e["loc"]], "type": e["type"], "msg": e["msg"],
-                         "input": repr(e.get("input"))[:80]} for e in exc.errors()])
+            out.append(
+                [
+                    {
+                        "loc": [str(p) for p in e["loc"]],
+                        "type": e["type"],
+                        "msg": e["msg"],
+                        "input": repr(e.get("input"))[:80],
+                    }
+                    for e in exc.errors()
+                ]
+            )
     return out
 
 
@@ -98,8 +114,15 @@ def _type_text(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
-_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "min_length": "length >=", "max_length": "length <=",
-           "pattern": "matches"}
+_BOUNDS = {
+    "gt": ">",
+    "ge": ">=",
+    "lt": "<",
+    "le": "<=",
+    "min_length": "length >=",
+    "max_length": "length <=",
+    "pattern": "matches",
+}
 
 
 def _constraint_text(metadata: list[Any]) -> str:
@@ -119,14 +142,16 @@ def describe_fields(model: type[Hyperparameters]) -> list[dict[str, Any]]:
     for name, info in model.model_fields.items():
         required = info.is_required()
         default = None if required else info.get_default(call_default_factory=True)
-        rows.append({
-            "name": name,
-            "type": _type_text(info.annotation),
-            "required": required,
-            "default": json.loads(json.dumps(default, default=str)),
-            "constraints": _constraint_text(info.metadata),
-            "description": info.description or "",
-        })
+        rows.append(
+            {
+                "name": name,
+                "type": _type_text(info.annotation),
+                "required": required,
+                "default": json.loads(json.dumps(default, default=str)),
+                "constraints": _constraint_text(info.metadata),
+                "description": info.description or "",
+            }
+        )
     return rows
 
 
@@ -136,8 +161,9 @@ def declared(cls: Any) -> bool:
     return isinstance(model, type) and issubclass(model, Hyperparameters) and model is not Hyperparameters
 
 
-def first_problem(sub: Submission, sets: list[SettingsToCheck], errors: list[list[dict[str, Any]]],
-                  class_name: str) -> str | None:
+def first_problem(
+    sub: Submission, sets: list[SettingsToCheck], errors: list[list[dict[str, Any]]], class_name: str
+) -> str | None:
     """One line for the first set that fails: the file, field and value of each bad hyperparameter."""
     for checked, errs in zip(sets, errors):
         if not errs:
@@ -147,13 +173,19 @@ def first_problem(sub: Submission, sets: list[SettingsToCheck], errors: list[lis
             key = e["loc"][0] if e["loc"] else ""
             inner = ".".join(e["loc"][1:])
             if e["type"] == "missing":
-                parts.append(f"{checked.block}: required hyperparameter {key!r} is missing ({class_name} declares no default)")
+                parts.append(
+                    f"{checked.block}: required hyperparameter {key!r} is missing ({class_name} declares no default)"
+                )
             elif e["type"] == "extra_forbidden":
-                parts.append(f"{checked.origins.get(key, checked.block)}: unknown hyperparameter "
-                             f"({class_name}.Hyperparameters does not declare {key!r})")
+                parts.append(
+                    f"{checked.origins.get(key, checked.block)}: unknown hyperparameter "
+                    f"({class_name}.Hyperparameters does not declare {key!r})"
+                )
             else:
                 where = checked.origins.get(key, f"{checked.block}.{key}")
-                parts.append(f"{where}{f' [{inner}]' if inner else ''}: {e['msg'].removeprefix('Value error, ')}, got {e['input']}")
+                parts.append(
+                    f"{where}{f' [{inner}]' if inner else ''}: {e['msg'].removeprefix('Value error, ')}, got {e['input']}"
+                )
         return "; ".join(parts)
     return None
 
@@ -188,10 +220,15 @@ def check_submissions(subs: list[Submission], profile: "Profile", isolate: bool)
             problem = check_in_process(sub, profile)
         else:
             sets = settings_to_check(sub, profile)
-            limit = min(IMPORT_CHECK_TIMEOUT_S, max(30.0, sub.spec.resources.time_budget_s))  # a hostile import may hang
+            limit = min(
+                IMPORT_CHECK_TIMEOUT_S, max(30.0, sub.spec.resources.time_budget_s)
+            )  # a hostile import may hang
             verdict, _message, report = check_import(sub.folder, limit, [s.params for s in sets])
-            problem = (first_problem(sub, sets, report["errors"], report["class_name"])
-                       if verdict == "ok" and report.get("declared") else None)
+            problem = (
+                first_problem(sub, sets, report["errors"], report["class_name"])
+                if verdict == "ok" and report.get("declared")
+                else None
+            )
         if problem:
             raise SubmissionError(problem)
 
@@ -204,4 +241,3 @@ def class_fields(folder: Path) -> tuple[str | None, list[dict[str, Any]]]:
     if verdict != "ok":
         return message, []
     return None, list(report.get("fields", []))
-

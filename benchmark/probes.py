@@ -80,7 +80,9 @@ def quantize_dequantize_(model: torch.nn.Module, bits: int, group_size: int) -> 
             w = module.weight
             out_f, in_f = w.shape
             if in_f % group_size:
-                raise ValueError(f"quantization probe: {in_f} input columns are not a multiple of group_size {group_size}")
+                raise ValueError(
+                    f"quantization probe: {in_f} input columns are not a multiple of group_size {group_size}"
+                )
             groups = w.detach().float().reshape(-1, group_size)
             lo = groups.amin(dim=1).clamp(max=0.0)
             hi = groups.amax(dim=1).clamp(min=0.0)
@@ -119,11 +121,18 @@ def relearn_corpus(n: int, seed: int, data_dir: Any = None) -> tuple[tuple[str, 
     text, source = load_wikitext_test(data_dir)
     paragraphs = [p.strip() for p in text.split("\n") if len(p.strip()) >= 200 and not p.strip().startswith("=")]
     if n > len(paragraphs):
-        raise ValueError(f"relearning probe: relearn_texts {n} is more than the {len(paragraphs)} paragraphs of WikiText-2 test")
+        raise ValueError(
+            f"relearning probe: relearn_texts {n} is more than the {len(paragraphs)} paragraphs of WikiText-2 test"
+        )
     chosen = tuple(paragraphs[i] for i in sorted(random.Random(seed).sample(range(len(paragraphs)), n)))
     origin = source.describe()  # the shape of benchmark.data.corpora.Corpus.describe
-    return chosen, {"name": "wikitext-2-test-paragraphs", "n_texts": n, "source": origin["source"],
-                    "location": origin["name"], "revision": origin["revision"]}
+    return chosen, {
+        "name": "wikitext-2-test-paragraphs",
+        "n_texts": n,
+        "source": origin["source"],
+        "location": origin["name"],
+        "revision": origin["revision"],
+    }
 
 
 def relearn_batches(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_len: int, steps: int) -> list[dict]:
@@ -145,12 +154,23 @@ def relearn_(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], setti
     from benchmark.toolkit.training import lm_loss, train
 
     device = model_device(model)
-    batches = [{k: v.to(device) for k, v in b.items()} for b in
-               relearn_batches(tokenizer, texts, settings.relearn_batch_size, settings.relearn_seq_len,
-                               settings.relearn_steps)]
+    batches = [
+        {k: v.to(device) for k, v in b.items()}
+        for b in relearn_batches(
+            tokenizer, texts, settings.relearn_batch_size, settings.relearn_seq_len, settings.relearn_steps
+        )
+    ]
     params = [p for p in model.parameters()]
-    result = train(model, params, lambda i: lm_loss(model, batches[i]), steps=settings.relearn_steps,
-                   lr=settings.relearn_lr, seed=seed, desc="relearning probe", progress=False)
+    result = train(
+        model,
+        params,
+        lambda i: lm_loss(model, batches[i]),
+        steps=settings.relearn_steps,
+        lr=settings.relearn_lr,
+        seed=seed,
+        desc="relearning probe",
+        progress=False,
+    )
     model.eval()
     return result.losses
 
@@ -190,8 +210,12 @@ def probe_tokens(mcq: Mapping[str, Sequence[McqItem]], settings: Any, tokenizer:
 
 
 def run_probes(
-    model: torch.nn.Module, tokenizer: Any, mcq: Mapping[str, Sequence[McqItem]], texts: Sequence[str],
-    evaluation: Any, seed: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    mcq: Mapping[str, Sequence[McqItem]],
+    texts: Sequence[str],
+    evaluation: Any,
+    seed: int,
 ) -> ProbeResult:
     """Every probe of ``evaluation.probes.run`` on its own copy of ``model``: WMDP scores, per-item values, seconds."""
     settings = evaluation.probes
@@ -209,8 +233,14 @@ def run_probes(
             else:  # the profile's validation lists the same names
                 raise ValueError(f"unknown probe {probe!r} (known: {', '.join(PROBES)})")
         with torch.inference_mode():
-            measures = evaluate_mcq_measures(probed, tokenizer, questions, evaluation.prompt_format,
-                                             evaluation.batch_size, evaluation.mcq_batch_tokens)
+            measures = evaluate_mcq_measures(
+                probed,
+                tokenizer,
+                questions,
+                evaluation.prompt_format,
+                evaluation.batch_size,
+                evaluation.mcq_batch_tokens,
+            )
         del probed
         for task in WMDP_TASKS:
             for measure in MEASURES:

@@ -124,7 +124,9 @@ class Profile(_Strict):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     corpora: CorporaSettings = Field(default_factory=CorporaSettings)
     protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
-    resources: TaskResources = Field(default_factory=TaskResources, exclude=True)  # per Ray task (benchmark.ray_executor)
+    resources: TaskResources = Field(
+        default_factory=TaskResources, exclude=True
+    )  # per Ray task (benchmark.ray_executor)
     _source: str = PrivateAttr(default="")  # the YAML file it was read from, for error lines (never in a record)
 
     @property
@@ -193,8 +195,9 @@ def _read_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise ProfileError(f"{path}: field 'extends': more than {MAX_EXTENDS_DEPTH} levels of extends")
     if not parent_path.exists():
-        raise ProfileError(f"{path}: field 'extends': profile {parent_name!r} not found "
-                           f"(known: {', '.join(available_profiles())})")
+        raise ProfileError(
+            f"{path}: field 'extends': profile {parent_name!r} not found (known: {', '.join(available_profiles())})"
+        )
     parent = _read_raw(parent_path, chain + (path.resolve(),))
     for key in NOT_INHERITED:
         parent.pop(key, None)
@@ -212,7 +215,5 @@ def load_profile(name_or_path: str) -> Profile:
         profile._source = str(path)
         return profile
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
         raise ProfileError(f"{path}: {problems}") from None

@@ -69,8 +69,14 @@ class RunSpec:
 
     def key(self) -> str:
         """What identifies the run in a worker process (the profile is a pydantic model: not hashable)."""
-        return json.dumps({**{k: v for k, v in self.__dict__.items() if k != "profile"},
-                           "profile": self.profile.model_dump(mode="json")}, sort_keys=True, default=str)
+        return json.dumps(
+            {
+                **{k: v for k, v in self.__dict__.items() if k != "profile"},
+                "profile": self.profile.model_dump(mode="json"),
+            },
+            sort_keys=True,
+            default=str,
+        )
 
 
 class _WorkerRunner(Runner):
@@ -101,8 +107,16 @@ def _worker(spec: RunSpec) -> tuple[_WorkerRunner, RunInputs]:
         allow_unsafe(spec.unsafe_no_sandbox)
         torch.set_num_threads(spec.threads)
         subs = [load_submission(f) for f in spec.submission_folders]
-        runner = _WorkerRunner(spec.profile, subs, Path(spec.out_dir), data_dir=spec.data_dir, model_id=spec.model_id,
-                               device=spec.device, isolate=spec.isolate, use_cache=spec.use_cache)
+        runner = _WorkerRunner(
+            spec.profile,
+            subs,
+            Path(spec.out_dir),
+            data_dir=spec.data_dir,
+            model_id=spec.model_id,
+            device=spec.device,
+            isolate=spec.isolate,
+            use_cache=spec.use_cache,
+        )
         inputs = runner._load_inputs()
         if spec.use_cache:
             from benchmark.caches.run import open_run_caches
@@ -165,8 +179,10 @@ def cell_task(spec: RunSpec, cell_index: int, expected_id: str, first: dict | No
     cell = runner.cells[cell_index]
     cid, hps = cell_ids([cell], inputs.context_key)[cell]
     if cid != expected_id:
-        raise RuntimeError(f"worker computed cell id {cid} for {cell.label!r}, the driver {expected_id}: "
-                           "its inputs (model, data, dtype) differ from the driver's")
+        raise RuntimeError(
+            f"worker computed cell id {cid} for {cell.label!r}, the driver {expected_id}: "
+            "its inputs (model, data, dtype) differ from the driver's"
+        )
     if first is None:
         return runner._run_cell(inputs, cell, cid, hps, None, None)
     if "error" in first:
@@ -177,8 +193,15 @@ def cell_task(spec: RunSpec, cell_index: int, expected_id: str, first: dict | No
 class RayRunner(Runner):
     """The local runner's plan, executed as Ray tasks (``ray.init(address)``; local when None)."""
 
-    def __init__(self, *args: Any, ray_address: str | None = None, state_dir: Path | None = None,
-                 only_cells: list[str] | None = None, unsafe_no_sandbox: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        ray_address: str | None = None,
+        state_dir: Path | None = None,
+        only_cells: list[str] | None = None,
+        unsafe_no_sandbox: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.ray_address = ray_address
         self.state_dir = Path(state_dir) if state_dir else self.out_dir / STATE_DIR_NAME
@@ -187,8 +210,12 @@ class RayRunner(Runner):
 
     def _task_options(self, threads: int) -> dict[str, Any]:
         res = self.profile.resources
-        options: dict[str, Any] = {"num_cpus": res.num_cpus or threads, "num_gpus": res.num_gpus,
-                                   "max_retries": MAX_RETRIES, "retry_exceptions": False}
+        options: dict[str, Any] = {
+            "num_cpus": res.num_cpus or threads,
+            "num_gpus": res.num_gpus,
+            "max_retries": MAX_RETRIES,
+            "retry_exceptions": False,
+        }
         if res.memory_gb:
             options["memory"] = int(res.memory_gb * 2**30)
         return options
@@ -200,17 +227,29 @@ class RayRunner(Runner):
         if not ray.is_initialized():
             ray.init(address=self.ray_address, log_to_driver=False)
         threads = self.profile.threads or torch.get_num_threads()
-        spec = RunSpec(self.profile, tuple(str(s.folder) for s in self.submissions), str(self.out_dir),
-                       str(self.data_dir) if self.data_dir else None, self.model_id, self.device_name, self.isolate,
-                       self.use_cache, self.unsafe_no_sandbox, threads)
+        spec = RunSpec(
+            self.profile,
+            tuple(str(s.folder) for s in self.submissions),
+            str(self.out_dir),
+            str(self.data_dir) if self.data_dir else None,
+            self.model_id,
+            self.device_name,
+            self.isolate,
+            self.use_cache,
+            self.unsafe_no_sandbox,
+            threads,
+        )
         options = self._task_options(threads)
         context_key = self._plan_from_worker(spec, options)
         ids = cell_ids(self.cells, context_key)
         done = finished_cells(read_records(self.records_path), self.retry_failed)
-        todo = [c for c in self.cells if ids[c][0] not in done
-                and (self.only_cells is None or c.label in self.only_cells)]
-        self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded or left out, "
-                  f"{len(todo)} to run as Ray tasks (states in {self.state_dir})")
+        todo = [
+            c for c in self.cells if ids[c][0] not in done and (self.only_cells is None or c.label in self.only_cells)
+        ]
+        self.echo(
+            f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded or left out, "
+            f"{len(todo)} to run as Ray tasks (states in {self.state_dir})"
+        )
         if not todo:
             return read_records(self.records_path)
         first_remote = ray.remote(first_step_task).options(**options)
@@ -246,15 +285,19 @@ class RayRunner(Runner):
             cell = pending.pop(ready[0])
             try:
                 record = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:  # a bug or a lost worker past its retries: no record, resume retries it
+            except (
+                ray.exceptions.RayError
+            ) as exc:  # a bug or a lost worker past its retries: no record, resume retries it
                 lines = [line for line in str(exc).splitlines() if line.strip()]
                 self.echo(f"ERROR {cell.label}: no record ({type(exc).__name__}: {(lines[-1] if lines else '')[:300]})")
                 open_states.pop(state_of.get(cell), None)  # keep the state for the resumed run
                 continue
             append_record(self.records_path, record)
             finished += 1
-            self.echo(f"[{finished}/{total}] {record['status']} {cell.label}"
-                      + (f": {record['error']}" if record["status"] != "ok" else ""))
+            self.echo(
+                f"[{finished}/{total}] {record['status']} {cell.label}"
+                + (f": {record['error']}" if record["status"] != "ok" else "")
+            )
             path = state_of.get(cell)
             if path in open_states:
                 open_states[path] -= 1
@@ -275,8 +318,14 @@ class RayRunner(Runner):
         return info["context_key"]
 
 
-def make_runner(executor: str, *args: Any, ray_address: str | None = None, state_dir: Path | None = None,
-                unsafe_no_sandbox: bool = False, **kwargs: Any) -> Runner:
+def make_runner(
+    executor: str,
+    *args: Any,
+    ray_address: str | None = None,
+    state_dir: Path | None = None,
+    unsafe_no_sandbox: bool = False,
+    **kwargs: Any,
+) -> Runner:
     """The runner for ``--executor`` (``local`` or ``ray``)."""
     if executor == "local":
         if ray_address or state_dir:
@@ -287,8 +336,9 @@ def make_runner(executor: str, *args: Any, ray_address: str | None = None, state
             import ray  # noqa: F401
         except ImportError:
             raise ValueError('--executor ray needs Ray: pip install ".[ray]"') from None
-        return RayRunner(*args, ray_address=ray_address, state_dir=state_dir, unsafe_no_sandbox=unsafe_no_sandbox,
-                         **kwargs)
+        return RayRunner(
+            *args, ray_address=ray_address, state_dir=state_dir, unsafe_no_sandbox=unsafe_no_sandbox, **kwargs
+        )
     raise ValueError(f"--executor must be local or ray, got {executor!r}")
 
 

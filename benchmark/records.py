@@ -25,9 +25,22 @@ from benchmark.record_schema import DIVERGED, GroupKey, Record, group_of
 RECORDS_FILE = "records.jsonl"
 SCHEMA_VERSION = 1
 
-__all__ = ["RECORDS_FILE", "SCHEMA_VERSION", "RecordsError", "DIVERGED", "GroupKey", "Record", "record_problem",
-           "read_records", "read_typed_records", "append_record", "atomic_write_text", "json_safe",
-           "finished_cells", "group_key"]
+__all__ = [
+    "RECORDS_FILE",
+    "SCHEMA_VERSION",
+    "RecordsError",
+    "DIVERGED",
+    "GroupKey",
+    "Record",
+    "record_problem",
+    "read_records",
+    "read_typed_records",
+    "append_record",
+    "atomic_write_text",
+    "json_safe",
+    "finished_cells",
+    "group_key",
+]
 
 
 class RecordsError(ValueError):
@@ -51,8 +64,10 @@ def record_problem(record: dict[str, Any]) -> str | None:
             return f"'scores' is a {type(scores).__name__}, expected a mapping of criterion -> number"
         for key, value in scores.items():
             if value is not None and value != DIVERGED and not _is_number(value):
-                return (f"scores.{key} is {json.dumps(value)[:60]} ({type(value).__name__}); "
-                        f"expected a number, null or {DIVERGED!r}")
+                return (
+                    f"scores.{key} is {json.dumps(value)[:60]} ({type(value).__name__}); "
+                    f"expected a number, null or {DIVERGED!r}"
+                )
     items = record.get("items")
     if items is not None:
         if not isinstance(items, dict):
@@ -97,8 +112,10 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise RecordsError(f"{path}:{lineno}: {problem}")
             cell = str(record["cell_id"])
             if cell in first_line:
-                raise RecordsError(f"{path}:{lineno}: duplicate cell {cell!r} ({record.get('label', '?')}), "
-                                   f"already recorded at line {first_line[cell]}")
+                raise RecordsError(
+                    f"{path}:{lineno}: duplicate cell {cell!r} ({record.get('label', '?')}), "
+                    f"already recorded at line {first_line[cell]}"
+                )
             first_line[cell] = lineno
             records.append(record)
     return records

@@ -61,8 +61,16 @@ STEP_COLUMNS = ("first", "first_level", "second", "second_level")
 PAPER_REAPPLIED = frozenset({"gptq", "sparsegpt", "wanda"})
 # the paper's spelling -> the harness's submission names (submissions/baselines/)
 PAPER_NAMES = {
-    "FT": "ft", "LoRA": "lora", "MEMIT": "memit", "GA": "ga", "GD": "gd", "RMU": "rmu",
-    "GPTQ": "gptq", "AWQ": "awq", "SparseGPT": "sparsegpt", "Wanda": "wanda",
+    "FT": "ft",
+    "LoRA": "lora",
+    "MEMIT": "memit",
+    "GA": "ga",
+    "GD": "gd",
+    "RMU": "rmu",
+    "GPTQ": "gptq",
+    "AWQ": "awq",
+    "SparseGPT": "sparsegpt",
+    "Wanda": "wanda",
 }
 
 
@@ -89,8 +97,9 @@ def _number(path: Path, line: int, column: str, text: str) -> float:
     return value
 
 
-def _step(path: Path, line: int, row: Mapping[str, str], which: str,
-          baselines: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+def _step(
+    path: Path, line: int, row: Mapping[str, str], which: str, baselines: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any] | None:
     name_text = (row.get(which) or "").strip()
     level_text = (row.get(f"{which}_level") or "").strip()
     if which == "second" and name_text in ("", "None"):
@@ -99,8 +108,9 @@ def _step(path: Path, line: int, row: Mapping[str, str], which: str,
         return None
     name = PAPER_NAMES.get(name_text)
     if name is None:
-        raise ReportedError(f"{path}:{line}: field '{which}' names an unknown method {name_text!r} "
-                            f"(known: {', '.join(PAPER_NAMES)})")
+        raise ReportedError(
+            f"{path}:{line}: field '{which}' names an unknown method {name_text!r} (known: {', '.join(PAPER_NAMES)})"
+        )
     meta = baselines.get(name)
     if meta is None:
         raise ReportedError(f"{path}:{line}: field '{which}': no baseline submission named {name!r}")
@@ -116,8 +126,7 @@ def _step(path: Path, line: int, row: Mapping[str, str], which: str,
         value = int(value) if parameter == "bits" and value.is_integer() else value
         level = {parameter: value}
         label = f"{name}({parameter}={_level_text(value)})"
-    return {"name": name, "label": label, "category": meta.get("category"), "level": level,
-            "submission_sha256": None}
+    return {"name": name, "label": label, "category": meta.get("category"), "level": level, "submission_sha256": None}
 
 
 def _cell_id(labels: Iterable[str]) -> str:
@@ -146,8 +155,11 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
     records: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for line, row in enumerate(reader, start=2):
-        steps = [s for s in (_step(path, line, row, "first", baselines), _step(path, line, row, "second", baselines))
-                 if s is not None]
+        steps = [
+            s
+            for s in (_step(path, line, row, "first", baselines), _step(path, line, row, "second", baselines))
+            if s is not None
+        ]
         scores: dict[str, float | str | None] = {}
         diverged = []
         for column, criterion in SCORE_COLUMNS.items():
@@ -158,43 +170,48 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
             else:
                 scores[criterion] = value
         labels = [s["label"] for s in steps]
-        again = steps[0]["label"] if (len(steps) == 2 and steps[0]["category"] == "compression"
-                                      and steps[0]["name"] in PAPER_REAPPLIED) else None
+        again = (
+            steps[0]["label"]
+            if (len(steps) == 2 and steps[0]["category"] == "compression" and steps[0]["name"] in PAPER_REAPPLIED)
+            else None
+        )
         label = " -> ".join(labels) + (f" -> {again} (re-applied)" if again else "")
         if label in seen:
             raise ReportedError(f"{path}:{line}: duplicate row for {label!r} (first at line {seen[label]})")
         seen[label] = line
-        records.append({
-            "cell_id": _cell_id(labels),
-            "label": label,
-            "status": "ok",
-            "error": None,
-            "finished_at": None,
-            "items": {},
-            "scores": scores,
-            "sequence": steps,
-            "recompressed_with": again,
-            "schema_version": 1,
-            "provenance": {
-                "model_id": PAPER_MODEL,
-                "profile": PAPER_PROFILE,
-                "dtype": REPORTED_DTYPE,
-                "harness_version": None,
-                "model_source": "reported in the paper",
-                "weights_sha256": None,
-            },
-            "reported": {
-                "source": PAPER_SOURCE,
-                "data": PAPER_DATA,
-                "file": path.name,
-                "file_sha256": file_sha,
-                "line": line,
-                "re_run": False,
-                "per_item_scores": False,
-                "printed": {k: row[k] for k in (*STEP_COLUMNS, *SCORE_COLUMNS)},
-                "diverged": diverged,
-            },
-        })
+        records.append(
+            {
+                "cell_id": _cell_id(labels),
+                "label": label,
+                "status": "ok",
+                "error": None,
+                "finished_at": None,
+                "items": {},
+                "scores": scores,
+                "sequence": steps,
+                "recompressed_with": again,
+                "schema_version": 1,
+                "provenance": {
+                    "model_id": PAPER_MODEL,
+                    "profile": PAPER_PROFILE,
+                    "dtype": REPORTED_DTYPE,
+                    "harness_version": None,
+                    "model_source": "reported in the paper",
+                    "weights_sha256": None,
+                },
+                "reported": {
+                    "source": PAPER_SOURCE,
+                    "data": PAPER_DATA,
+                    "file": path.name,
+                    "file_sha256": file_sha,
+                    "line": line,
+                    "re_run": False,
+                    "per_item_scores": False,
+                    "printed": {k: row[k] for k in (*STEP_COLUMNS, *SCORE_COLUMNS)},
+                    "diverged": diverged,
+                },
+            }
+        )
     if not records:
         raise ReportedError(f"{path}: no rows")
     return records

@@ -31,11 +31,14 @@ class ReservedNames:
     def problem(self, name: str, folder: Path, sha256: str) -> str | None:
         """Why ``folder`` (hash ``sha256``) may not be called ``name``, or None."""
         baseline = self.baselines.get(name)
-        if baseline is not None and Path(baseline).resolve() != Path(folder).resolve() and not _same_content(baseline, sha256):
+        if (
+            baseline is not None
+            and Path(baseline).resolve() != Path(folder).resolve()
+            and not _same_content(baseline, sha256)
+        ):
             return f"name {name!r} is reserved for the baseline in {baseline}; choose another name"
         if baseline is None and name in self.published and sha256 not in self.published[name]:
-            return (f"name {name!r} is already published in {self.store} by another submission; "
-                    f"choose another name")
+            return f"name {name!r} is already published in {self.store} by another submission; choose another name"
         return None
 
 

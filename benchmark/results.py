@@ -112,17 +112,20 @@ def runs_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame:
         group = runs[key]
         when = sorted(str(r.finished_at) for r in group if r.finished_at)
         ok = sum(1 for r in group if r.status == "ok")
-        rows.append({
-            **dict(zip(RUN_KEY, key)),
-            "source": "reported in the paper, not re-run" if all(r.is_reported for r in group)
-            else "re-run by the harness",
-            "first_finished": when[0] if when else None,
-            "last_finished": when[-1] if when else None,
-            "cells": len(group),
-            "ok": ok,
-            "failed": len(group) - ok,
-            "reproduce": reproduce_command(group),
-        })
+        rows.append(
+            {
+                **dict(zip(RUN_KEY, key)),
+                "source": "reported in the paper, not re-run"
+                if all(r.is_reported for r in group)
+                else "re-run by the harness",
+                "first_finished": when[0] if when else None,
+                "last_finished": when[-1] if when else None,
+                "cells": len(group),
+                "ok": ok,
+                "failed": len(group) - ok,
+                "reproduce": reproduce_command(group),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -132,8 +135,10 @@ def failures_frame(records: pd.DataFrame) -> pd.DataFrame:
     if records.empty:
         return pd.DataFrame(columns=columns)
     failed = records[records["status"] != "ok"]
-    out = failed.assign(reason=failed["error"].map(one_line),
-                        **{c: failed[c].map(lambda v: "-" if v is None else str(v)) for c in RUN_KEY})
+    out = failed.assign(
+        reason=failed["error"].map(one_line),
+        **{c: failed[c].map(lambda v: "-" if v is None else str(v)) for c in RUN_KEY},
+    )
     return out[columns].reset_index(drop=True)
 
 
@@ -154,12 +159,15 @@ def from_snapshot(snapshot: Snapshot) -> Results:
     records = records_frame(typed)
     groups = {tuple(str(x) for x in r.group) for r in typed if r.is_reported}
     metrics = snapshot.metrics.copy()
-    metrics["reported"] = [
-        (str(m), str(p), str(d)) in groups
-        for m, p, d in zip(metrics["model_id"], metrics["profile"], metrics["dtype"])
-    ] if not metrics.empty else pd.Series(dtype=bool)
-    return Results(records, metrics.reset_index(drop=True), runs_frame(typed), failures_frame(records),
-                   snapshot)
+    metrics["reported"] = (
+        [
+            (str(m), str(p), str(d)) in groups
+            for m, p, d in zip(metrics["model_id"], metrics["profile"], metrics["dtype"])
+        ]
+        if not metrics.empty
+        else pd.Series(dtype=bool)
+    )
+    return Results(records, metrics.reset_index(drop=True), runs_frame(typed), failures_frame(records), snapshot)
 
 
 def load(store: str | Path = "runs") -> Results:

@@ -50,13 +50,22 @@ class RunInputs:
     def materials(self) -> StepMaterials:
         """What the step executor builds every step's context from."""
         return StepMaterials(
-            seed=self.profile.seed, device=self.device, dtype=self.dtype, family=self.family,
-            model_id=self.resolved.model_id, model_path=self.resolved.path, base_sha=self.base_sha,
-            tokenizer=self.tokenizer, signature=self.signature,
+            seed=self.profile.seed,
+            device=self.device,
+            dtype=self.dtype,
+            family=self.family,
+            model_id=self.resolved.model_id,
+            model_path=self.resolved.path,
+            base_sha=self.base_sha,
+            tokenizer=self.tokenizer,
+            signature=self.signature,
             edits=tuple(r.to_edit_request() for r in self.suite.edits),  # prompt, subject, target only
             reference_texts=self.reference.texts if self.reference else (),
-            forget_texts=self.forget.texts, retain_texts=self.retain.texts, calibration_texts=self.calibration.texts,
-            forget_corpus_name=self.forget.name, max_seq_len=self.profile.evaluation.perplexity_seq_len,
+            forget_texts=self.forget.texts,
+            retain_texts=self.retain.texts,
+            calibration_texts=self.calibration.texts,
+            forget_corpus_name=self.forget.name,
+            max_seq_len=self.profile.evaluation.perplexity_seq_len,
         )
 
     def fresh(self, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
@@ -68,8 +77,12 @@ class RunInputs:
 
 
 def load_run_inputs(
-    profile: Profile, out_dir: Path, model_id: str | None = None, device: str | None = None,
-    data_dir: str | Path | None = None, echo: Callable[[str], None] = print,
+    profile: Profile,
+    out_dir: Path,
+    model_id: str | None = None,
+    device: str | None = None,
+    data_dir: str | Path | None = None,
+    echo: Callable[[str], None] = print,
 ) -> RunInputs:
     """Load the model, data and suite of ``profile`` and write the locality reference under ``out_dir``."""
     p = profile
@@ -108,7 +121,21 @@ def load_run_inputs(
         "tasks": suite.provenance,
     }
     return RunInputs(
-        p, resolved, family, where, numerics.dtype, numerics, base_model, tokenizer, base_sha, signature(base_model),
-        suite, forget, retain, calibration, out_dir, context_key,
+        p,
+        resolved,
+        family,
+        where,
+        numerics.dtype,
+        numerics,
+        base_model,
+        tokenizer,
+        base_sha,
+        signature(base_model),
+        suite,
+        forget,
+        retain,
+        calibration,
+        out_dir,
+        context_key,
         reference=load_retain_corpus(None, p.seed, data_dir),
     )

@@ -98,8 +98,9 @@ class Runner:
         """Load the run's inputs, then build the plan with every step's settings resolved for the model's family."""
         inputs = load_run_inputs(self.profile, self.out_dir, self.model_id, self.device_name, self.data_dir, self.echo)
         self.steps = steps_for(self.submissions, self.profile, inputs.family)
-        self.cells = build_plan(self.steps, self.profile.protocol.recompress_when_first,
-                                self.profile.protocol.sequence_length)
+        self.cells = build_plan(
+            self.steps, self.profile.protocol.recompress_when_first, self.profile.protocol.sequence_length
+        )
         return inputs
 
     def make_executor(self, inputs: RunInputs) -> StepExecutor:
@@ -110,28 +111,45 @@ class Runner:
             n = inputs.numerics
             record_step_cost(self._step_plan(inputs, step).key, seconds, _matmul_rate(inputs), n.capability, n.name)
 
-        return StepExecutor(inputs.materials, inputs.fresh, isolate=self.isolate, cache_root=cache_dir() / "steps",
-                            caches=self.caches, on_cost=on_cost)
+        return StepExecutor(
+            inputs.materials,
+            inputs.fresh,
+            isolate=self.isolate,
+            cache_root=cache_dir() / "steps",
+            caches=self.caches,
+            on_cost=on_cost,
+        )
 
     # ---------------------------------------------------------------- records
     def _record(
-        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], status: str, error: str | None,
-        scores: dict | None = None, items: dict | None = None, timings: dict | None = None,
-        peak_mb: float | None = None, weights_sha: str | None = None,
+        self,
+        inputs: RunInputs,
+        cell: Cell,
+        cid: str,
+        hps: list[dict],
+        status: str,
+        error: str | None,
+        scores: dict | None = None,
+        items: dict | None = None,
+        timings: dict | None = None,
+        peak_mb: float | None = None,
+        weights_sha: str | None = None,
     ) -> dict:
         sequence = []
         for step, hp in zip(cell.steps, hps):
-            sequence.append({
-                "name": step.submission.name,
-                "category": step.category.value,
-                "level": step.level_dict(),
-                "label": step.label,
-                "submission_sha256": step.submission.sha256,
-                "hyperparameters": hp,
-                "license": step.submission.spec.license,
-                "authors": step.submission.spec.authors,
-                "link": step.submission.spec.link,
-            })
+            sequence.append(
+                {
+                    "name": step.submission.name,
+                    "category": step.category.value,
+                    "level": step.level_dict(),
+                    "label": step.label,
+                    "submission_sha256": step.submission.sha256,
+                    "hyperparameters": hp,
+                    "license": step.submission.spec.license,
+                    "authors": step.submission.spec.authors,
+                    "link": step.submission.spec.link,
+                }
+            )
         p = self.profile
         return {
             "schema_version": SCHEMA_VERSION,
@@ -184,13 +202,17 @@ class Runner:
             "total_s": round(ev.seconds + sum(e["seconds"] for e in entries), 3),
         }
         peak = max([ev.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
-        record = self._record(inputs, cell, cid, hps, "ok", None, ev.scores, ev.items, timings, round(peak, 1), weights_sha)
+        record = self._record(
+            inputs, cell, cid, hps, "ok", None, ev.scores, ev.items, timings, round(peak, 1), weights_sha
+        )
         record["cache"] = ev.mark
         record["compression_check"] = ev.compression  # the steps' claimed bits beside the measured ones
         self._emit(record)
         return record
 
-    def _evaluate(self, inputs: RunInputs, cell: Cell, cid: str, model: torch.nn.Module, bits: float | None, weights_sha: str):
+    def _evaluate(
+        self, inputs: RunInputs, cell: Cell, cid: str, model: torch.nn.Module, bits: float | None, weights_sha: str
+    ):
         """The suite's evaluation of ``model``, through the evaluation cache unless --no-cache (benchmark.caches)."""
         from benchmark.caches.run import Evaluated
 
@@ -211,8 +233,14 @@ class Runner:
         append_record(self.records_path, record)
 
     def _run_cell(
-        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], first_entry: dict | None,
-        state: dict[str, torch.Tensor] | None, first_error: str | None = None,
+        self,
+        inputs: RunInputs,
+        cell: Cell,
+        cid: str,
+        hps: list[dict],
+        first_entry: dict | None,
+        state: dict[str, torch.Tensor] | None,
+        first_error: str | None = None,
         prefixes: PrefixKeeper | None = None,
     ) -> dict:
         """One cell from the state after its first step (or its first two, kept in ``prefixes``): the rest, the evaluation, its record."""
@@ -254,8 +282,12 @@ class Runner:
         todo = [c for c in self.cells if ids[c][0] not in done]
         self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded, {len(todo)} to run")
         planned = self._estimate(inputs, todo)
-        bar = tqdm(total=max(1, round(sum(planned.values()))), desc="grid", unit="s",
-                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}{postfix}]")
+        bar = tqdm(
+            total=max(1, round(sum(planned.values()))),
+            desc="grid",
+            unit="s",
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}{postfix}]",
+        )
         started, cells_done = time.perf_counter(), 0
 
         def finish(cell: Cell) -> None:
@@ -322,9 +354,15 @@ class Runner:
             elif cell.first is not None:
                 first_applied.add(cell.first)
             applications += [(cell, step) for step in steps]
-        est = estimate(tokens, n_params, rate, len(todo),
-                       [(step.label, self._step_plan(inputs, step)) for _, step in applications],
-                       sandboxed=self.isolate, dtype=inputs.numerics.name)
+        est = estimate(
+            tokens,
+            n_params,
+            rate,
+            len(todo),
+            [(step.label, self._step_plan(inputs, step)) for _, step in applications],
+            sandboxed=self.isolate,
+            dtype=inputs.numerics.name,
+        )
         per_cell = {cell: est.evaluation_s for cell in todo}
         for (cell, _), (_, seconds, _) in zip(applications, est.steps_s):
             per_cell[cell] += seconds
@@ -362,15 +400,24 @@ class Runner:
             if other.protocol.sequence_length < self.profile.protocol.sequence_length:
                 continue  # a pairs-only grid is no quicker way to measure sequences of three
             subs = [baselines[n] for n in other.interventions if n in baselines] + extra
-            cells = build_plan(steps_for(subs, other, inputs.family), other.protocol.recompress_when_first,
-                               other.protocol.sequence_length)
+            cells = build_plan(
+                steps_for(subs, other, inputs.family),
+                other.protocol.recompress_when_first,
+                other.protocol.sequence_length,
+            )
             tokens = inputs.tokens.scaled(evaluation_items(other.evaluation))
             firsts = {c.first for c in cells if c.first is not None}
-            steps = [s for c in cells for s in c.steps[1 if len(c.steps) < 3 else 2:]  # a triple's prefix is its pair's
-                     + ((c.recompress,) if c.recompress else ())]
+            steps = [
+                s
+                for c in cells
+                for s in c.steps[1 if len(c.steps) < 3 else 2 :]  # a triple's prefix is its pair's
+                + ((c.recompress,) if c.recompress else ())
+            ]
             scale = _sizes_ratio(other, self.profile)
             plans = [(s.label, self._step_plan(inputs, s, scale.get(s.category, 1.0))) for s in [*firsts, *steps]]
-            est = estimate(tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, dtype=inputs.numerics.name)
+            est = estimate(
+                tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, dtype=inputs.numerics.name
+            )
             if best is None or est.total_s < best[0]:
                 best = (est.total_s, name)
         if best is None or best[0] * 2 > total_s:
@@ -476,21 +523,25 @@ def summary_table(records: list[dict]):
     rows = []
     for r in records:
         s = r.get("scores") or {}
-        rows.append({
-            "cell": r["label"],
-            "status": r["status"],
-            "edit": s.get("edit_success"),
-            "gen": s.get("generalization"),
-            "loc": s.get("locality"),
-            "wmdp": s.get("wmdp"),
-            "mmlu": s.get("mmlu"),
-            "mmlu_p": s.get("mmlu_prob"),  # the continuous forms (tasks/criteria.yaml): signal where acc is at chance
-            "wmdp_p": s.get("wmdp_prob"),
-            "ppl": s.get("perplexity"),
-            "bits": s.get("avg_bits"),
-            "sparsity": s.get("sparsity"),
-            "seconds": (r.get("timings") or {}).get("total_s"),
-        })
+        rows.append(
+            {
+                "cell": r["label"],
+                "status": r["status"],
+                "edit": s.get("edit_success"),
+                "gen": s.get("generalization"),
+                "loc": s.get("locality"),
+                "wmdp": s.get("wmdp"),
+                "mmlu": s.get("mmlu"),
+                "mmlu_p": s.get(
+                    "mmlu_prob"
+                ),  # the continuous forms (tasks/criteria.yaml): signal where acc is at chance
+                "wmdp_p": s.get("wmdp_prob"),
+                "ppl": s.get("perplexity"),
+                "bits": s.get("avg_bits"),
+                "sparsity": s.get("sparsity"),
+                "seconds": (r.get("timings") or {}).get("total_s"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -511,13 +562,19 @@ def _matmul_rate(inputs: RunInputs) -> float:
 
 def _sizes_ratio(other: Profile, this: Profile) -> dict[Category, float]:
     """How much larger each category's inputs are in ``other`` than in ``this`` (edits, forget+retain, calibration)."""
+
     def ratio(a: int | None, b: int | None) -> float:
         return (a or 1) / (b or 1)
 
     editing = ratio(other.evaluation.n_edits, this.evaluation.n_edits)
-    unlearning = ratio((other.corpora.forget_n or 0) + (other.corpora.retain_n or 0),
-                       (this.corpora.forget_n or 0) + (this.corpora.retain_n or 0))
+    unlearning = ratio(
+        (other.corpora.forget_n or 0) + (other.corpora.retain_n or 0),
+        (this.corpora.forget_n or 0) + (this.corpora.retain_n or 0),
+    )
     compression = ratio(other.corpora.calibration_n, this.corpora.calibration_n)
-    return {Category.EDITING: editing, Category.UNLEARNING: unlearning, Category.COMPRESSION: compression,
-            Category.MULTI: max(editing, unlearning, compression)}
-
+    return {
+        Category.EDITING: editing,
+        Category.UNLEARNING: unlearning,
+        Category.COMPRESSION: compression,
+        Category.MULTI: max(editing, unlearning, compression),
+    }

@@ -139,7 +139,11 @@ def bwrap_binary() -> str:
 
 def python_binds() -> list[tuple[str, str]]:
     """(host, inside) read-only binds that make this interpreter and its packages importable in the box."""
-    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(sys.executable))}
+    paths = {
+        os.path.realpath(sys.base_prefix),
+        os.path.realpath(sys.prefix),
+        os.path.realpath(os.path.dirname(sys.executable)),
+    }
     # the executable may be a symlink into another prefix (venvs): bind where it really lives
     real_exe = os.path.realpath(sys.executable)
     paths.add(os.path.dirname(os.path.dirname(real_exe)))
@@ -171,11 +175,23 @@ def box_environment(extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """The whole environment of the box: fixed values, a few pass-through variables, the caller's extras."""
     env = {
         "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONPATH": BOX_LIB, "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1", "HOME": "/tmp/home", "TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/cache",
-        "HF_HOME": "/tmp/hf", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "GRADIO_ANALYTICS_ENABLED": "False",
-        "MPLCONFIGDIR": "/tmp/mpl", "COMPOSE_BENCH_CACHE": "/tmp/compose-bench-cache",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": BOX_LIB,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "HOME": "/tmp/home",
+        "TMPDIR": "/tmp",
+        "XDG_CACHE_HOME": "/tmp/cache",
+        "HF_HOME": "/tmp/hf",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "MPLCONFIGDIR": "/tmp/mpl",
+        "COMPOSE_BENCH_CACHE": "/tmp/compose-bench-cache",
     }
     env.update({k: os.environ[k] for k in ENV_PASS if k in os.environ})
     env.update(dict(extra))
@@ -184,8 +200,21 @@ def box_environment(extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
 
 def bwrap_args(spec: BoxSpec, fd: int) -> list[str]:
     """The bubblewrap command line of a box (without the program to run)."""
-    args = [bwrap_binary(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-            "--cap-drop", "ALL", "--uid", str(BOX_UID), "--gid", str(BOX_UID), "--hostname", "box"]
+    args = [
+        bwrap_binary(),
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--cap-drop",
+        "ALL",
+        "--uid",
+        str(BOX_UID),
+        "--gid",
+        str(BOX_UID),
+        "--hostname",
+        "box",
+    ]
     args += _system_args()
     for host, inside in python_binds():
         args += ["--ro-bind", host, inside]
@@ -217,8 +246,13 @@ def probe() -> str | None:
     except SandboxUnavailable as exc:
         return str(exc)
     try:
-        done = subprocess.run(args + [sys.executable, "-S", "-c", _PROBE], capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            args + [sys.executable, "-S", "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap could not run: {exc}"
     if done.returncode != 0:
@@ -254,7 +288,9 @@ def _ns_pid(pid: int) -> list[int]:
 
 def _status(pid: int) -> dict[str, str]:
     try:
-        return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+        return dict(
+            line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line
+        )
     except OSError:
         return {}
 
@@ -298,8 +334,12 @@ class Box:
 
     # ------------------------------------------------------------ life cycle
     def _command(self, fd: int) -> list[str]:
-        config = {"sealed": self.sealed, "preload": list(self.spec.preload), "warmup": self.spec.warmup,
-                  "warmup_arg": self.spec.warmup_arg}
+        config = {
+            "sealed": self.sealed,
+            "preload": list(self.spec.preload),
+            "warmup": self.spec.warmup,
+            "warmup_arg": self.spec.warmup_arg,
+        }
         program = [sys.executable, "-m", "benchmark.sandbox_inside", str(fd), json.dumps(config)]
         return bwrap_args(self.spec, fd) + program if self.sealed else program
 
@@ -312,11 +352,26 @@ class Box:
                 raise SandboxUnavailable(reason)
         t0 = time.perf_counter()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = None if self.sealed else {**box_environment(self.spec.env), "PYTHONPATH": str(PACKAGE_DIR.parent),
-                                          "HOME": tempfile.gettempdir(), "TMPDIR": tempfile.gettempdir()}
-        self._proc = subprocess.Popen(self._command(child.fileno()), pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                      cwd="/")
+        env = (
+            None
+            if self.sealed
+            else {
+                **box_environment(self.spec.env),
+                "PYTHONPATH": str(PACKAGE_DIR.parent),
+                "HOME": tempfile.gettempdir(),
+                "TMPDIR": tempfile.gettempdir(),
+            }
+        )
+        self._proc = subprocess.Popen(
+            self._command(child.fileno()),
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd="/",
+        )
         child.close()
         self._sock = parent
         self._log = []
@@ -379,8 +434,9 @@ class Box:
         return None
 
     # ------------------------------------------------------------ one call
-    def call(self, target: str, payload: Any, inputs: dict[str, Path | bytes], limits: Limits, out_dir: Path,
-             label: str) -> CallResult:
+    def call(
+        self, target: str, payload: Any, inputs: dict[str, Path | bytes], limits: Limits, out_dir: Path, label: str
+    ) -> CallResult:
         """Run ``target(payload, in_dir, out_dir)`` in a fresh sealed child.
 
         ``inputs`` maps names to files and folders (placed in ``in_dir``; folders read-only)
@@ -399,8 +455,9 @@ class Box:
 class _Call:
     """The parent's side of one call: feed inputs, drain outputs and log, poll, kill, report."""
 
-    def __init__(self, box: Box, target: str, payload: Any, inputs: dict[str, Path], limits: Limits, out_dir: Path,
-                 label: str) -> None:
+    def __init__(
+        self, box: Box, target: str, payload: Any, inputs: dict[str, Path], limits: Limits, out_dir: Path, label: str
+    ) -> None:
         self.box, self.target, self.limits, self.out_dir, self.label = box, target, limits, out_dir, label
         self.blobs: list[tuple[str, bytes | Path, str]] = [("payload.pickle", pickle.dumps(payload), "file")]
         for name, path in inputs.items():
@@ -457,9 +514,11 @@ class _Call:
                     name, n = str(meta["file"]), int(meta["size"])
                     total += n
                     if "/" in name or name.startswith(".") or total > self.limits.output_bytes:
-                        self.stream_error = (f"returned {total} bytes of files, over the limit of "
-                                             f"{self.limits.output_bytes}" if total > self.limits.output_bytes
-                                             else f"returned a file with a bad name {name[:80]!r}")
+                        self.stream_error = (
+                            f"returned {total} bytes of files, over the limit of {self.limits.output_bytes}"
+                            if total > self.limits.output_bytes
+                            else f"returned a file with a bad name {name[:80]!r}"
+                        )
                         return
                     if meta.get("mem"):
                         data = fh.read(n)
@@ -504,12 +563,19 @@ class _Call:
             except OSError:
                 pass
         scratch_root = "/tmp" if box.sealed else tempfile.mkdtemp(prefix="compose-bench-call-")
-        request = {"op": "run", "target": self.target, "scratch": scratch_root,
-                   "files": [[n, len(b) if isinstance(b, bytes) else b.stat().st_size, k] for n, b, k in self.blobs],
-                   "scratch_bytes": limits.tmpfs_bytes, "shm_bytes": limits.tmpfs_bytes}
-        threads = [threading.Thread(target=self._feed, args=(in_w,), daemon=True),
-                   threading.Thread(target=self._drain, args=(out_r,), daemon=True),
-                   threading.Thread(target=self._read_log, args=(log_r,), daemon=True)]
+        request = {
+            "op": "run",
+            "target": self.target,
+            "scratch": scratch_root,
+            "files": [[n, len(b) if isinstance(b, bytes) else b.stat().st_size, k] for n, b, k in self.blobs],
+            "scratch_bytes": limits.tmpfs_bytes,
+            "shm_bytes": limits.tmpfs_bytes,
+        }
+        threads = [
+            threading.Thread(target=self._feed, args=(in_w,), daemon=True),
+            threading.Thread(target=self._drain, args=(out_r,), daemon=True),
+            threading.Thread(target=self._read_log, args=(log_r,), daemon=True),
+        ]
         t0 = time.perf_counter()
         try:
             send_msg(box._sock, request, [in_r, out_w, log_w])
@@ -535,9 +601,15 @@ class _Call:
             result.error = f"{self.label}: {self.stream_error}"
         if result.error is None and self.report is None:
             tail = self._tail()
-            result.error = (f"{self.label}: the sandboxed process {result.exit_text} without a result"
-                            + (f"; its output ends: {tail}" if tail else ""))
-        result.report, result.files, result.blobs, result.log_tail = self.report, self.files, self.blobs_out, self._tail()
+            result.error = f"{self.label}: the sandboxed process {result.exit_text} without a result" + (
+                f"; its output ends: {tail}" if tail else ""
+            )
+        result.report, result.files, result.blobs, result.log_tail = (
+            self.report,
+            self.files,
+            self.blobs_out,
+            self._tail(),
+        )
         return result
 
     def _watch(self, t0: float) -> CallResult:
@@ -569,12 +641,16 @@ class _Call:
                     peak, peak_rss, peak_scratch, peak_shm = total, rss, scratch, shm
                 if total > limits.memory_bytes and reason is None:
                     gb = 2**30
-                    reason = (f"{self.label}: out of memory: used {total / gb:.1f} GB (resident {rss / gb:.1f} GB + scratch "
-                              f"{scratch / gb:.1f} GB + /dev/shm {shm / gb:.1f} GB), over its memory budget of "
-                              f"{limits.memory_bytes / gb:g} GB (killed)")
+                    reason = (
+                        f"{self.label}: out of memory: used {total / gb:.1f} GB (resident {rss / gb:.1f} GB + scratch "
+                        f"{scratch / gb:.1f} GB + /dev/shm {shm / gb:.1f} GB), over its memory budget of "
+                        f"{limits.memory_bytes / gb:g} GB (killed)"
+                    )
             if reason is None and now > deadline:
-                reason = (f"{self.label}: ran over its time budget of {limits.time_s:g} s, counted from the start of "
-                          f"its process (killed after {now - t0:.0f} s)")
+                reason = (
+                    f"{self.label}: ran over its time budget of {limits.time_s:g} s, counted from the start of "
+                    f"its process (killed after {now - t0:.0f} s)"
+                )
             if reason is not None:
                 self._kill(host_pid)
                 msg, _ = box._recv(10)
@@ -641,8 +717,13 @@ class _Call:
         """Written from what the harness set up and read from /proc, never from the child's report."""
         box, limits = self.box, self.limits
         if not box.sealed:
-            return {"process": True, "sandbox": "none (no namespaces: run with --unsafe-no-sandbox)",
-                    "network": "not isolated", "filesystem": "not isolated", "environment": "allow-list"}
+            return {
+                "process": True,
+                "sandbox": "none (no namespaces: run with --unsafe-no-sandbox)",
+                "network": "not isolated",
+                "filesystem": "not isolated",
+                "environment": "allow-list",
+            }
         status = seen.get("pid1", {})
         ns = seen.get("ns", {})
         own = _namespaces(os.getpid())
@@ -652,9 +733,11 @@ class _Call:
             "network": "none (network namespace)",
             "pid_namespace": bool(ns) and ns.get("pid") != own.get("pid"),
             "namespaces_distinct_from_harness": sorted(k for k in ns if ns[k] != own.get(k)),
-            "filesystem": ("read-only: /usr, python, harness package"
-                           + "".join(f", {inside}" for _, inside in box.spec.binds)
-                           + f"; private tmpfs /tmp and /dev/shm of {limits.tmpfs_bytes / 2**30:g} GB each"),
+            "filesystem": (
+                "read-only: /usr, python, harness package"
+                + "".join(f", {inside}" for _, inside in box.spec.binds)
+                + f"; private tmpfs /tmp and /dev/shm of {limits.tmpfs_bytes / 2**30:g} GB each"
+            ),
             "environment": f"cleared; {len(box_environment(box.spec.env))} allow-listed variables",
             "capabilities_effective": status.get("CapEff", "?").strip(),
             "capabilities_bounding": status.get("CapBnd", "?").strip(),

@@ -54,12 +54,49 @@ _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE =
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 1, 4, 24, 38, 47
 # system calls a step never needs and an escape or an uncounted resource would (seccomp, EPERM)
 _DENIED_SYSCALLS = (
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "ptrace", "process_vm_readv", "process_vm_writev",
-    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-    "io_uring_register", "memfd_create", "memfd_secret", "fsopen", "fsmount", "fsconfig", "move_mount", "open_tree",
-    "mount_setattr", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "acct",
-    "swapon", "swapoff", "reboot", "syslog", "quotactl", "name_to_handle_at", "open_by_handle_at", "lookup_dcookie",
-    "personality", "vhangup", "pidfd_getfd",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "memfd_create",
+    "memfd_secret",
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "acct",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "syslog",
+    "quotactl",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "lookup_dcookie",
+    "personality",
+    "vhangup",
+    "pidfd_getfd",
 )
 
 
@@ -102,7 +139,7 @@ def _read_exact(fd: int, n: int) -> bytearray:
     view = memoryview(out)
     pos = 0
     while pos < n:
-        got = os.readv(fd, [view[pos:pos + (4 << 20)]])
+        got = os.readv(fd, [view[pos : pos + (4 << 20)]])
         if not got:
             raise EOFError(f"input stream ended after {pos} of {n} bytes")
         pos += got
@@ -112,7 +149,7 @@ def _read_exact(fd: int, n: int) -> bytearray:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 # --------------------------------------------------------------------------- system calls
@@ -155,7 +192,10 @@ def _enter_namespaces(libc, scratch_bytes: int, shm_bytes: int) -> None:
     _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0, "making mounts private")
     for point, size in ((b"/tmp", scratch_bytes), (b"/dev/shm", shm_bytes)):
         opts = f"size={max(int(size), 4096)},mode=1777".encode()
-        _check(libc.mount(b"tmpfs", point, b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) == 0, f"mounting tmpfs on {point.decode()}")
+        _check(
+            libc.mount(b"tmpfs", point, b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) == 0,
+            f"mounting tmpfs on {point.decode()}",
+        )
 
 
 def _read_only(libc, folder: str) -> None:
@@ -173,7 +213,12 @@ def _seccomp() -> str:
         return "unavailable (libseccomp not found)"
 
     class ArgCmp(ctypes.Structure):
-        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+        _fields_ = [
+            ("arg", ctypes.c_uint),
+            ("op", ctypes.c_int),
+            ("datum_a", ctypes.c_uint64),
+            ("datum_b", ctypes.c_uint64),
+        ]
 
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]

@@ -75,15 +75,48 @@ SWAPS_CSV = "sequence_swaps.csv"
 SEQUENCES_JSON = "sequences.json"
 
 SEQUENCE_COLUMNS = [
-    "model_id", "profile", "dtype", "a", "a_category", "b", "b_category", "c", "c_category", "criterion",
+    "model_id",
+    "profile",
+    "dtype",
+    "a",
+    "a_category",
+    "b",
+    "b_category",
+    "c",
+    "c_category",
+    "criterion",
     *(f"score_{o}" for o in ORDERS),
-    "order_free_error", "ofe_ci_low", "ofe_ci_high", "best_order",
-    "order_sensitivity", "os_ci_low", "os_ci_high", "max_order", "min_order", "noise_spread",
-    "exceeds_noise", "n_items", "significance",
+    "order_free_error",
+    "ofe_ci_low",
+    "ofe_ci_high",
+    "best_order",
+    "order_sensitivity",
+    "os_ci_low",
+    "os_ci_high",
+    "max_order",
+    "min_order",
+    "noise_spread",
+    "exceeds_noise",
+    "n_items",
+    "significance",
 ]
 SWAP_COLUMNS = [
-    "model_id", "profile", "dtype", "a", "b", "c", "criterion",
-    "pair", "other", "other_position", "order", "swapped_order", "diff", "diff_ci_low", "diff_ci_high", "significance",
+    "model_id",
+    "profile",
+    "dtype",
+    "a",
+    "b",
+    "c",
+    "criterion",
+    "pair",
+    "other",
+    "other_position",
+    "order",
+    "swapped_order",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "significance",
 ]
 
 
@@ -134,8 +167,10 @@ def find_triples(records: Sequence[Mapping[str, Any]]) -> tuple[list[Triple], li
             complete.append(Triple(tuple(group), cast("tuple[str, str, str]", tuple(names)), found))
         else:
             missing = [o for o in ORDERS if o not in found]
-            incomplete.append(f"triple {' / '.join(names)} (model {group[0]}, profile {group[1]}, {group[2]}): "
-                              f"orders {', '.join(missing)} missing; skipped")
+            incomplete.append(
+                f"triple {' / '.join(names)} (model {group[0]}, profile {group[1]}, {group[2]}): "
+                f"orders {', '.join(missing)} missing; skipped"
+            )
     return complete, incomplete
 
 
@@ -161,13 +196,15 @@ class _OrdersBootstrap:
                 if None in lengths or len(lengths) != 1:
                     raise ItemsMismatchError(
                         f"triple {' / '.join(self.triple.labels)}, criterion '{criterion_key}': the six orders "
-                        f"must hold the same evaluation items, but the item lists differ ({sorted(map(str, lengths))})")
+                        f"must hold the same evaluation items, but the item lists differ ({sorted(map(str, lengths))})"
+                    )
                 values = np.column_stack([c for c in columns if c is not None])
                 model_id, profile, _dtype = self.triple.group
                 rng = _derived_rng(self.seed, model_id, profile, *self.triple.labels, cache_key)
                 n = values.shape[0]
-                self._cache[cache_key] = None if n == 0 else (
-                    values.sum(axis=0), _resampled_sums(values, self.n_bootstrap, rng), n)
+                self._cache[cache_key] = (
+                    None if n == 0 else (values.sum(axis=0), _resampled_sums(values, self.n_bootstrap, rng), n)
+                )
         return self._cache[cache_key]
 
     def scores(self, crit: Criterion, criteria: Mapping[str, Criterion]) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -188,13 +225,19 @@ class _OrdersBootstrap:
             parts = [p for p in maybe if p is not None]
             if len(parts) != len(maybe):
                 return None
-            return (np.mean([p[0] for p in parts], axis=0), np.mean([p[1] for p in parts], axis=0),
-                    int(sum(p[2] for p in parts)))
+            return (
+                np.mean([p[0] for p in parts], axis=0),
+                np.mean([p[1] for p in parts], axis=0),
+                int(sum(p[2] for p in parts)),
+            )
         return None
 
 
 def spread_statistics(
-    point: np.ndarray, reps: np.ndarray | None, crit: Criterion, confidence: float,
+    point: np.ndarray,
+    reps: np.ndarray | None,
+    crit: Criterion,
+    confidence: float,
 ) -> dict[str, Any]:
     """OFE, OS (spread) and their intervals, the noise spread and the flag, from scores per order.
 
@@ -210,14 +253,33 @@ def spread_statistics(
         ofe, best = float(errs.min()), names[int(np.argmin(errs))]
     diverged = bool(np.isinf(point).any())
     spread = 0.0 if np.isinf(point).all() else float(point.max() - point.min())  # one order diverged: inf
-    out: dict[str, Any] = {"order_free_error": ofe, "best_order": best, "order_sensitivity": spread,
-                           "max_order": names[int(np.argmax(point))], "min_order": names[int(np.argmin(point))]}
+    out: dict[str, Any] = {
+        "order_free_error": ofe,
+        "best_order": best,
+        "order_sensitivity": spread,
+        "max_order": names[int(np.argmax(point))],
+        "min_order": names[int(np.argmin(point))],
+    }
     if diverged:
-        out.update(ofe_ci_low=ofe, ofe_ci_high=ofe, os_ci_low=spread, os_ci_high=spread, noise_spread=math.nan,
-                   exceeds_noise=spread != 0, significance="diverged")
+        out.update(
+            ofe_ci_low=ofe,
+            ofe_ci_high=ofe,
+            os_ci_low=spread,
+            os_ci_high=spread,
+            noise_spread=math.nan,
+            exceeds_noise=spread != 0,
+            significance="diverged",
+        )
     elif reps is None:  # deterministic: any spread is real
-        out.update(ofe_ci_low=ofe, ofe_ci_high=ofe, os_ci_low=spread, os_ci_high=spread, noise_spread=0.0,
-                   exceeds_noise=spread != 0, significance="beyond_noise" if spread != 0 else "within_noise")
+        out.update(
+            ofe_ci_low=ofe,
+            ofe_ci_high=ofe,
+            os_ci_low=spread,
+            os_ci_high=spread,
+            noise_spread=0.0,
+            exceeds_noise=spread != 0,
+            significance="beyond_noise" if spread != 0 else "within_noise",
+        )
     else:
         rep_errs = _errors_array(crit, reps)
         ofe_reps = rep_errs.min(axis=1) if crit.has_error else np.full(len(reps), np.nan)
@@ -225,20 +287,36 @@ def spread_statistics(
         centred = reps - point
         noise = float(np.quantile(centred.max(axis=1) - centred.min(axis=1), confidence))
         exceeds = spread > noise
-        out.update(ofe_ci_low=ofe_ci[0], ofe_ci_high=ofe_ci[1], os_ci_low=os_ci[0], os_ci_high=os_ci[1],
-                   noise_spread=noise, exceeds_noise=bool(exceeds),
-                   significance="beyond_noise" if exceeds else "within_noise")
+        out.update(
+            ofe_ci_low=ofe_ci[0],
+            ofe_ci_high=ofe_ci[1],
+            os_ci_low=os_ci[0],
+            os_ci_high=os_ci[1],
+            noise_spread=noise,
+            exceeds_noise=bool(exceeds),
+            significance="beyond_noise" if exceeds else "within_noise",
+        )
     return out
 
 
 def _unknown() -> dict[str, Any]:
     nan = math.nan
-    return dict(ofe_ci_low=nan, ofe_ci_high=nan, os_ci_low=nan, os_ci_high=nan, noise_spread=nan,
-                exceeds_noise=False, significance="unknown")
+    return dict(
+        ofe_ci_low=nan,
+        ofe_ci_high=nan,
+        os_ci_low=nan,
+        os_ci_high=nan,
+        noise_spread=nan,
+        exceeds_noise=False,
+        significance="unknown",
+    )
 
 
 def compute_sequences(
-    records: list[dict], n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+    records: list[dict],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
     criteria: Mapping[str, Criterion] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The triples' table (``SEQUENCE_COLUMNS``) and their swap terms (``SWAP_COLUMNS``); empty without triples.
@@ -256,8 +334,10 @@ def compute_sequences(
     rows, swap_rows = [], []
     for triple in triples:
         boot = _OrdersBootstrap(triple, n_bootstrap, seed)
-        cats = {entry.get("label") or entry.get("name"): entry.get("category")
-                for entry in triple.records["abc"].get("sequence") or []}
+        cats = {
+            entry.get("label") or entry.get("name"): entry.get("category")
+            for entry in triple.records["abc"].get("sequence") or []
+        }
         for crit in criteria.values():
             point = [_score(triple.records[o], crit, criteria) for o in ORDERS]
             if any(p is None for p in point):
@@ -271,18 +351,26 @@ def compute_sequences(
                 reps = None if result is None else result[1]
                 n_items = 0 if result is None else result[2]
                 stats = spread_statistics(point_arr, reps, crit, confidence)
-            base = {"model_id": triple.group[0], "profile": triple.group[1], "dtype": triple.group[2],
-                    "a": triple.labels[0], "b": triple.labels[1], "c": triple.labels[2]}
-            row = dict(base, **{f"{x}_category": cats.get(triple.labels[i]) for i, x in enumerate("abc")},
-                       criterion=crit.key)
+            base = {
+                "model_id": triple.group[0],
+                "profile": triple.group[1],
+                "dtype": triple.group[2],
+                "a": triple.labels[0],
+                "b": triple.labels[1],
+                "c": triple.labels[2],
+            }
+            row = dict(
+                base, **{f"{x}_category": cats.get(triple.labels[i]) for i, x in enumerate("abc")}, criterion=crit.key
+            )
             row.update({f"score_{o}": p for o, p in zip(ORDERS, point)}, n_items=n_items, **stats)
             rows.append(row)
             swap_rows += _swap_rows(base, crit.key, point_arr, reps, stats["significance"], confidence)
     return pd.DataFrame(rows, columns=SEQUENCE_COLUMNS), pd.DataFrame(swap_rows, columns=SWAP_COLUMNS)
 
 
-def _swap_rows(base: dict, criterion: str, point: np.ndarray, reps: np.ndarray | None, significance: str,
-               confidence: float) -> list[dict[str, Any]]:
+def _swap_rows(
+    base: dict, criterion: str, point: np.ndarray, reps: np.ndarray | None, significance: str, confidence: float
+) -> list[dict[str, Any]]:
     """The six adjacent-swap terms of one triple and criterion."""
     index = {o: i for i, o in enumerate(ORDERS)}
     out = []
@@ -300,9 +388,21 @@ def _swap_rows(base: dict, criterion: str, point: np.ndarray, reps: np.ndarray |
         else:
             ci, sig = (diff, diff), "beyond_noise" if diff != 0 else "within_noise"
         names = {k: base[k] for k in "abc"}
-        out.append(dict(base, criterion=criterion, pair=" / ".join(names[x] for x in pair), other=names[other],
-                        other_position=position, order=order, swapped_order=swapped, diff=diff,
-                        diff_ci_low=ci[0], diff_ci_high=ci[1], significance=sig))
+        out.append(
+            dict(
+                base,
+                criterion=criterion,
+                pair=" / ".join(names[x] for x in pair),
+                other=names[other],
+                other_position=position,
+                order=order,
+                swapped_order=swapped,
+                diff=diff,
+                diff_ci_low=ci[0],
+                diff_ci_high=ci[1],
+                significance=sig,
+            )
+        )
     return out
 
 
@@ -313,8 +413,10 @@ def write_sequences(table: pd.DataFrame, swap_table: pd.DataFrame, out_dir: Path
     paths = [out_dir / SEQUENCES_CSV, out_dir / SWAPS_CSV, out_dir / SEQUENCES_JSON]
     atomic_write_text(paths[0], table[SEQUENCE_COLUMNS].to_csv(index=False, lineterminator="\n"))
     atomic_write_text(paths[1], swap_table[SWAP_COLUMNS].to_csv(index=False, lineterminator="\n"))
-    payload = {"settings": _json_value(dict(settings)),
-               "sequences": [_json_value(r) for r in table[SEQUENCE_COLUMNS].to_dict(orient="records")],
-               "swaps": [_json_value(r) for r in swap_table[SWAP_COLUMNS].to_dict(orient="records")]}
+    payload = {
+        "settings": _json_value(dict(settings)),
+        "sequences": [_json_value(r) for r in table[SEQUENCE_COLUMNS].to_dict(orient="records")],
+        "swaps": [_json_value(r) for r in swap_table[SWAP_COLUMNS].to_dict(orient="records")],
+    }
     atomic_write_text(paths[2], json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return paths

@@ -45,8 +45,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def step_cache_key(submission_sha256: str, base_weights_sha256: str, settings: dict[str, Any]) -> str:
     """The content address of one submission's cache on one model with one step's settings."""
-    payload = json.dumps({"submission": submission_sha256, "weights": base_weights_sha256, "settings": settings},
-                         sort_keys=True, default=str)
+    payload = json.dumps(
+        {"submission": submission_sha256, "weights": base_weights_sha256, "settings": settings},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -107,7 +110,9 @@ class StepCache:
         shutil.rmtree(self.outbox, ignore_errors=True)
 
 
-def open_step_cache(root: Path, submission_sha256: str, base_weights_sha256: str, settings: dict[str, Any]) -> StepCache:
+def open_step_cache(
+    root: Path, submission_sha256: str, base_weights_sha256: str, settings: dict[str, Any]
+) -> StepCache:
     """The cache of one step under ``root`` (``<cache>/steps``) with a fresh, empty outbox."""
     folder = Path(root) / step_cache_key(submission_sha256, base_weights_sha256, settings)
     folder.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,7 @@ def check_architecture(step_label: str, model: Any, base_signature: dict[str, tu
         missing = sorted(set(base_signature) - set(found))[:3]
         added = sorted(set(found) - set(base_signature))[:3]
         reshaped = sorted(k for k in set(found) & set(base_signature) if found[k] != base_signature[k])[:3]
-        raise StepFailed(
-            f"{step_label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})"
-        )
+        raise StepFailed(f"{step_label}: architecture changed (missing {missing}, added {added}, reshaped {reshaped})")
 
 
 def check_model_after(step_label: str, model: Any, base_signature: dict[str, tuple[int, ...]]) -> None:

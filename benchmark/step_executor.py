@@ -92,10 +92,18 @@ class StepMaterials:
         if category in (Category.COMPRESSION, Category.MULTI):
             calibration = self.calibration_texts
         return InterventionContext(
-            hyperparameters=step.hyperparameters, seed=self.seed, device=self.device, dtype=self.apply_dtype(step),
-            model_family=self.family, edits=edits, forget_texts=forget, retain_texts=retain,
-            calibration_texts=calibration, reference_texts=reference,
-            forget_corpus_name=self.forget_corpus_name if forget else "", max_seq_len=self.max_seq_len,
+            hyperparameters=step.hyperparameters,
+            seed=self.seed,
+            device=self.device,
+            dtype=self.apply_dtype(step),
+            model_family=self.family,
+            edits=edits,
+            forget_texts=forget,
+            retain_texts=retain,
+            calibration_texts=calibration,
+            reference_texts=reference,
+            forget_corpus_name=self.forget_corpus_name if forget else "",
+            max_seq_len=self.max_seq_len,
         )
 
 
@@ -108,14 +116,22 @@ def materials_for(resolved: Any, model: torch.nn.Module, tokenizer: Any, seed: i
     from benchmark.models import family_of, weights_sha256
 
     return StepMaterials(
-        seed=seed, device=next(model.parameters()).device, dtype=next(model.parameters()).dtype,
-        family=family_of(resolved.model_id, model.config), model_id=resolved.model_id, model_path=resolved.path,
-        base_sha=weights_sha256(model), tokenizer=tokenizer, signature=signature(model), **inputs,
+        seed=seed,
+        device=next(model.parameters()).device,
+        dtype=next(model.parameters()).dtype,
+        family=family_of(resolved.model_id, model.config),
+        model_id=resolved.model_id,
+        model_path=resolved.path,
+        base_sha=weights_sha256(model),
+        tokenizer=tokenizer,
+        signature=signature(model),
+        **inputs,
     )
 
 
 def copies_of(model: torch.nn.Module) -> FreshModel:
     """``fresh(state)`` for a model held in memory: a deep copy, holding ``state`` when given."""
+
     def fresh(state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
         built = copy.deepcopy(model)
         if state is not None:
@@ -137,8 +153,14 @@ class StepExecutor:
     """
 
     def __init__(
-        self, materials: StepMaterials, fresh: FreshModel, *, isolate: bool, cache_root: Path,
-        caches: "RunCaches | None" = None, on_cost: Callable[["Step", float], None] | None = None,
+        self,
+        materials: StepMaterials,
+        fresh: FreshModel,
+        *,
+        isolate: bool,
+        cache_root: Path,
+        caches: "RunCaches | None" = None,
+        on_cost: Callable[["Step", float], None] | None = None,
     ) -> None:
         self.materials = materials
         self.fresh = fresh
@@ -155,8 +177,11 @@ class StepExecutor:
 
     def _compute(self, step: "Step", model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
         """Run the step's code; its own cache folder is kept only when it succeeded."""
-        settings = {"hyperparameters": step.hyperparameters, "dtype": str(self.materials.apply_dtype(step)).removeprefix("torch."),
-                    "model": self.materials.model_id}
+        settings = {
+            "hyperparameters": step.hyperparameters,
+            "dtype": str(self.materials.apply_dtype(step)).removeprefix("torch."),
+            "model": self.materials.model_id,
+        }
         cache = open_step_cache(self.cache_root, step.submission.sha256, self.materials.base_sha, settings)
         try:
             run = self._isolated if self.isolate else self._in_process
@@ -214,9 +239,15 @@ class StepExecutor:
         sub = step.submission
         dtype = m.apply_dtype(step)
         job = StepJob(
-            submission=sub, context=m.context(step), model_path=m.model_path, model_dtype=m.dtype_name,
-            apply_dtype=str(dtype).removeprefix("torch."), device=str(m.device), threads=torch.get_num_threads(),
-            label=step.label, step_cache=cache.environment(),
+            submission=sub,
+            context=m.context(step),
+            model_path=m.model_path,
+            model_dtype=m.dtype_name,
+            apply_dtype=str(dtype).removeprefix("torch."),
+            device=str(m.device),
+            threads=torch.get_num_threads(),
+            label=step.label,
+            step_cache=cache.environment(),
         )
         res = sub.spec.resources
         outcome = run_isolated(job, model.state_dict(), res.time_budget_s, res.memory_budget_gb)

@@ -60,8 +60,10 @@ def _expanded_size(root: yaml.Node, path: Path) -> int:
         active.add(key)
         if isinstance(node, yaml.ScalarNode):
             if len(node.value) > MAX_SCALAR_CHARS:
-                raise FolderProblem(f"{path}: line {node.start_mark.line + 1}: a value of {len(node.value)} characters "
-                                    f"(at most {MAX_SCALAR_CHARS})")
+                raise FolderProblem(
+                    f"{path}: line {node.start_mark.line + 1}: a value of {len(node.value)} characters "
+                    f"(at most {MAX_SCALAR_CHARS})"
+                )
             total = 1
         elif isinstance(node, yaml.SequenceNode):
             total = 1 + sum(size(child) for child in node.value)
@@ -69,8 +71,10 @@ def _expanded_size(root: yaml.Node, path: Path) -> int:
             total = 1 + sum(size(k) + size(v) for k, v in node.value)
         active.discard(key)
         if total > MAX_EXPANDED_NODES:
-            raise FolderProblem(f"{path}: the YAML expands to over {MAX_EXPANDED_NODES} values through aliases "
-                                f"(an alias bomb?); write the values out")
+            raise FolderProblem(
+                f"{path}: the YAML expands to over {MAX_EXPANDED_NODES} values through aliases "
+                f"(an alias bomb?); write the values out"
+            )
         sizes[key] = total
         return total
 
@@ -92,7 +96,7 @@ def read_yaml_bounded(path: Path) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FolderProblem(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+        raise FolderProblem(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})") from None
     if "\x00" in text:
         raise FolderProblem(f"{path}: not text (holds a NUL character)")
     loader = yaml.SafeLoader(text)
@@ -130,8 +134,10 @@ def folder_files(folder: Path) -> list[Path]:
             if stat.S_ISLNK(info.st_mode):
                 target = os.path.realpath(path)
                 if os.path.commonpath([root, target]) != root:
-                    raise FolderProblem(f"{path}: a symlink pointing out of the submission folder (to {os.readlink(path)}); "
-                                        f"copy the file in instead")
+                    raise FolderProblem(
+                        f"{path}: a symlink pointing out of the submission folder (to {os.readlink(path)}); "
+                        f"copy the file in instead"
+                    )
             elif not stat.S_ISREG(info.st_mode):
                 raise FolderProblem(f"{path}: not a regular file (a FIFO, socket or device); remove it")
             else:
@@ -140,8 +146,10 @@ def folder_files(folder: Path) -> list[Path]:
             if len(files) > MAX_FILES:
                 raise FolderProblem(f"{folder}: more than {MAX_FILES} files; a submission is code and small assets")
             if total > MAX_FOLDER_BYTES:
-                raise FolderProblem(f"{folder}: more than {MAX_FOLDER_BYTES // 2**20} MiB of files; "
-                                    f"download large assets from a Hub repository at run time")
+                raise FolderProblem(
+                    f"{folder}: more than {MAX_FOLDER_BYTES // 2**20} MiB of files; "
+                    f"download large assets from a Hub repository at run time"
+                )
     return files
 
 

@@ -28,10 +28,27 @@ SUBMISSION_FILE = "submission.yaml"
 
 # Common SPDX identifiers; anything else must be written as LicenseRef-<name>.
 KNOWN_LICENSES = {
-    "MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "GPL-2.0-only", "GPL-2.0-or-later",
-    "GPL-3.0-only", "GPL-3.0-or-later", "LGPL-2.1-or-later", "LGPL-3.0-or-later", "MPL-2.0",
-    "AGPL-3.0-only", "AGPL-3.0-or-later", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-NC-4.0",
-    "CC0-1.0", "Unlicense", "ISC", "BSL-1.0", "Zlib",
+    "MIT",
+    "Apache-2.0",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "GPL-2.0-only",
+    "GPL-2.0-or-later",
+    "GPL-3.0-only",
+    "GPL-3.0-or-later",
+    "LGPL-2.1-or-later",
+    "LGPL-3.0-or-later",
+    "MPL-2.0",
+    "AGPL-3.0-only",
+    "AGPL-3.0-or-later",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-NC-4.0",
+    "CC0-1.0",
+    "Unlicense",
+    "ISC",
+    "BSL-1.0",
+    "Zlib",
 }
 
 
@@ -83,10 +100,14 @@ class SubmissionSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")
     category: Category
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)
-    authors: list[Annotated[str, Field(min_length=1, max_length=MAX_AUTHOR_CHARS)]] = Field(min_length=1, max_length=MAX_AUTHORS)
+    authors: list[Annotated[str, Field(min_length=1, max_length=MAX_AUTHOR_CHARS)]] = Field(
+        min_length=1, max_length=MAX_AUTHORS
+    )
     link: str = Field(max_length=MAX_LINK_CHARS)
     license: str = Field(max_length=64)
-    entry_point: str = Field(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+    entry_point: str = Field(
+        max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+    )
     levels: Levels | None = None
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": dict[str, Any]()})
     resources: Resources = Field(default_factory=Resources)
@@ -97,7 +118,9 @@ class SubmissionSpec(BaseModel):
     def _spdx(cls, value: str) -> str:
         if value in KNOWN_LICENSES or re.fullmatch(r"LicenseRef-[A-Za-z0-9.-]+", value):
             return value
-        raise ValueError(f"{value!r} is not a known SPDX licence identifier (e.g. MIT, Apache-2.0) or LicenseRef-<name>")
+        raise ValueError(
+            f"{value!r} is not a known SPDX licence identifier (e.g. MIT, Apache-2.0) or LicenseRef-<name>"
+        )
 
     @field_validator("link")
     @classmethod

@@ -73,17 +73,26 @@ class EvaluationSuite:
             wmdp_src[subset] = src.describe()
         text, wiki_src = load_wikitext_test(data_dir)
         provenance = {
-            "zsre": {**zsre_src.describe(), "n": len(edits), "record_ids": [r.record_id for r in edits],
-                     "items_sha256": _sha([r.record_id for r in edits]), "split": f"evaluation ({DEV_SPLIT})"},
+            "zsre": {
+                **zsre_src.describe(),
+                "n": len(edits),
+                "record_ids": [r.record_id for r in edits],
+                "items_sha256": _sha([r.record_id for r in edits]),
+                "split": f"evaluation ({DEV_SPLIT})",
+            },
             "mmlu": {**mmlu_src.describe(), "n": len(mcq["mmlu"]), "items_sha256": items_sha256(mcq["mmlu"])},
             "wmdp": {
                 "sources": wmdp_src,
                 "scored_questions": "held-out half (forget stand-in in use)" if scored_half else "all",
-                "n_bio": len(mcq["wmdp_bio"]), "n_cyber": len(mcq["wmdp_cyber"]),
+                "n_bio": len(mcq["wmdp_bio"]),
+                "n_cyber": len(mcq["wmdp_cyber"]),
                 "items_sha256": items_sha256(mcq["wmdp_bio"] + mcq["wmdp_cyber"]),
             },
-            "wikitext": {**wiki_src.describe(), "seq_len": settings.perplexity_seq_len,
-                         "windows": settings.perplexity_windows},
+            "wikitext": {
+                **wiki_src.describe(),
+                "seq_len": settings.perplexity_seq_len,
+                "windows": settings.perplexity_windows,
+            },
             "prompt_format": settings.prompt_format,
             "mcq_max_chars": cap,
             "batch_size": settings.batch_size,

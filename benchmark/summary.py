@@ -10,8 +10,16 @@ from typing import Any, Mapping, Sequence
 
 from benchmark.record_schema import Record
 
-COLUMNS = [("edit_success", "edit"), ("locality", "locality"), ("wmdp", "WMDP"), ("wmdp_prob", "WMDP p"),
-           ("mmlu", "MMLU"), ("mmlu_prob", "MMLU p"), ("perplexity", "ppl"), ("avg_bits", "bits")]
+COLUMNS = [
+    ("edit_success", "edit"),
+    ("locality", "locality"),
+    ("wmdp", "WMDP"),
+    ("wmdp_prob", "WMDP p"),
+    ("mmlu", "MMLU"),
+    ("mmlu_prob", "MMLU p"),
+    ("perplexity", "ppl"),
+    ("avg_bits", "bits"),
+]
 
 
 def _cell(text: Any) -> str:
@@ -48,8 +56,14 @@ def markdown_summary(records: Sequence[Record | Mapping[str, Any]], reports: lis
         row += [_number(r.scores.get(key)) for key, _ in COLUMNS]
         row.append(_cell(r.error or ""))
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "WMDP p / MMLU p: the probability on the correct answer, normalised over the choices "
-              "(continuous; moves where accuracy sits at chance, docs/MCQ_SIGNAL.md)."]
-    lines += ["", "Scores at smoke sizes are noisy: they show that the submission runs and composes, "
-              "not how good it is. The leaderboard's numbers come from the maintainers' `paper` run."]
+    lines += [
+        "",
+        "WMDP p / MMLU p: the probability on the correct answer, normalised over the choices "
+        "(continuous; moves where accuracy sits at chance, docs/MCQ_SIGNAL.md).",
+    ]
+    lines += [
+        "",
+        "Scores at smoke sizes are noisy: they show that the submission runs and composes, "
+        "not how good it is. The leaderboard's numbers come from the maintainers' `paper` run.",
+    ]
     return "\n".join(lines)

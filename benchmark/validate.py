@@ -48,7 +48,9 @@ def reserved_name_problem(sub: Submission, store: str | None = None) -> str | No
     return f"{sub.folder / 'submission.yaml'}: field 'name': {problem}" if problem else None
 
 
-def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -> tuple[str | None, str | None, str, str | None]:
+def check_import_and_api(
+    sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S
+) -> tuple[str | None, str | None, str, str | None]:
     """(import problem, API problem, sandbox note, hyperparameter problem), from one fresh sandboxed process.
 
     The box (isolation.check_import) imports the class and validates every family block of
@@ -64,8 +66,10 @@ def check_import_and_api(sub: Submission, timeout_s: float = IMPORT_TIMEOUT_S) -
         return (None, message, "", None) if verdict == "api" else (message, None, "", None)
     hp_problem = first_problem(sub, sets, report["errors"], report["class_name"]) if report.get("declared") else None
     if not report.get("declared") and any(s.params for s in sets):
-        hp_problem = (f"{sub.folder / 'submission.yaml'}: field 'hyperparameters': class {report['class_name']} "
-                      "declares no Hyperparameters model, so these settings cannot be checked (see CONTRIBUTING.md)")
+        hp_problem = (
+            f"{sub.folder / 'submission.yaml'}: field 'hyperparameters': class {report['class_name']} "
+            "declares no Hyperparameters model, so these settings cannot be checked (see CONTRIBUTING.md)"
+        )
     return None, None, message, hp_problem
 
 
@@ -92,9 +96,14 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     model, tokenizer = load_model(resolved, dtype, torch.device("cpu"))
     records, _ = load_zsre(data_dir)
     materials = materials_for(
-        resolved, model, tokenizer, 0,
+        resolved,
+        model,
+        tokenizer,
+        0,
         edits=tuple(r.to_edit_request() for r in sample_edits(records, n_items, 0)),
-        reference_texts=load_retain_corpus(None, 0, data_dir).texts if sub.category.value in ("editing", "multi") else (),
+        reference_texts=load_retain_corpus(None, 0, data_dir).texts
+        if sub.category.value in ("editing", "multi")
+        else (),
         forget_texts=load_forget_corpus(2 * n_items, 0, data_dir).texts,
         retain_texts=load_retain_corpus(2 * n_items, 0, data_dir).texts,
         calibration_texts=load_calibration_corpus(n_items, 0, data_dir).texts,
@@ -107,13 +116,18 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
         executor = StepExecutor(materials, fresh, isolate=True, cache_root=Path(cache_root))
         _, entry = executor.apply(step, fresh(None))
     sandbox = "sandboxed" if str(entry["isolation"].get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
-    return (f"smoke application on the default model: {entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
-            f"peak {entry['peak_rss_mb']:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
-            f"{sandbox}")
+    return (
+        f"smoke application on the default model: {entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
+        f"peak {entry['peak_rss_mb']:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
+        f"{sandbox}"
+    )
 
 
 def validate_folder(
-    folder: str | Path, smoke: bool = True, data_dir: str | Path | None = None, store: str | None = None,
+    folder: str | Path,
+    smoke: bool = True,
+    data_dir: str | Path | None = None,
+    store: str | None = None,
 ) -> ValidationReport:
     """Every check of the module docstring; ``store`` names the results store whose published names are reserved."""
     report = ValidationReport(Path(folder))
@@ -139,7 +153,9 @@ def validate_folder(
     if import_problem:
         report.problems.append(import_problem)
         return report
-    report.passed.append(f"entry point {sub.spec.entry_point} imports in a fresh process" + (f" ({sandbox})" if sandbox else ""))
+    report.passed.append(
+        f"entry point {sub.spec.entry_point} imports in a fresh process" + (f" ({sandbox})" if sandbox else "")
+    )
     if api_problem:
         report.problems.append(api_problem)
         return report
@@ -156,10 +172,13 @@ def validate_folder(
         except (StepFailed, SubmissionError) as exc:
             report.problems.append(str(exc))
         except (OSError, ValueError) as exc:  # the data folder lacks a file, or holds a malformed one
-            report.problems.append(f"smoke application: cannot load its data: {type(exc).__name__}: {exc}"
-                                   .replace("\n", " ")[:700])
+            report.problems.append(
+                f"smoke application: cannot load its data: {type(exc).__name__}: {exc}".replace("\n", " ")[:700]
+            )
     return report
 
 
 def report_json(report: ValidationReport) -> str:
-    return json.dumps({"folder": str(report.folder), "ok": report.ok, "problems": report.problems, "passed": report.passed})
+    return json.dumps(
+        {"folder": str(report.folder), "ok": report.ok, "problems": report.problems, "passed": report.passed}
+    )

@@ -98,8 +98,12 @@ def _timed(name: str, fn: Callable[[], Any], counter: TokenCounter, dtype, n_par
     return Row(name, counter.tokens, counter.padded, seconds, achieved, rate), result
 
 
-def run(dtype: torch.dtype, profile: str = "default", scorers: tuple[str, ...] = ("zsre", "mcq", "perplexity"),
-        data_dir: str | None = None) -> tuple[list[Row], dict[str, Any]]:
+def run(
+    dtype: torch.dtype,
+    profile: str = "default",
+    scorers: tuple[str, ...] = ("zsre", "mcq", "perplexity"),
+    data_dir: str | None = None,
+) -> tuple[list[Row], dict[str, Any]]:
     """Evaluate the default model once per scorer; the rows and the scores (to compare runs)."""
     from benchmark.data.corpora import STANDIN_NAME
     from benchmark.evaluation.multiple_choice import evaluate_mcq
@@ -129,17 +133,33 @@ def run(dtype: torch.dtype, profile: str = "default", scorers: tuple[str, ...] =
     try:
         with torch.inference_mode():
             if "zsre" in scorers:
-                reference = add("zsRE locality reference (once per grid)",
-                                lambda: locality_reference(model, tokenizer, suite.edits, s.zsre_batch_size))
-                scores["zsre"] = add("zsRE (edit, rephrase, locality)",
-                                     lambda: score_edits(model, tokenizer, suite.edits, reference, s.zsre_batch_size))
+                reference = add(
+                    "zsRE locality reference (once per grid)",
+                    lambda: locality_reference(model, tokenizer, suite.edits, s.zsre_batch_size),
+                )
+                scores["zsre"] = add(
+                    "zsRE (edit, rephrase, locality)",
+                    lambda: score_edits(model, tokenizer, suite.edits, reference, s.zsre_batch_size),
+                )
             if "mcq" in scorers:
-                scores["mcq"] = add("MMLU + WMDP multiple choice", lambda: evaluate_mcq(
-                    model, tokenizer, suite.mcq, s.prompt_format, s.batch_size, s.mcq_batch_tokens))
+                scores["mcq"] = add(
+                    "MMLU + WMDP multiple choice",
+                    lambda: evaluate_mcq(
+                        model, tokenizer, suite.mcq, s.prompt_format, s.batch_size, s.mcq_batch_tokens
+                    ),
+                )
             if "perplexity" in scorers:
-                nll, ntok = add("WikiText-2 perplexity", lambda: perplexity_windows(
-                    model, tokenizer, suite.wikitext, s.perplexity_seq_len, s.perplexity_windows,
-                    s.perplexity_batch_size))
+                nll, ntok = add(
+                    "WikiText-2 perplexity",
+                    lambda: perplexity_windows(
+                        model,
+                        tokenizer,
+                        suite.wikitext,
+                        s.perplexity_seq_len,
+                        s.perplexity_windows,
+                        s.perplexity_batch_size,
+                    ),
+                )
                 scores["perplexity_nll"] = nll
                 scores["perplexity"] = perplexity_from_windows(nll, ntok)
     finally:
@@ -148,13 +168,17 @@ def run(dtype: torch.dtype, profile: str = "default", scorers: tuple[str, ...] =
 
 
 def markdown_table(rows: list[Row], dtype: torch.dtype) -> str:
-    head = (f"dtype {str(dtype).removeprefix('torch.')}, CPU capability {cpu_capability()}, "
-            f"{torch.get_num_threads()} torch threads\n\n"
-            "| scorer | tokens | padded tokens | seconds | achieved GFLOP/s | matmul GFLOP/s | ratio |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+    head = (
+        f"dtype {str(dtype).removeprefix('torch.')}, CPU capability {cpu_capability()}, "
+        f"{torch.get_num_threads()} torch threads\n\n"
+        "| scorer | tokens | padded tokens | seconds | achieved GFLOP/s | matmul GFLOP/s | ratio |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
     body = "".join(
         f"| {r.scorer} | {r.tokens:,} | {r.padded:,} | {r.seconds:.1f} | {r.achieved_gflops:.1f} | "
-        f"{r.matmul_gflops:.1f} | {r.ratio:.2f} |\n" for r in rows)
+        f"{r.matmul_gflops:.1f} | {r.ratio:.2f} |\n"
+        for r in rows
+    )
     return head + body
 
 
@@ -171,10 +195,12 @@ def _summary(scores: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], action="append",
-                        help="repeat for several (default: both)")
-    parser.add_argument("--scorer", choices=["zsre", "mcq", "perplexity"], action="append",
-                        help="repeat for several (default: all)")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], action="append", help="repeat for several (default: both)"
+    )
+    parser.add_argument(
+        "--scorer", choices=["zsre", "mcq", "perplexity"], action="append", help="repeat for several (default: all)"
+    )
     parser.add_argument("--profile", default="default")
     args = parser.parse_args(argv)
     for name in args.dtype or ["float32", "bfloat16"]:

@@ -19,8 +19,12 @@ def test_evaluation_rate(benchmark, dtype):
     print("\n" + markdown_table(rows, dtype))
     for row in rows:
         benchmark.extra_info[row.scorer] = {
-            "tokens": row.tokens, "padded": row.padded, "seconds": row.seconds,
-            "achieved_gflops": row.achieved_gflops, "matmul_gflops": row.matmul_gflops, "ratio": row.ratio,
+            "tokens": row.tokens,
+            "padded": row.padded,
+            "seconds": row.seconds,
+            "achieved_gflops": row.achieved_gflops,
+            "matmul_gflops": row.matmul_gflops,
+            "ratio": row.ratio,
         }
     assert {"zsre", "mcq", "perplexity"} <= set(scores)
     assert all(row.tokens > 0 and row.seconds > 0 for row in rows)

@@ -91,7 +91,9 @@ def criteria_markdown(board: Board) -> str:
 
 def source_markdown(board: Board) -> str:
     lines = ["## Where these numbers come from", "", f"Store: {md(board.description) or 'none'}", ""]
-    for (model_id, profile, dtype), origin in sorted(board.metrics_origin.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (model_id, profile, dtype), origin in sorted(
+        board.metrics_origin.items(), key=lambda kv: tuple(map(str, kv[0]))
+    ):
         note = " (figures reported in the paper, not re-run: no per-item scores)" if dtype == REPORTED_DTYPE else ""
         lines.append(f"- {md(model_id)}, profile {md(profile)}, {md(dtype)}{note}: metrics {md(origin)}")
     return "\n".join(lines)
@@ -99,5 +101,12 @@ def source_markdown(board: Board) -> str:
 
 def about_markdown(board: Board) -> str:
     """The whole About page."""
-    return "\n\n".join([METRICS_TEXT.strip(), criteria_markdown(board), PROTOCOL_TEXT.strip(), SUBMIT_TEXT.strip(),
-                        source_markdown(board)])
+    return "\n\n".join(
+        [
+            METRICS_TEXT.strip(),
+            criteria_markdown(board),
+            PROTOCOL_TEXT.strip(),
+            SUBMIT_TEXT.strip(),
+            source_markdown(board),
+        ]
+    )

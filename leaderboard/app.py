@@ -63,8 +63,9 @@ class BoardSource:
     def select(self, model: str | None, profile: str | None, dtype: str | None) -> Board:
         return _select(self, self.generation, model, profile, dtype)
 
-    def defaults(self, model: str | None = None, profile: str | None = None,
-                 dtype: str | None = None) -> tuple[str | None, str | None, str | None]:
+    def defaults(
+        self, model: str | None = None, profile: str | None = None, dtype: str | None = None
+    ) -> tuple[str | None, str | None, str | None]:
         """A valid (model, profile, dtype): the given ones when they exist, else the largest group."""
         models = self.board.models()
         model = model if model in models else (models[0] if models else None)
@@ -91,10 +92,12 @@ def source_mark(board: Board) -> str:
         return "_Nothing in this selection._"
     if board.reported:
         first = board.records[0].get("reported") or {}
-        return (f"### REPORTED IN THE PAPER, NOT RE-RUN\n\n{md(first.get('source'))}. Figures as printed "
-                f"(two decimals), imported with `compose-bench import-reported`; no per-item scores, so no confidence "
-                f"intervals and the significance of every order effect is **unknown**. Re-run results are never "
-                f"shown in the same table: pick another model, profile or dtype.")
+        return (
+            f"### REPORTED IN THE PAPER, NOT RE-RUN\n\n{md(first.get('source'))}. Figures as printed "
+            f"(two decimals), imported with `compose-bench import-reported`; no per-item scores, so no confidence "
+            f"intervals and the significance of every order effect is **unknown**. Re-run results are never "
+            f"shown in the same table: pick another model, profile or dtype."
+        )
     versions = sorted({str(Record.of(r).provenance.harness_version) for r in board.records})
     return f"### Re-run by this harness\n\nHarness version(s): {md(', '.join(versions))}."
 
@@ -139,8 +142,11 @@ def build_app(source: BoardSource):
     def level_dropdowns(board, bits, sparsity):
         levels = chosen_levels(board, bits, sparsity)
         return tuple(
-            gr.Dropdown(choices=level_choices(board, p), value=None if levels[p] is None else f"{levels[p]:g}",
-                        interactive=bool(level_choices(board, p)))
+            gr.Dropdown(
+                choices=level_choices(board, p),
+                value=None if levels[p] is None else f"{levels[p]:g}",
+                interactive=bool(level_choices(board, p)),
+            )
             for p in LEVEL_PARAMETERS
         )
 
@@ -150,12 +156,20 @@ def build_app(source: BoardSource):
         category = _pick(category, choices, "editing")
         levels = chosen_levels(board, bits, sparsity)
         df = ranking.category_ranking(board, category or "", criteria or [], levels)
-        stem = downloads.file_stem("ranking", model, profile, dtype, category,
-                                   *(f"{k}={v:g}" for k, v in levels.items() if v is not None))
-        csv_path, json_path = downloads.write_table(df, stem, {"view": "ranking", "model": model, "profile": profile,
-                                                               "dtype": dtype, "category": category, **levels})
-        return (gr.Radio(choices=choices, value=category, interactive=True), table(df),
-                gr.DownloadButton(value=csv_path), gr.DownloadButton(value=json_path))
+        stem = downloads.file_stem(
+            "ranking", model, profile, dtype, category, *(f"{k}={v:g}" for k, v in levels.items() if v is not None)
+        )
+        csv_path, json_path = downloads.write_table(
+            df,
+            stem,
+            {"view": "ranking", "model": model, "profile": profile, "dtype": dtype, "category": category, **levels},
+        )
+        return (
+            gr.Radio(choices=choices, value=category, interactive=True),
+            table(df),
+            gr.DownloadButton(value=csv_path),
+            gr.DownloadButton(value=json_path),
+        )
 
     def matrices_view(model, profile, dtype, criterion, bits, sparsity):
         board = source.select(model, profile, dtype)
@@ -163,23 +177,38 @@ def build_app(source: BoardSource):
         criterion = _pick(criterion, choices, "edit_success")
         levels = chosen_levels(board, bits, sparsity)
         rows = matrices.pair_rows(board, criterion or "", levels)
-        stem = downloads.file_stem("pairs", model, profile, dtype, criterion,
-                                   *(f"{k}={v:g}" for k, v in levels.items() if v is not None))
-        csv_path, json_path = downloads.write_table(rows, stem, {"view": "pair matrices", "model": model,
-                                                                 "profile": profile, "dtype": dtype,
-                                                                 "criterion": criterion, **levels})
-        return (gr.Dropdown(choices=choices, value=criterion),
-                matrices.heatmap_figure(board, criterion or "", "order_free_error", levels),
-                matrices.heatmap_figure(board, criterion or "", "order_sensitivity", levels),
-                gr.DownloadButton(value=csv_path), gr.DownloadButton(value=json_path))
+        stem = downloads.file_stem(
+            "pairs", model, profile, dtype, criterion, *(f"{k}={v:g}" for k, v in levels.items() if v is not None)
+        )
+        csv_path, json_path = downloads.write_table(
+            rows,
+            stem,
+            {
+                "view": "pair matrices",
+                "model": model,
+                "profile": profile,
+                "dtype": dtype,
+                "criterion": criterion,
+                **levels,
+            },
+        )
+        return (
+            gr.Dropdown(choices=choices, value=criterion),
+            matrices.heatmap_figure(board, criterion or "", "order_free_error", levels),
+            matrices.heatmap_figure(board, criterion or "", "order_sensitivity", levels),
+            gr.DownloadButton(value=csv_path),
+            gr.DownloadButton(value=json_path),
+        )
 
     def runs_view():
         frame = records_frame(source.board.records)
         return table(runs.runs_table(source.board.records)), table(failures_frame(frame))
 
     def levels_changed(model, profile, dtype, criteria, category, matrix_criterion, bits, sparsity):
-        return (*ranking_view(model, profile, dtype, criteria, category, bits, sparsity),
-                *matrices_view(model, profile, dtype, matrix_criterion, bits, sparsity))
+        return (
+            *ranking_view(model, profile, dtype, criteria, category, bits, sparsity),
+            *matrices_view(model, profile, dtype, matrix_criterion, bits, sparsity),
+        )
 
     def detail_view(model, profile, dtype, name, criteria):
         board = source.select(model, profile, dtype)
@@ -187,8 +216,11 @@ def build_app(source: BoardSource):
         name = _pick(name, names)
         criteria = criteria or []
         records = detail.record_choices(board, name) if name else []
-        chosen = next((c for _, c in records if board.cells.set_index("cell_id").loc[c, "n_steps"] == 2), None) \
-            if records else None
+        chosen = (
+            next((c for _, c in records if board.cells.set_index("cell_id").loc[c, "n_steps"] == 2), None)
+            if records
+            else None
+        )
         return (
             gr.Dropdown(choices=names, value=name),
             detail.header_markdown(board, name) if name else "_No intervention in this selection._",
@@ -216,13 +248,29 @@ def build_app(source: BoardSource):
         choices = sequences.triple_choices(board)
         triple = _pick(triple, choices)
         criteria = criteria or []
-        return (gr.Dropdown(choices=choices, value=triple), sequences.note_markdown(board),
-                table(sequences.orders_table(board, triple, criteria)),
-                table(sequences.summary_table(board, triple, criteria)),
-                table(sequences.swaps_table(board, triple, criteria)))
+        return (
+            gr.Dropdown(choices=choices, value=triple),
+            sequences.note_markdown(board),
+            table(sequences.orders_table(board, triple, criteria)),
+            table(sequences.summary_table(board, triple, criteria)),
+            table(sequences.swaps_table(board, triple, criteria)),
+        )
 
-    def all_views(model, profile, dtype, criteria, matrix_criterion, name, pair, curve_criterion, axis,
-                  category, bits, sparsity, triple):
+    def all_views(
+        model,
+        profile,
+        dtype,
+        criteria,
+        matrix_criterion,
+        name,
+        pair,
+        curve_criterion,
+        axis,
+        category,
+        bits,
+        sparsity,
+        triple,
+    ):
         model, profile, dtype = source.defaults(model, profile, dtype)
         board = source.select(model, profile, dtype)
         levels = chosen_levels(board, bits, sparsity)
@@ -258,42 +306,72 @@ def build_app(source: BoardSource):
         gr.Markdown(f"# {TITLE}\n\n{INTRO}")
         with gr.Row():
             model_dd = gr.Dropdown(label="Model", choices=source.board.models(), value=model0, elem_id="filter-model")
-            profile_dd = gr.Dropdown(label="Profile", choices=source.board.profiles(model0), value=profile0,
-                                     elem_id="filter-profile")
-            dtype_dd = gr.Dropdown(label="Numerics (dtype)", choices=source.board.dtypes(model0, profile0), value=dtype0,
-                                   elem_id="filter-dtype",
-                                   info="scores differ slightly by dtype: cells of different dtypes are never compared")
+            profile_dd = gr.Dropdown(
+                label="Profile", choices=source.board.profiles(model0), value=profile0, elem_id="filter-profile"
+            )
+            dtype_dd = gr.Dropdown(
+                label="Numerics (dtype)",
+                choices=source.board.dtypes(model0, profile0),
+                value=dtype0,
+                elem_id="filter-dtype",
+                info="scores differ slightly by dtype: cells of different dtypes are never compared",
+            )
             reload_btn = gr.Button("Reload from the store", scale=0)
         status_md = gr.Markdown(status_text(board0), elem_id="status")
         mark_md = gr.Markdown(source_mark(board0), elem_id="source-mark")
         with gr.Row():
-            criteria_cb = gr.CheckboxGroup(label="Criteria shown in the Ranking and the Intervention detail",
-                                           choices=criteria_choices, value=headline, elem_id="criteria", scale=3)
-            bits_dd = gr.Dropdown(label="Quantization level (bits)", elem_id="level-bits", scale=1, interactive=True,
-                                  info="one level per compressor in the Ranking and the Pair matrices")
-            sparsity_dd = gr.Dropdown(label="Pruning level (sparsity)", elem_id="level-sparsity", scale=1, interactive=True,
-                                      info="the paper's figures use 4 bits and 0.25")
+            criteria_cb = gr.CheckboxGroup(
+                label="Criteria shown in the Ranking and the Intervention detail",
+                choices=criteria_choices,
+                value=headline,
+                elem_id="criteria",
+                scale=3,
+            )
+            bits_dd = gr.Dropdown(
+                label="Quantization level (bits)",
+                elem_id="level-bits",
+                scale=1,
+                interactive=True,
+                info="one level per compressor in the Ranking and the Pair matrices",
+            )
+            sparsity_dd = gr.Dropdown(
+                label="Pruning level (sparsity)",
+                elem_id="level-sparsity",
+                scale=1,
+                interactive=True,
+                info="the paper's figures use 4 bits and 0.25",
+            )
         with gr.Tabs():
             with gr.Tab("Ranking", id="ranking"):
-                gr.Markdown("One table per category, each intervention at the chosen level: mean Order-free Error "
-                            "(**OFE**, lower is better) and Order Sensitivity (**OS**) over its partners, the "
-                            "category's own criteria first; ranked by the mean OFE over those. Sort from a column's "
-                            "⋮ menu; the search box filters rows; the last column is the command that reproduces "
-                            "the row.")
+                gr.Markdown(
+                    "One table per category, each intervention at the chosen level: mean Order-free Error "
+                    "(**OFE**, lower is better) and Order Sensitivity (**OS**) over its partners, the "
+                    "category's own criteria first; ranked by the mean OFE over those. Sort from a column's "
+                    "⋮ menu; the search box filters rows; the last column is the command that reproduces "
+                    "the row."
+                )
                 with gr.Row():
                     category_radio = gr.Radio(label="Category", elem_id="ranking-category", scale=3, interactive=True)
                     ranking_csv = gr.DownloadButton("Download CSV", elem_id="ranking-csv", scale=0)
                     ranking_json = gr.DownloadButton("Download JSON", elem_id="ranking-json", scale=0)
-                ranking_df = table(pd.DataFrame(), interactive=False, show_search="search", elem_id="ranking-table",
-                                   max_height=600, wrap=False)
+                ranking_df = table(
+                    pd.DataFrame(),
+                    interactive=False,
+                    show_search="search",
+                    elem_id="ranking-table",
+                    max_height=600,
+                    wrap=False,
+                )
             with gr.Tab("Pair matrices", id="matrices"):
                 with gr.Row():
                     matrix_dd = gr.Dropdown(label="Criterion", elem_id="matrix-criterion", scale=3)
                     matrix_csv = gr.DownloadButton("Download CSV", elem_id="matrix-csv", scale=0)
                     matrix_json = gr.DownloadButton("Download JSON", elem_id="matrix-json", scale=0)
-                gr.Markdown("Symmetric in the pair; `*` marks an order effect beyond evaluation noise (95% paired "
-                            "bootstrap). Hover a cell for its confidence interval, both orders' scores and the "
-                            "command that reproduces it. Compressors at the chosen levels.")
+                gr.Markdown(
+                    "Symmetric in the pair; `*` marks an order effect beyond evaluation noise (95% paired "
+                    "bootstrap). Hover a cell for its confidence interval, both orders' scores and the "
+                    "command that reproduces it. Compressors at the chosen levels."
+                )
                 ofe_plot = gr.Plot(label="Order-free Error", elem_id="ofe-heatmap")
                 os_plot = gr.Plot(label="Order Sensitivity", elem_id="os-heatmap")
             with gr.Tab("Intervention detail", id="detail"):
@@ -311,12 +389,18 @@ def build_app(source: BoardSource):
                 with gr.Row():
                     pair_dd = gr.Dropdown(label="Pair (intervention × compressor)", elem_id="curve-pair")
                     curve_crit_dd = gr.Dropdown(label="Criterion", elem_id="curve-criterion")
-                    axis_radio = gr.Radio(label="x axis", choices=[(v, k) for k, v in curves.X_AXES.items()],
-                                          value="level", elem_id="curve-axis")
+                    axis_radio = gr.Radio(
+                        label="x axis",
+                        choices=[(v, k) for k, v in curves.X_AXES.items()],
+                        value="level",
+                        elem_id="curve-axis",
+                    )
                 curve_plot = gr.Plot(label="Criterion against compression level", elem_id="curve-plot")
-                gr.Markdown("Each point is one evaluated model of the grid; a grid with one level gives one point "
-                            "per order. Dotted: the compressor alone; diamond: the other intervention alone, "
-                            "uncompressed.")
+                gr.Markdown(
+                    "Each point is one evaluated model of the grid; a grid with one level gives one point "
+                    "per order. Dotted: the compressor alone; diamond: the other intervention alone, "
+                    "uncompressed."
+                )
             with gr.Tab("Sequences of three", id="sequences"):
                 triple_dd = gr.Dropdown(label="Triple (a / b / c)", elem_id="sequence-triple")
                 sequence_note = gr.Markdown(elem_id="sequence-note")
@@ -325,12 +409,15 @@ def build_app(source: BoardSource):
                 gr.Markdown("#### Order-free Error and Order Sensitivity over the six orders")
                 sequence_summary_df = table(pd.DataFrame(), interactive=False, elem_id="sequence-summary", wrap=True)
                 gr.Markdown("#### Adjacent swaps: the terms of the spread")
-                sequence_swaps_df = table(pd.DataFrame(), interactive=False, show_search="search",
-                                          elem_id="sequence-swaps", wrap=True)
+                sequence_swaps_df = table(
+                    pd.DataFrame(), interactive=False, show_search="search", elem_id="sequence-swaps", wrap=True
+                )
             with gr.Tab("Runs", id="runs"):
-                gr.Markdown("Every run in the store (all models and profiles): its numerics, harness version, when, "
-                            "how many cells succeeded or failed, and the command that reproduces it; then each "
-                            "failed cell with the first line of its reason (the full text is in its record).")
+                gr.Markdown(
+                    "Every run in the store (all models and profiles): its numerics, harness version, when, "
+                    "how many cells succeeded or failed, and the command that reproduces it; then each "
+                    "failed cell with the first line of its reason (the full text is in its record)."
+                )
                 runs_df = table(pd.DataFrame(), interactive=False, elem_id="runs-table", wrap=True)
                 gr.Markdown("#### Failed cells")
                 failures_df = table(pd.DataFrame(), interactive=False, elem_id="failures-table", wrap=True)
@@ -339,14 +426,49 @@ def build_app(source: BoardSource):
 
         # ---------------------------------------------------------------- events
 
-        filters = [model_dd, profile_dd, dtype_dd, criteria_cb, matrix_dd, name_dd, pair_dd, curve_crit_dd, axis_radio,
-                   category_radio, bits_dd, sparsity_dd, triple_dd]
+        filters = [
+            model_dd,
+            profile_dd,
+            dtype_dd,
+            criteria_cb,
+            matrix_dd,
+            name_dd,
+            pair_dd,
+            curve_crit_dd,
+            axis_radio,
+            category_radio,
+            bits_dd,
+            sparsity_dd,
+            triple_dd,
+        ]
         sequences_out = [triple_dd, sequence_note, sequence_orders_df, sequence_summary_df, sequence_swaps_df]
         ranking_out = [category_radio, ranking_df, ranking_csv, ranking_json]
         matrices_out = [matrix_dd, ofe_plot, os_plot, matrix_csv, matrix_json]
-        everything = [model_dd, profile_dd, dtype_dd, status_md, mark_md, bits_dd, sparsity_dd, *ranking_out,
-                      *matrices_out, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json,
-                      pair_dd, curve_crit_dd, curve_plot, *sequences_out, about_md, runs_df, failures_df]
+        everything = [
+            model_dd,
+            profile_dd,
+            dtype_dd,
+            status_md,
+            mark_md,
+            bits_dd,
+            sparsity_dd,
+            *ranking_out,
+            *matrices_out,
+            name_dd,
+            header_md,
+            orders_df,
+            pairs_df,
+            prov_df,
+            record_dd,
+            record_json,
+            pair_dd,
+            curve_crit_dd,
+            curve_plot,
+            *sequences_out,
+            about_md,
+            runs_df,
+            failures_df,
+        ]
         gr.on([model_dd.input, profile_dd.input, dtype_dd.input], all_views, inputs=filters, outputs=everything)
         reload_btn.click(reload, inputs=filters, outputs=everything)
         demo.load(all_views, inputs=filters, outputs=everything)
@@ -355,28 +477,55 @@ def build_app(source: BoardSource):
             inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, name_dd, category_radio, bits_dd, sparsity_dd],
             outputs=[*ranking_out, name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
         )
-        gr.on([triple_dd.input, criteria_cb.input], sequences_view,
-              inputs=[model_dd, profile_dd, dtype_dd, triple_dd, criteria_cb], outputs=sequences_out)
-        category_radio.input(ranking_view, inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, bits_dd,
-                                                   sparsity_dd], outputs=ranking_out)
-        gr.on([bits_dd.input, sparsity_dd.input], levels_changed,
-              inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, matrix_dd, bits_dd, sparsity_dd],
-              outputs=[*ranking_out, *matrices_out])
-        matrix_dd.input(matrices_view, inputs=[model_dd, profile_dd, dtype_dd, matrix_dd, bits_dd, sparsity_dd],
-                        outputs=matrices_out)
-        name_dd.input(detail_view, inputs=[model_dd, profile_dd, dtype_dd, name_dd, criteria_cb],
-                      outputs=[name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json])
+        gr.on(
+            [triple_dd.input, criteria_cb.input],
+            sequences_view,
+            inputs=[model_dd, profile_dd, dtype_dd, triple_dd, criteria_cb],
+            outputs=sequences_out,
+        )
+        category_radio.input(
+            ranking_view,
+            inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, bits_dd, sparsity_dd],
+            outputs=ranking_out,
+        )
+        gr.on(
+            [bits_dd.input, sparsity_dd.input],
+            levels_changed,
+            inputs=[model_dd, profile_dd, dtype_dd, criteria_cb, category_radio, matrix_dd, bits_dd, sparsity_dd],
+            outputs=[*ranking_out, *matrices_out],
+        )
+        matrix_dd.input(
+            matrices_view,
+            inputs=[model_dd, profile_dd, dtype_dd, matrix_dd, bits_dd, sparsity_dd],
+            outputs=matrices_out,
+        )
+        name_dd.input(
+            detail_view,
+            inputs=[model_dd, profile_dd, dtype_dd, name_dd, criteria_cb],
+            outputs=[name_dd, header_md, orders_df, pairs_df, prov_df, record_dd, record_json],
+        )
         record_dd.input(record_view, inputs=[model_dd, profile_dd, dtype_dd, record_dd], outputs=record_json)
-        gr.on([pair_dd.input, curve_crit_dd.input, axis_radio.input], curves_view,
-              inputs=[model_dd, profile_dd, dtype_dd, pair_dd, curve_crit_dd, axis_radio],
-              outputs=[pair_dd, curve_crit_dd, curve_plot])
+        gr.on(
+            [pair_dd.input, curve_crit_dd.input, axis_radio.input],
+            curves_view,
+            inputs=[model_dd, profile_dd, dtype_dd, pair_dd, curve_crit_dd, axis_radio],
+            outputs=[pair_dd, curve_crit_dd, curve_plot],
+        )
     return demo
 
 
-def serve(source: BoardSource, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
-          quiet: bool = False) -> None:
+def serve(
+    source: BoardSource, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False, quiet: bool = False
+) -> None:
     """Serve the app over ``source`` until interrupted: on ``host`` only, never through a share tunnel."""
     demo = build_app(source)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser, show_error=True,
-                ssr_mode=False, quiet=quiet)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=open_browser,
+        show_error=True,
+        ssr_mode=False,
+        quiet=quiet,
+    )

@@ -95,25 +95,39 @@ def curve_figure(board: Board, pair: str, criterion: str, axis: str = "level") -
     for entry in curve_traces(board, pair, criterion, axis):
         xs, ys, orders = zip(*entry["points"])
         marker_only = entry["dash"] == "marker"
-        fig.add_trace(go.Scatter(
-            x=list(xs), y=list(ys), name=plot_text(entry["name"]),
-            mode="markers" if marker_only else "lines+markers",
-            line=None if marker_only else {"dash": entry["dash"]},
-            marker={"size": 12 if marker_only else 9, "symbol": "diamond" if marker_only else "circle"},
-            customdata=[plot_text(o) for o in orders],
-            hovertemplate="%{customdata}<br>x=%{x:.3f}, y=%{y:.4f}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=list(xs),
+                y=list(ys),
+                name=plot_text(entry["name"]),
+                mode="markers" if marker_only else "lines+markers",
+                line=None if marker_only else {"dash": entry["dash"]},
+                marker={"size": 12 if marker_only else 9, "symbol": "diamond" if marker_only else "circle"},
+                customdata=[plot_text(o) for o in orders],
+                hovertemplate="%{customdata}<br>x=%{x:.3f}, y=%{y:.4f}<extra></extra>",
+            )
+        )
     crit = board.criteria.get(criterion)
     direction = {"higher_is_better": "higher is better", "lower_is_better": "lower is better"}.get(
-        crit.direction if crit else "", "descriptive")
+        crit.direction if crit else "", "descriptive"
+    )
     parameter = compressor_parameter(board, pair.partition(PAIR_SEPARATOR)[2])
     x_title = f"{X_AXES.get(axis, axis)}" + (f" ({plot_text(parameter)})" if axis == "level" and parameter else "")
     fig.update_layout(
         title={"text": f"{plot_text(pair)}: {plot_text(criterion)} ({direction})"},
-        xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": plot_text(criterion)}},
-        height=420, margin={"l": 60, "r": 20, "t": 60, "b": 60}, legend={"orientation": "h", "y": -0.2},
+        xaxis={"title": {"text": x_title}},
+        yaxis={"title": {"text": plot_text(criterion)}},
+        height=420,
+        margin={"l": 60, "r": 20, "t": 60, "b": 60},
+        legend={"orientation": "h", "y": -0.2},
     )
     if not fig.data:
-        fig.add_annotation(text="no record of this pair at any level for this selection", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.add_annotation(
+            text="no record of this pair at any level for this selection",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+        )
     return fig

@@ -190,8 +190,11 @@ class Board:
 
     def level_values(self, parameter: str) -> list[float]:
         """The values of a level parameter (``bits``, ``sparsity``) present in this board, ascending."""
-        values = {i.level_value for i in self.interventions.values()
-                  if i.level_parameter == parameter and i.level_value is not None}
+        values = {
+            i.level_value
+            for i in self.interventions.values()
+            if i.level_parameter == parameter and i.level_value is not None
+        }
         return sorted(values)
 
     def level_default(self, parameter: str) -> float | None:
@@ -214,8 +217,9 @@ class Board:
             for label in self.labels_of(name):
                 item = self.interventions[label]
                 wanted = levels.get(item.level_parameter) if item.level_parameter else None
-                if wanted is not None and (item.level_value is None
-                                           or not math.isclose(item.level_value, float(wanted))):
+                if wanted is not None and (
+                    item.level_value is None or not math.isclose(item.level_value, float(wanted))
+                ):
                     continue
                 out.append(label)
         return out
@@ -245,8 +249,13 @@ class Board:
         return next((i.category for i in self.interventions.values() if i.name == name), "?")
 
     def labels_of(self, name: str) -> list[str]:
-        return sorted((i.label for i in self.interventions.values() if i.name == name), key=lambda lab: (
-            self.interventions[lab].level_value if self.interventions[lab].level_value is not None else -1, lab))
+        return sorted(
+            (i.label for i in self.interventions.values() if i.name == name),
+            key=lambda lab: (
+                self.interventions[lab].level_value if self.interventions[lab].level_value is not None else -1,
+                lab,
+            ),
+        )
 
     @cached_property
     def cells(self) -> pd.DataFrame:
@@ -294,8 +303,11 @@ class Board:
 
     def criteria_with_scores(self) -> list[str]:
         """Criteria present in the metrics (or, without pairs, in the scores), in criteria.yaml order."""
-        present = set(self.metrics["criterion"]) if not self.metrics.empty else {
-            c.removeprefix("score:") for c in self.cells.columns if c.startswith("score:")}
+        present = (
+            set(self.metrics["criterion"])
+            if not self.metrics.empty
+            else {c.removeprefix("score:") for c in self.cells.columns if c.startswith("score:")}
+        )
         return [k for k in self.criteria if k in present]
 
 

@@ -100,25 +100,29 @@ def pairs_table(board: Board, name: str, criteria: Iterable[str]) -> pd.DataFram
             continue
         me, partner = (row.a, row.b) if a_is_me else (row.b, row.a)
         mine_first, partner_first = (row.score_ab, row.score_ba) if a_is_me else (row.score_ba, row.score_ab)
-        rows.append({
-            "intervention": cell(me),
-            "partner": cell(partner),
-            "partner category": cell(row.b_category if a_is_me else row.a_category),
-            "criterion": cell(row.criterion),
-            "score, intervention first": fmt(mine_first),
-            "score, partner first": fmt(partner_first),
-            "Order-free Error": fmt(row.order_free_error),
-            "OFE 95% CI": _ci(row.ofe_ci_low, row.ofe_ci_high),
-            "Order Sensitivity": fmt(row.order_sensitivity),
-            "OS 95% CI": _ci(row.os_ci_low, row.os_ci_high),
-            "AB−BA 95% CI": _ci(row.diff_ci_low, row.diff_ci_high),
-            "beyond noise": ("unknown (reported: no per-item scores)"
-                             if board.reported and significance_text(row).startswith("unknown")
-                             else significance_text(row)),
-            "smallest resolvable OS": resolvable_text(row),
-            "items": int(row.n_items),
-            "_order": criteria.index(row.criterion),
-        })
+        rows.append(
+            {
+                "intervention": cell(me),
+                "partner": cell(partner),
+                "partner category": cell(row.b_category if a_is_me else row.a_category),
+                "criterion": cell(row.criterion),
+                "score, intervention first": fmt(mine_first),
+                "score, partner first": fmt(partner_first),
+                "Order-free Error": fmt(row.order_free_error),
+                "OFE 95% CI": _ci(row.ofe_ci_low, row.ofe_ci_high),
+                "Order Sensitivity": fmt(row.order_sensitivity),
+                "OS 95% CI": _ci(row.os_ci_low, row.os_ci_high),
+                "AB−BA 95% CI": _ci(row.diff_ci_low, row.diff_ci_high),
+                "beyond noise": (
+                    "unknown (reported: no per-item scores)"
+                    if board.reported and significance_text(row).startswith("unknown")
+                    else significance_text(row)
+                ),
+                "smallest resolvable OS": resolvable_text(row),
+                "items": int(row.n_items),
+                "_order": criteria.index(row.criterion),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -135,22 +139,24 @@ def provenance_table(board: Board, name: str) -> pd.DataFrame:
         record = Record.of(raw)
         prov, timings = record.provenance, record.timings
         hardware = prov.hardware or {}
-        rows.append({
-            "order": cell(board.cells.loc[board.cells["cell_id"] == cell_id, "order"].iloc[0]),
-            "harness": cell(prov.harness_version),
-            "model source": cell(prov.model_source),
-            "weights sha256": cell(str(prov.weights_sha256 or "")[:16]),
-            "dtype / device": cell(f"{prov.dtype} / {prov.device}"),
-            "seed": cell(prov.seed),
-            "prompt format": cell(prov.prompt_format),
-            "forget corpus": cell((prov.forget_corpus or {}).get("name")),
-            "calibration": cell((prov.calibration or {}).get("name")),
-            "protocol": cell(", ".join(f"{k}={v}" for k, v in (prov.protocol or {}).items())),
-            "hardware": cell(f"{hardware.get('cpu')}, {hardware.get('cores')} cores, gpu {hardware.get('gpu')}"),
-            "total s": fmt(timings.total_s, 1),
-            "peak MB": fmt(record.peak_memory_mb, 0),
-            "cell_id": cell(cell_id),
-        })
+        rows.append(
+            {
+                "order": cell(board.cells.loc[board.cells["cell_id"] == cell_id, "order"].iloc[0]),
+                "harness": cell(prov.harness_version),
+                "model source": cell(prov.model_source),
+                "weights sha256": cell(str(prov.weights_sha256 or "")[:16]),
+                "dtype / device": cell(f"{prov.dtype} / {prov.device}"),
+                "seed": cell(prov.seed),
+                "prompt format": cell(prov.prompt_format),
+                "forget corpus": cell((prov.forget_corpus or {}).get("name")),
+                "calibration": cell((prov.calibration or {}).get("name")),
+                "protocol": cell(", ".join(f"{k}={v}" for k, v in (prov.protocol or {}).items())),
+                "hardware": cell(f"{hardware.get('cpu')}, {hardware.get('cores')} cores, gpu {hardware.get('gpu')}"),
+                "total s": fmt(timings.total_s, 1),
+                "peak MB": fmt(record.peak_memory_mb, 0),
+                "cell_id": cell(cell_id),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -165,6 +171,17 @@ def record_details(board: Board, cell_id: str | None) -> dict[str, Any]:
     record = board.record(cell_id) if cell_id else None
     if record is None:
         return {}
-    keep = ("cell_id", "label", "status", "error", "sequence", "recompressed_with", "provenance", "timings",
-            "peak_memory_mb", "finished_at", "schema_version")
+    keep = (
+        "cell_id",
+        "label",
+        "status",
+        "error",
+        "sequence",
+        "recompressed_with",
+        "provenance",
+        "timings",
+        "peak_memory_mb",
+        "finished_at",
+        "schema_version",
+    )
     return {k: record.get(k) for k in keep if k in record}

@@ -57,7 +57,10 @@ def write_table(df: pd.DataFrame, stem: str, selection: dict[str, Any]) -> tuple
     csv_path, json_path = folder / f"{stem}.csv", folder / f"{stem}.json"
     atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
     rows = [{str(k): _value(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
-    payload = {"selection": {k: _value(v) for k, v in selection.items()}, "columns": [str(c) for c in df.columns],
-               "rows": rows}
+    payload = {
+        "selection": {k: _value(v) for k, v in selection.items()},
+        "columns": [str(c) for c in df.columns],
+        "rows": rows,
+    }
     atomic_write_text(json_path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return str(csv_path), str(json_path)

@@ -55,19 +55,24 @@ def pair_rows(board: Board, criterion: str, levels: Mapping[str, Any] | None = N
     if board.metrics.empty:
         return board.metrics.assign(reproduce=pd.Series(dtype=str))
     kept = set(axis_labels(board, levels))
-    rows = board.metrics[(board.metrics["criterion"] == criterion) & board.metrics["a"].isin(kept)
-                         & board.metrics["b"].isin(kept)].reset_index(drop=True)
+    rows = board.metrics[
+        (board.metrics["criterion"] == criterion) & board.metrics["a"].isin(kept) & board.metrics["b"].isin(kept)
+    ].reset_index(drop=True)
     cells = board.cells
     commands = []
     for row in rows.itertuples(index=False):
-        ids = cells.loc[((cells["first"] == row.a) & (cells["second"] == row.b))
-                        | ((cells["first"] == row.b) & (cells["second"] == row.a)), "cell_id"]
+        ids = cells.loc[
+            ((cells["first"] == row.a) & (cells["second"] == row.b))
+            | ((cells["first"] == row.b) & (cells["second"] == row.a)),
+            "cell_id",
+        ]
         commands.append(reproduce_command([r for r in map(board.record, ids) if r is not None]))
     return rows.assign(reproduce=commands)
 
 
-def pair_matrix(board: Board, criterion: str, metric: str, levels: Mapping[str, Any] | None = None
-                ) -> tuple[list[str], list[list[float | None]], list[list[str]]]:
+def pair_matrix(
+    board: Board, criterion: str, metric: str, levels: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[list[float | None]], list[list[str]]]:
     """Axis labels, values (None where no pair) and hover texts of the matrix for ``metric``."""
     title, low_col, high_col, _ = METRICS[metric]
     labels = axis_labels(board, levels)
@@ -104,15 +109,24 @@ def heatmap_figure(board: Board, criterion: str, metric: str, levels: Mapping[st
         for row in board.metrics[board.metrics["criterion"] == criterion].itertuples(index=False):
             noise[(row.a, row.b)] = noise[(row.b, row.a)] = bool(row.exceeds_noise)
     text = [
-        ["" if v is None else f"{v:.3f}{'*' if metric == 'order_sensitivity' and noise.get((a, b)) else ''}"
-         for b, v in zip(labels, row)]
+        [
+            "" if v is None else f"{v:.3f}{'*' if metric == 'order_sensitivity' and noise.get((a, b)) else ''}"
+            for b, v in zip(labels, row)
+        ]
         for a, row in zip(labels, values)
     ]
     shown = [plot_text(label) for label in labels]
     fig = go.Figure(
         go.Heatmap(
-            z=values, x=shown, y=shown, text=text, texttemplate="%{text}", customdata=hover,
-            hovertemplate="%{customdata}<extra></extra>", colorscale=scale, hoverongaps=False,
+            z=values,
+            x=shown,
+            y=shown,
+            text=text,
+            texttemplate="%{text}",
+            customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>",
+            colorscale=scale,
+            hoverongaps=False,
             textfont={"size": FONT_PX - 1},
             colorbar={"title": {"text": "lower is better" if metric == "order_free_error" else "|AB − BA|"}},
         )
@@ -126,6 +140,12 @@ def heatmap_figure(board: Board, criterion: str, metric: str, levels: Mapping[st
         height=max(420, 210 + CELL_PX * len(labels)),
     )
     if not any(v is not None for row in values for v in row):
-        fig.add_annotation(text="no pair with both orders recorded for this selection", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.add_annotation(
+            text="no pair with both orders recorded for this selection",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+        )
     return fig

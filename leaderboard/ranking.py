@@ -39,8 +39,18 @@ def bounded(board: Board, criterion: str) -> bool:
 def oriented(board: Board) -> pd.DataFrame:
     """Metrics rows seen from each side: ``label``, ``name``, ``partner``, ``partner_category`` and the values."""
     if board.metrics.empty:
-        return pd.DataFrame(columns=["name", "label", "partner", "partner_category", "criterion",
-                                     "order_free_error", "order_sensitivity", "exceeds_noise"])
+        return pd.DataFrame(
+            columns=[
+                "name",
+                "label",
+                "partner",
+                "partner_category",
+                "criterion",
+                "order_free_error",
+                "order_sensitivity",
+                "exceeds_noise",
+            ]
+        )
     info = board.interventions
     frames = []
     for this, other in (("a", "b"), ("b", "a")):
@@ -69,8 +79,9 @@ def significance(board: Board, rows: pd.DataFrame) -> str:
     return f"{int(rows['exceeds_noise'].sum())} of {len(rows)}"
 
 
-def category_ranking(board: Board, category: str, criteria: Iterable[str],
-                     levels: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def category_ranking(
+    board: Board, category: str, criteria: Iterable[str], levels: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """The ranking of one category of ``board`` at ``levels`` (see the module docstring)."""
     criteria = ranked_criteria(board, category, criteria)
     own = [c for c in CATEGORY_CRITERIA.get(category, ()) if c in criteria and bounded(board, c)]

@@ -30,7 +30,9 @@ def runs_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = runs_frame(records)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
-    when = [("with the paper (not run here)" if source.startswith("reported") else _when(a, b))
-            for source, a, b in zip(frame["source"], frame["first_finished"], frame["last_finished"])]
+    when = [
+        ("with the paper (not run here)" if source.startswith("reported") else _when(a, b))
+        for source, a, b in zip(frame["source"], frame["first_finished"], frame["last_finished"])
+    ]
     frame = frame.assign(when=when)
     return frame[COLUMNS]

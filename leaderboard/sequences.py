@@ -48,8 +48,12 @@ def _ci(low: Any, high: Any) -> str:
 
 
 def _in_words(significance: Any) -> str:
-    return {"beyond_noise": "yes", "within_noise": "no", "diverged": "diverged (an order gave non-finite outputs)",
-            "unknown": "unknown (no per-item scores)"}.get(str(significance), str(significance))
+    return {
+        "beyond_noise": "yes",
+        "within_noise": "no",
+        "diverged": "diverged (an order gave non-finite outputs)",
+        "unknown": "unknown (no per-item scores)",
+    }.get(str(significance), str(significance))
 
 
 def _order_text(triple: Any, order: str) -> str:
@@ -92,19 +96,21 @@ def summary_table(board: Board, choice: str | None, criteria: Iterable[str]) -> 
         def named(order: Any, tied: bool = bool(tied)) -> str:
             return "all six equal" if tied else cell(_order_text(triple, order)) if order in ORDERS else "-"
 
-        rows.append({
-            "criterion": criterion,
-            "Order-free Error": fmt(r["order_free_error"]),
-            "OFE 95% CI": _ci(r["ofe_ci_low"], r["ofe_ci_high"]),
-            "best order": named(r["best_order"]),
-            "Order Sensitivity (max - min)": fmt(r["order_sensitivity"]),
-            "OS 95% CI": _ci(r["os_ci_low"], r["os_ci_high"]),
-            "highest": named(r["max_order"]),
-            "lowest": named(r["min_order"]),
-            "noise spread (95%)": fmt(r["noise_spread"]),
-            "beyond noise": _in_words(r["significance"]),
-            "items": int(r["n_items"]),
-        })
+        rows.append(
+            {
+                "criterion": criterion,
+                "Order-free Error": fmt(r["order_free_error"]),
+                "OFE 95% CI": _ci(r["ofe_ci_low"], r["ofe_ci_high"]),
+                "best order": named(r["best_order"]),
+                "Order Sensitivity (max - min)": fmt(r["order_sensitivity"]),
+                "OS 95% CI": _ci(r["os_ci_low"], r["os_ci_high"]),
+                "highest": named(r["max_order"]),
+                "lowest": named(r["min_order"]),
+                "noise spread (95%)": fmt(r["noise_spread"]),
+                "beyond noise": _in_words(r["significance"]),
+                "items": int(r["n_items"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -118,26 +124,32 @@ def swaps_table(board: Board, choice: str | None, criteria: Iterable[str]) -> pd
     rows = []
     for criterion in criteria:
         for r in mine[mine["criterion"] == criterion].itertuples():
-            rows.append({
-                "criterion": criterion,
-                "swapped pair": cell(r.pair),
-                "third": cell(f"{r.other} ({r.other_position} the pair)"),
-                "order": cell(_order_text(triple, r.order)),
-                "swapped order": cell(_order_text(triple, r.swapped_order)),
-                "difference": fmt(r.diff),
-                "95% CI": _ci(r.diff_ci_low, r.diff_ci_high),
-                "beyond noise": _in_words(r.significance),
-            })
+            rows.append(
+                {
+                    "criterion": criterion,
+                    "swapped pair": cell(r.pair),
+                    "third": cell(f"{r.other} ({r.other_position} the pair)"),
+                    "order": cell(_order_text(triple, r.order)),
+                    "swapped order": cell(_order_text(triple, r.swapped_order)),
+                    "difference": fmt(r.diff),
+                    "95% CI": _ci(r.diff_ci_low, r.diff_ci_high),
+                    "beyond noise": _in_words(r.significance),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def note_markdown(board: Board) -> str:
     """The line above the view: what it shows, or why it is empty."""
     if not board.sequences[0]:
-        return ("_No sequence of three in this selection: run a profile with `protocol.sequence_length: 3` "
-                "(`compose-bench run --profile triples`)._")
-    return ("The six orders of three interventions (one per category), side by side; `positions` names each order "
-            "by the sorted labels a, b, c. **OFE**: the best order's error; **OS**: max - min of the six scores, beyond "
-            "noise when above the spread that evaluation noise alone gives (paired bootstrap over the items). "
-            "**Swaps**: the difference between two orders one adjacent swap apart; the spread is a sum of them along "
-            "a path of swaps.")
+        return (
+            "_No sequence of three in this selection: run a profile with `protocol.sequence_length: 3` "
+            "(`compose-bench run --profile triples`)._"
+        )
+    return (
+        "The six orders of three interventions (one per category), side by side; `positions` names each order "
+        "by the sorted labels a, b, c. **OFE**: the best order's error; **OS**: max - min of the six scores, beyond "
+        "noise when above the spread that evaluation noise alone gives (paired bootstrap over the items). "
+        "**Swaps**: the difference between two orders one adjacent swap apart; the spread is a sum of them along "
+        "a path of swaps."
+    )

@@ -42,10 +42,16 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     total = time.perf_counter() - t
     rate = matmul_gflops(choice.dtype, device, seconds=1.0)
     eff = {k: 2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9) for k in SCORERS}
-    return {"profile": p.name, "capability": choice.capability, "dtype": choice.name, "matmul_gflops": round(rate, 1),
-            "tokens": tokens.tokens, "seconds": {k: round(v, 2) for k, v in parts.items()},
-            "overhead_s": round(total - sum(parts.values()), 2),
-            "efficiency": {k: round(v, 3) for k, v in eff.items()}}
+    return {
+        "profile": p.name,
+        "capability": choice.capability,
+        "dtype": choice.name,
+        "matmul_gflops": round(rate, 1),
+        "tokens": tokens.tokens,
+        "seconds": {k: round(v, 2) for k, v in parts.items()},
+        "overhead_s": round(total - sum(parts.values()), 2),
+        "efficiency": {k: round(v, 3) for k, v in eff.items()},
+    }
 
 
 def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
@@ -60,7 +66,11 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
 
     samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for folder in run_dirs:
-        records = [r for r in read_records(folder) if r.get("status") == "ok" and not (r.get("cache") or {}).get("evaluation") == "hit"]
+        records = [
+            r
+            for r in read_records(folder)
+            if r.get("status") == "ok" and not (r.get("cache") or {}).get("evaluation") == "hit"
+        ]
         if not records:
             continue
         prov = records[0]["provenance"]
@@ -87,13 +97,18 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
 
         ordered = sorted(records, key=lambda r: r["finished_at"])
         for before, after in zip(ordered, ordered[1:]):
-            gap = (dt.datetime.fromisoformat(after["finished_at"]) - dt.datetime.fromisoformat(before["finished_at"])).total_seconds()
+            gap = (
+                dt.datetime.fromisoformat(after["finished_at"]) - dt.datetime.fromisoformat(before["finished_at"])
+            ).total_seconds()
             t = after.get("timings") or {}
             entries = [e for e in t.get("interventions") or [] if not e.get("reused_from_disk") and not e.get("cached")]
-            accounted = (t.get("evaluation_s") or 0) + sum((e.get("seconds") or 0) + (e.get("isolation_overhead_s") or 0)
-                                                           for e in entries)
+            accounted = (t.get("evaluation_s") or 0) + sum(
+                (e.get("seconds") or 0) + (e.get("isolation_overhead_s") or 0) for e in entries
+            )
             samples[dtype]["cell_overhead_s"].append(gap - accounted)
-            samples[dtype]["isolation_overhead_s"] += [e["isolation_overhead_s"] for e in entries if e.get("isolation_overhead_s")]
+            samples[dtype]["isolation_overhead_s"] += [
+                e["isolation_overhead_s"] for e in entries if e.get("isolation_overhead_s")
+            ]
     return {dtype: {k: round(statistics.median(v), 3) for k, v in by.items()} for dtype, by in samples.items()}
 
 
@@ -110,14 +125,19 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
                 continue
             settings = prov.get("profile_settings") or {}
             ev, corpora = settings.get("evaluation") or {}, settings.get("corpora") or {}
-            items = {"editing": ev.get("n_edits"), "unlearning": (corpora.get("forget_n") or 0) + (corpora.get("retain_n") or 0),
-                     "compression": corpora.get("calibration_n")}
+            items = {
+                "editing": ev.get("n_edits"),
+                "unlearning": (corpora.get("forget_n") or 0) + (corpora.get("retain_n") or 0),
+                "compression": corpora.get("calibration_n"),
+            }
             by_label = {s["label"]: s for s in record.get("sequence") or []}
             for entry in (record.get("timings") or {}).get("interventions") or []:
                 step = by_label.get(entry.get("label"))
                 if not step or not entry.get("seconds") or entry.get("reused_from_disk") or entry.get("cached"):
                     continue
-                points[(numerics.get("dtype"), step["name"])].append((items.get(step["category"]) or 1, entry["seconds"] * rate))
+                points[(numerics.get("dtype"), step["name"])].append(
+                    (items.get(step["category"]) or 1, entry["seconds"] * rate)
+                )
     out = {}
     for (dtype, name), pts in sorted(points.items()):
         x = np.array([p[0] for p in pts], dtype=float)
@@ -128,7 +148,11 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
                 per_item, fixed = float(np.sum(x * y) / np.sum(x * x)), 0.0
         else:
             per_item, fixed = float(np.median(y / x)), 0.0
-        out.setdefault(dtype, {})[name] = {"fixed": round(float(fixed)), "per_item": round(float(per_item), 1), "n": len(pts)}
+        out.setdefault(dtype, {})[name] = {
+            "fixed": round(float(fixed)),
+            "per_item": round(float(per_item), 1),
+            "n": len(pts),
+        }
     return out
 
 

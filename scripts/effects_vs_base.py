@@ -28,8 +28,11 @@ def main() -> None:
     if df.empty:
         raise SystemExit(f"{args.records}: no base model and no other successful cell of the same group")
     df["interval"] = [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(df.diff_ci_low, df.diff_ci_high)]
-    print(df[["label", "criterion", "base", "score", "diff", "interval", "significance", "mde", "n_items"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        df[["label", "criterion", "base", "score", "diff", "interval", "significance", "mde", "n_items"]].to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,12 @@ def main() -> None:
     blind = {name: [dataclasses.replace(it, question="") for it in items] for name, items in tasks.items()}
 
     rng = np.random.default_rng(args.seed)
-    figures: dict = {"model": f"{resolved.model_id} ({resolved.source})",
-                     "dtype": str(numerics.dtype), "n": {k: len(v) for k, v in tasks.items()}, "rows": []}
+    figures: dict = {
+        "model": f"{resolved.model_id} ({resolved.source})",
+        "dtype": str(numerics.dtype),
+        "n": {k: len(v) for k, v in tasks.items()},
+        "rows": [],
+    }
     for fmt in args.formats.split(","):
         start = time.perf_counter()
         with_q = evaluate_mcq_measures(model, tok, tasks, fmt, 32, 2048)
@@ -69,14 +73,25 @@ def main() -> None:
             for measure in MEASURES:
                 a = np.asarray(with_q[name][measure])
                 b = np.asarray(without_q[name][measure])
-                row = {"format": fmt, "task": name, "measure": measure, "n": len(a),
-                       "with_question": _ci(a, rng), "without_question": _ci(b, rng),
-                       "question_effect": _ci(a - b, rng), "seconds_with_question_all_tasks": round(seconds, 1)}
+                row = {
+                    "format": fmt,
+                    "task": name,
+                    "measure": measure,
+                    "n": len(a),
+                    "with_question": _ci(a, rng),
+                    "without_question": _ci(b, rng),
+                    "question_effect": _ci(a - b, rng),
+                    "seconds_with_question_all_tasks": round(seconds, 1),
+                }
                 figures["rows"].append(row)
-                print(f"{fmt:9s} {name:11s} {measure:9s} n={len(a):4d} "
-                      "with q {0:.3f} [{1:.3f}, {2:.3f}]  without q {3:.3f} [{4:.3f}, {5:.3f}]  "
-                      "effect {6:+.3f} [{7:+.3f}, {8:+.3f}]".format(
-                          *row["with_question"], *row["without_question"], *row["question_effect"]), flush=True)
+                print(
+                    f"{fmt:9s} {name:11s} {measure:9s} n={len(a):4d} "
+                    "with q {0:.3f} [{1:.3f}, {2:.3f}]  without q {3:.3f} [{4:.3f}, {5:.3f}]  "
+                    "effect {6:+.3f} [{7:+.3f}, {8:+.3f}]".format(
+                        *row["with_question"], *row["without_question"], *row["question_effect"]
+                    ),
+                    flush=True,
+                )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=1) + "\n")

@@ -49,8 +49,9 @@ def time_grid(profile: Profile, out: Path, data_dir: str | None, sandbox: bool) 
     shutil.rmtree(out, ignore_errors=True)
     subs = [s for s in discover(baselines_dir()) if s.name in profile.interventions]
     started = time.perf_counter()
-    records = RayRunner(profile, subs, out, data_dir=data_dir, isolate=sandbox, use_cache=False, echo=print,
-                        state_dir=out / "states").run()
+    records = RayRunner(
+        profile, subs, out, data_dir=data_dir, isolate=sandbox, use_cache=False, echo=print, state_dir=out / "states"
+    ).run()
     return time.perf_counter() - started, records
 
 
@@ -77,23 +78,29 @@ def main() -> None:
     lines: list[str] = []
     try:
         for round_ in range(args.repeats):
-            for name in (list(configs) if round_ % 2 == 0 else list(configs)[::-1]):
+            for name in list(configs) if round_ % 2 == 0 else list(configs)[::-1]:
                 before = os.getloadavg()[0]
                 wall, records = time_grid(configs[name], out / f"{name}-{round_}", args.data_dir, args.sandbox)
                 failed = [r["label"] for r in records if r["status"] != "ok"]
                 if failed:
                     raise SystemExit(f"{name}: cells failed {failed}; the timing would not be comparable")
                 seconds[name].append(wall)
-                lines.append(f"  round {round_ + 1}, {name}: {len(records)} cells in {wall:7.1f} s "
-                             f"(load average {before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+                lines.append(
+                    f"  round {round_ + 1}, {name}: {len(records)} cells in {wall:7.1f} s "
+                    f"(load average {before:.1f} before, {os.getloadavg()[0]:.1f} after)"
+                )
     finally:
         ray.shutdown()
     one, many = (statistics.median(seconds[name]) for name in configs)
-    print(f"\nprofile {args.profile}, {args.cpus} cores ({cpu_capability()}), steps "
-          f"{'sandboxed' if args.sandbox else 'in the worker'}:")
+    print(
+        f"\nprofile {args.profile}, {args.cpus} cores ({cpu_capability()}), steps "
+        f"{'sandboxed' if args.sandbox else 'in the worker'}:"
+    )
     print("\n".join(lines))
-    print(f"  median 1x{args.cpus} {one:.1f} s / {args.cpus}x1 {many:.1f} s = {one / many:.2f} "
-          f"({'workers' if many < one else 'threads'} faster by {max(one, many) / min(one, many):.2f}x)")
+    print(
+        f"  median 1x{args.cpus} {one:.1f} s / {args.cpus}x1 {many:.1f} s = {one / many:.2f} "
+        f"({'workers' if many < one else 'threads'} faster by {max(one, many) / min(one, many):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,17 @@ def main() -> None:
     first = None
     for repeat in range(args.repeats):
         model = copy.deepcopy(base)
-        context = InterventionContext(hyperparameters=hp, seed=args.seed, device=torch.device("cpu"), dtype=dtype,
-                                      model_family="smollm2", calibration_texts=calibration.texts,
-                                      forget_texts=forget.texts, retain_texts=retain.texts, forget_corpus_name=forget.name)
+        context = InterventionContext(
+            hyperparameters=hp,
+            seed=args.seed,
+            device=torch.device("cpu"),
+            dtype=dtype,
+            model_family="smollm2",
+            calibration_texts=calibration.texts,
+            forget_texts=forget.texts,
+            retain_texts=retain.texts,
+            forget_corpus_name=forget.name,
+        )
         torch.manual_seed(args.seed)
         start = time.perf_counter()
         model = sub.instantiate().apply(model, tok, context)
@@ -60,9 +68,21 @@ def main() -> None:
         diff = 0.0 if first is None else max(float((state[k] - first[k]).abs().max()) for k in first)
         first = first or state
         nll, ntok = perplexity_windows(model, tok, text, 256, 4, 4)
-        print(json.dumps({"baseline": args.name, "hyperparameters": hp, "repeat": repeat, "dtype": str(dtype),
-                          "weights_sha256": weights_sha256(model), "max_abs_diff_from_first": diff,
-                          "perplexity": perplexity_from_windows(nll, ntok), "seconds": round(seconds, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "baseline": args.name,
+                    "hyperparameters": hp,
+                    "repeat": repeat,
+                    "dtype": str(dtype),
+                    "weights_sha256": weights_sha256(model),
+                    "max_abs_diff_from_first": diff,
+                    "perplexity": perplexity_from_windows(nll, ntok),
+                    "seconds": round(seconds, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

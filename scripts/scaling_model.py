@@ -25,9 +25,16 @@ import yaml
 # minutes on one A100/H100, Llama-3-8B bf16 (assumptions: see docs/SCALING.md)
 DEFAULT_MINUTES = {
     "evaluation": 30.0,  # full MMLU + WMDP (lettered), 50 zsRE edits, perplexity: the paper's 1-3 h per configuration minus steps
-    "ft": 5.0, "lora": 10.0, "memit": 30.0,
-    "ga": 10.0, "gd": 30.0, "rmu": 15.0,
-    "gptq": 20.0, "awq": 15.0, "sparsegpt": 10.0, "wanda": 3.0,
+    "ft": 5.0,
+    "lora": 10.0,
+    "memit": 30.0,
+    "ga": 10.0,
+    "gd": 30.0,
+    "rmu": 15.0,
+    "gptq": 20.0,
+    "awq": 15.0,
+    "sparsegpt": 10.0,
+    "wanda": 3.0,
 }
 
 
@@ -109,7 +116,9 @@ def main() -> None:
     tasks, n_cells = build_dag(args.profile, minutes)
     total = sum(cost for cost, _ in tasks.values())
     path = critical_path(tasks)
-    print(f"{args.profile}: {n_cells} cells, {len(tasks)} tasks, {total / 60:.0f} GPU-hours, critical path {path / 60:.1f} h")
+    print(
+        f"{args.profile}: {n_cells} cells, {len(tasks)} tasks, {total / 60:.0f} GPU-hours, critical path {path / 60:.1f} h"
+    )
     print("| GPUs | wall time (h) | speed-up | efficiency |\n| ---: | ---: | ---: | ---: |")
     for n in args.gpus:
         wall = schedule(tasks, n)

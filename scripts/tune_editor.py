@@ -19,7 +19,9 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="baseline name under submissions/baselines (ft, lora, memit)")
-    parser.add_argument("overrides", nargs="*", default=[], help="JSON objects of hyperparameter overrides; one run each")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], help="JSON objects of hyperparameter overrides; one run each"
+    )
     parser.add_argument("--n", type=int, default=50, help="development edits applied at once")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -38,19 +40,39 @@ def main() -> None:
     records = sample_edits(load_zsre()[0], args.n, args.seed, split="development")
     reference = locality_reference(base, tok, records, batch_size=25)
     sub = load_submission(baselines_dir() / args.name)
-    materials = materials_for(resolved, base, tok, args.seed, edits=tuple(r.to_edit_request() for r in records),
-                              reference_texts=load_retain_corpus(None, args.seed).texts)
+    materials = materials_for(
+        resolved,
+        base,
+        tok,
+        args.seed,
+        edits=tuple(r.to_edit_request() for r in records),
+        reference_texts=load_retain_corpus(None, args.seed).texts,
+    )
     fresh = copies_of(base)
     # the grid's step executor, in this process (a baseline is trusted code)
     executor = StepExecutor(materials, fresh, isolate=False, cache_root=cache_dir() / "steps")
     for text in args.overrides or ["{}"]:
-        step = Step(sub, sub.spec.levels.default if sub.spec.levels else None, tuple(sorted(json.loads(text).items())),
-                    materials.family)
+        step = Step(
+            sub,
+            sub.spec.levels.default if sub.spec.levels else None,
+            tuple(sorted(json.loads(text).items())),
+            materials.family,
+        )
         model, entry = executor.apply(step, fresh())
         scores = score_edits(model, tok, records, reference, batch_size=25)
         mean = {k: round(sum(v) / len(v), 4) for k, v in scores.items()}
-        print(json.dumps({"editor": args.name, "overrides": text, "seconds": round(entry["seconds"], 1),
-                          "n": len(records), **mean}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "editor": args.name,
+                    "overrides": text,
+                    "seconds": round(entry["seconds"], 1),
+                    "n": len(records),
+                    **mean,
+                }
+            ),
+            flush=True,
+        )
         del model
 
 

@@ -21,7 +21,12 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="baseline name under submissions/baselines (ga, gd, rmu)")
-    parser.add_argument("overrides", nargs="*", default=[], help="JSON objects of hyperparameter overrides; one run each ('{}' = as in the YAML; 'base' = no unlearning)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="JSON objects of hyperparameter overrides; one run each ('{}' = as in the YAML; 'base' = no unlearning)",
+    )
     parser.add_argument("--dev-n", type=int, default=80, help="development questions per subset (stratified, seeded)")
     parser.add_argument("--mmlu-n", type=int, default=114)
     parser.add_argument("--forget-n", type=int, default=128)
@@ -46,8 +51,15 @@ def main() -> None:
     forget = load_forget_corpus(args.forget_n, args.seed)
     retain = load_retain_corpus(args.retain_n, args.seed)
     sub = load_submission(baselines_dir() / args.name)
-    materials = materials_for(resolved, base, tok, args.seed, forget_texts=forget.texts, retain_texts=retain.texts,
-                              forget_corpus_name=forget.name)
+    materials = materials_for(
+        resolved,
+        base,
+        tok,
+        args.seed,
+        forget_texts=forget.texts,
+        retain_texts=retain.texts,
+        forget_corpus_name=forget.name,
+    )
     fresh = copies_of(base)
     # the grid's step executor, in this process (a baseline is trusted code)
     executor = StepExecutor(materials, fresh, isolate=False, cache_root=cache_dir() / "steps")
@@ -62,11 +74,22 @@ def main() -> None:
             seconds = entry["seconds"]
         acc = evaluate_mcq(model, tok, tasks, "cloze", 32)
         mean = {k: sum(v) / len(v) for k, v in acc.items()}
-        print(json.dumps({"unlearner": args.name if hp else "base", "overrides": text, "seconds": round(seconds, 1),
-                          "wmdp_dev": round((mean["wmdp_bio"] + mean["wmdp_cyber"]) / 2, 4),
-                          "wmdp_dev_bio": round(mean["wmdp_bio"], 4), "wmdp_dev_cyber": round(mean["wmdp_cyber"], 4),
-                          "mmlu": round(mean["mmlu"], 4), "n_dev": len(tasks["wmdp_bio"]) + len(tasks["wmdp_cyber"]),
-                          "n_mmlu": len(tasks["mmlu"])}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "unlearner": args.name if hp else "base",
+                    "overrides": text,
+                    "seconds": round(seconds, 1),
+                    "wmdp_dev": round((mean["wmdp_bio"] + mean["wmdp_cyber"]) / 2, 4),
+                    "wmdp_dev_bio": round(mean["wmdp_bio"], 4),
+                    "wmdp_dev_cyber": round(mean["wmdp_cyber"], 4),
+                    "mmlu": round(mean["mmlu"], 4),
+                    "n_dev": len(tasks["wmdp_bio"]) + len(tasks["wmdp_cyber"]),
+                    "n_mmlu": len(tasks["mmlu"]),
+                }
+            ),
+            flush=True,
+        )
         del model
 
 

@@ -122,9 +122,27 @@ def smoke_run(tmp_path_factory, data_dir):
 
     out = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "run", "--profile", "smoke", "--out", str(out),
-                           "--data-dir", str(data_dir), "--bootstrap", "300", "--in-process"],
-                          capture_output=True, text=True, timeout=2700, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.cli",
+            "run",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data_dir),
+            "--bootstrap",
+            "300",
+            "--in-process",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=2700,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 
@@ -145,17 +163,31 @@ def ray_local():
 # model load; CI runs everything. Decided from the fixtures a test uses, then from the modules (or single tests)
 # that load the model by other means, so no test file has to say it.
 MODEL_FIXTURES = {"default_model", "fresh_model", "smoke_run", "ray_local", "tiny_runner"}
-MODEL_MODULES = {"test_grid_end_to_end", "test_resume_after_kill", "test_hostile_submissions", "test_ray_executor",
-                 "test_leaderboard_browser", "test_leaderboard_paper_browser"}
-MODEL_TESTS = {"test_validate_smoke_catches_bad_behaviour", "test_second_run_with_a_changed_submission_pays_only_for_its_cells",
-               "test_hostile_steps_fail_or_score_what_is_really_there",
-               # no model, but fresh harness processes that import torch (5-30 s each on two busy cores, 2026-12-01)
-               "test_on_an_avx2_only_cpu_auto_computes_in_float32_and_a_bf16_pin_warns", "test_cache_command_shows_and_clears",
-               "test_two_processes_sharing_keys_neither_crash_nor_corrupt", "test_the_cli_says_one_line_and_runs_nothing",
-               "test_metrics_cli_errors_are_one_line", "test_fresh_interpreter_import", "test_eight_concurrent_publishers_lose_nothing",
-               "test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_named",
-               "test_the_box_computes_with_the_harness_cpu_kernels", "test_a_published_name_is_reserved_for_the_submission_that_published_it",
-               "test_space_bundle_runs_without_the_training_stack"}
+MODEL_MODULES = {
+    "test_grid_end_to_end",
+    "test_resume_after_kill",
+    "test_hostile_submissions",
+    "test_ray_executor",
+    "test_leaderboard_browser",
+    "test_leaderboard_paper_browser",
+}
+MODEL_TESTS = {
+    "test_validate_smoke_catches_bad_behaviour",
+    "test_second_run_with_a_changed_submission_pays_only_for_its_cells",
+    "test_hostile_steps_fail_or_score_what_is_really_there",
+    # no model, but fresh harness processes that import torch (5-30 s each on two busy cores, 2026-12-01)
+    "test_on_an_avx2_only_cpu_auto_computes_in_float32_and_a_bf16_pin_warns",
+    "test_cache_command_shows_and_clears",
+    "test_two_processes_sharing_keys_neither_crash_nor_corrupt",
+    "test_the_cli_says_one_line_and_runs_nothing",
+    "test_metrics_cli_errors_are_one_line",
+    "test_fresh_interpreter_import",
+    "test_eight_concurrent_publishers_lose_nothing",
+    "test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_named",
+    "test_the_box_computes_with_the_harness_cpu_kernels",
+    "test_a_published_name_is_reserved_for_the_submission_that_published_it",
+    "test_space_bundle_runs_without_the_training_stack",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames the items of a group)
@@ -165,6 +197,9 @@ def pytest_collection_modifyitems(config, items):
         for group in sorted(groups):
             item.add_marker(pytest.mark.xdist_group(group))
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if (MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or module in MODEL_MODULES
-                or getattr(item, "originalname", item.name) in MODEL_TESTS):
+        if (
+            MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or module in MODEL_MODULES
+            or getattr(item, "originalname", item.name) in MODEL_TESTS
+        ):
             item.add_marker(pytest.mark.slow)

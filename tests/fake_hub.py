@@ -204,7 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and url.path == "/api/repos/create":
                 route = "create_repo"
                 payload = json.loads(body)
-                repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+                repo_id = (
+                    f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+                )
                 self.hub.create_repo(repo_id)
                 return self._json(200, {"url": f"{self.hub.url}/datasets/{repo_id}"})
             if match := _API.match(url.path):
@@ -236,11 +238,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api_revision(self, method: str, repo_id: str, rest: str, query: dict, body: bytes) -> None:
         sha, files = self.hub.snapshot(repo_id, rest)
-        self._json(200, {
-            "id": repo_id, "author": repo_id.split("/")[0], "sha": sha, "private": False, "disabled": False,
-            "gated": False, "lastModified": "2026-01-01T00:00:00.000Z", "tags": [], "downloads": 0, "likes": 0,
-            "siblings": [{"rfilename": p} for p in sorted(files)],
-        })
+        self._json(
+            200,
+            {
+                "id": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": sha,
+                "private": False,
+                "disabled": False,
+                "gated": False,
+                "lastModified": "2026-01-01T00:00:00.000Z",
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "siblings": [{"rfilename": p} for p in sorted(files)],
+            },
+        )
 
     def _api_tree(self, method: str, repo_id: str, rest: str, query: dict, body: bytes) -> None:
         revision, _, folder = rest.partition("/")
@@ -252,12 +265,14 @@ class _Handler(BaseHTTPRequestHandler):
         for path in sorted(files):
             if not path.startswith(prefix):
                 continue
-            parts = path[len(prefix):].split("/")
+            parts = path[len(prefix) :].split("/")
             for depth in range(1, len(parts)):
                 if not recursive and depth > 1:
                     break
                 directory = prefix + "/".join(parts[:depth])
-                entries.setdefault(directory, {"type": "directory", "oid": git_oid(directory.encode()), "size": 0, "path": directory})
+                entries.setdefault(
+                    directory, {"type": "directory", "oid": git_oid(directory.encode()), "size": 0, "path": directory}
+                )
             if recursive or len(parts) == 1:
                 data = files[path]
                 entries[path] = {"type": "file", "oid": git_oid(data), "size": len(data), "path": path}
@@ -268,17 +283,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _api_preupload(self, method: str, repo_id: str, rest: str, query: dict, body: bytes) -> None:
         _, files = self.hub.snapshot(repo_id, rest)
         wanted = json.loads(body)["files"]
-        self._json(200, {"files": [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-             "oid": git_oid(files[f["path"]]) if f["path"] in files else None}
-            for f in wanted
-        ]})
+        self._json(
+            200,
+            {
+                "files": [
+                    {
+                        "path": f["path"],
+                        "uploadMode": "regular",
+                        "shouldIgnore": False,
+                        "oid": git_oid(files[f["path"]]) if f["path"] in files else None,
+                    }
+                    for f in wanted
+                ]
+            },
+        )
 
     def _api_commit(self, method: str, repo_id: str, rest: str, query: dict, body: bytes) -> None:
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         sha = self.hub.commit(repo_id, rest, lines)
-        self._json(200, {"commitUrl": f"{self.hub.url}/datasets/{repo_id}/commit/{sha}", "commitOid": sha,
-                         "pullRequestUrl": None})
+        self._json(
+            200,
+            {"commitUrl": f"{self.hub.url}/datasets/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None},
+        )
 
     def _resolve(self, repo_id: str, revision: str, path: str, head: bool) -> None:
         sha, files = self.hub.snapshot(repo_id, revision)

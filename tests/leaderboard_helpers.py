@@ -31,7 +31,7 @@ ESCAPING_PROFILE = "escaping-test"
 HOSTILE_METADATA = {
     "name": "ft",
     "category": "editing",
-    "description": "<img src=x onerror=\"window.__xss=2\"> described",
+    "description": '<img src=x onerror="window.__xss=2"> described',
     "authors": ["<script>window.__xss=3</script>Mallory"],
     "link": "javascript:window.__xss=4",
     "license": "MIT",
@@ -77,8 +77,12 @@ def served_leaderboard(store: Path, log_dir: Path) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     log = (log_dir / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "leaderboard", "--store", str(store),
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmark.cli", "leaderboard", "--store", str(store), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 90

@@ -101,8 +101,13 @@ def _tiny_llama():
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
 
@@ -116,7 +121,9 @@ def test_average_bits_follow_the_paper():
     assert average_bits(model, 4, base) == 16.0 and average_bits(model, 8, base) == 16.0
     assert measure_bits(model, 4, base).check == "refuted"
     quantized = copy.deepcopy(model)
-    with torch.no_grad():  # round-to-nearest on a 4-bit grid per 32 weights of a row (every Linear here is 32 or 64 wide)
+    with (
+        torch.no_grad()
+    ):  # round-to-nearest on a 4-bit grid per 32 weights of a row (every Linear here is 32 or 64 wide)
         for layer in quantized.model.layers:
             for module in layer.modules():
                 if isinstance(module, torch.nn.Linear):
@@ -178,8 +185,16 @@ def test_train_keeps_small_bf16_updates_with_master_weights():
             layer.weight.fill_(0.5)
         before = layer.weight.detach().clone()
         x = torch.randn(8, 64, dtype=torch.bfloat16)
-        train(layer, [layer.weight], lambda _i: layer(x).float().pow(2).mean(), steps=20, lr=1e-4, seed=0,
-              master_weights=master, progress=False)
+        train(
+            layer,
+            [layer.weight],
+            lambda _i: layer(x).float().pow(2).mean(),
+            steps=20,
+            lr=1e-4,
+            seed=0,
+            master_weights=master,
+            progress=False,
+        )
         moved[master] = (layer.weight != before).float().mean().item()
     assert moved[False] == 0.0
     assert moved[True] > 0.9
@@ -315,8 +330,13 @@ def test_wanda_rejects_bad_input(fresh_model, data_dir):
     sub, cls = _submission("wanda")
     hp = sub.hyperparameters_for("smollm2", 0.25)
     texts = tuple(_calibration_texts(data_dir, 2))
-    for bad in ({"sparsity": 1.5}, {"sparsity": 0}, {"sparsity": "half"}, {"calibration_samples": 0},
-                {"mask_structure": "4:2"}):
+    for bad in (
+        {"sparsity": 1.5},
+        {"sparsity": 0},
+        {"sparsity": "half"},
+        {"calibration_samples": 0},
+        {"mask_structure": "4:2"},
+    ):
         with pytest.raises(InterventionError):
             cls().apply(model, tok, _context({**hp, **bad}, calibration_texts=texts))
     with pytest.raises(InterventionError, match="calibration"):
@@ -374,8 +394,10 @@ def test_run_oneshot_folds_round_to_nearest_quantization(fresh_model):
 # --------------------------------------------------------------------------- the YAML files
 
 
-@pytest.mark.parametrize("name, entry, category", [("ft", "ft:FT", "editing"), ("ga", "ga:GA", "unlearning"),
-                                                   ("wanda", "wanda:Wanda", "compression")])
+@pytest.mark.parametrize(
+    "name, entry, category",
+    [("ft", "ft:FT", "editing"), ("ga", "ga:GA", "unlearning"), ("wanda", "wanda:Wanda", "compression")],
+)
 def test_submission_files_load(name, entry, category):
     sub, cls = _submission(name)
     assert sub.spec.entry_point == entry and sub.category.value == category and sub.spec.license == "MIT"

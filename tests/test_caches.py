@@ -91,8 +91,12 @@ def test_damaged_evaluation_entry_is_discarded_with_a_warning(tmp_path, caplog):
 def _state() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     embed = torch.randn(64, 8, generator=g).to(torch.bfloat16)
-    return {"embed.weight": embed, "lm_head.weight": embed, "norm.weight": torch.rand(8, generator=g),
-            "mask": torch.tensor([1, 0, 1], dtype=torch.int64)}
+    return {
+        "embed.weight": embed,
+        "lm_head.weight": embed,
+        "norm.weight": torch.rand(8, generator=g),
+        "mask": torch.tensor([1, 0, 1], dtype=torch.int64),
+    }
 
 
 def test_state_entry_is_byte_identical_and_damage_is_detected(tmp_path, caplog):
@@ -167,8 +171,16 @@ _WORKER = textwrap.dedent("""
 def test_two_processes_sharing_keys_neither_crash_nor_corrupt(tmp_path, caplog):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     rounds = 12
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(rounds)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(tmp_path), str(rounds)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -255,8 +267,9 @@ def tiny_runner(tmp_path_factory, data_dir):
     (root / "tiny.yaml").write_text(TINY_PROFILE)
     template = shutil.copytree(PROJECT_ROOT / "submissions" / "template", root / "template")
     subs = [load_submission(baselines_dir() / "ga"), load_submission(template)]
-    runner = Runner(load_profile(str(root / "tiny.yaml")), subs, root / "out", data_dir=data_dir,
-                    isolate=False, echo=lambda _: None)
+    runner = Runner(
+        load_profile(str(root / "tiny.yaml")), subs, root / "out", data_dir=data_dir, isolate=False, echo=lambda _: None
+    )
     inputs = runner._load_inputs()
     runner.caches = RunCaches(inputs, "in-process", root=root / "results")
     runner.executor = runner.make_executor(inputs)
@@ -331,8 +344,13 @@ def test_cache_command_shows_and_clears(tmp_path):
     assert ev.store.usage()[0] == 1 and st.store.usage()[0] == 0
     subprocess.run(cli + ["clear"], env=env, capture_output=True, text=True, timeout=120, check=True)
     assert ev.store.usage()[0] == 0
-    bad = subprocess.run(cli + ["show"], env={**env, "COMPOSE_BENCH_CACHE_STATES_GB": "lots"},
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        cli + ["show"],
+        env={**env, "COMPOSE_BENCH_CACHE_STATES_GB": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "$COMPOSE_BENCH_CACHE_STATES_GB='lots'" in bad.stderr
 
 
@@ -349,9 +367,27 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
 
     def run(out: str) -> dict[str, dict]:
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmark.cli", "run", "--profile", str(tmp_path / "tiny.yaml"), "--submission",
-             str(mine), "--out", str(tmp_path / out), "--data-dir", str(data_dir), "--bootstrap", "20"],
-            env=env, capture_output=True, text=True, timeout=1800)
+            [
+                sys.executable,
+                "-m",
+                "benchmark.cli",
+                "run",
+                "--profile",
+                str(tmp_path / "tiny.yaml"),
+                "--submission",
+                str(mine),
+                "--out",
+                str(tmp_path / out),
+                "--data-dir",
+                str(data_dir),
+                "--bootstrap",
+                "20",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return {r["label"]: r for r in read_records(tmp_path / out)}, proc.stdout
 
@@ -363,13 +399,21 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
     assert "  smollm2: {}" in yaml_file.read_text()
     yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 3}"))
     second, stdout = run("second")
-    steps = {label: [(e["label"], e.get("cached")) for e in r["timings"]["interventions"]] for label, r in second.items()}
+    steps = {
+        label: [(e["label"], e.get("cached")) for e in r["timings"]["interventions"]] for label, r in second.items()
+    }
     evaluation = {label: r["cache"]["evaluation"] for label, r in second.items()}
-    assert evaluation == {"base": "hit", "ga": "hit", "template": "miss", "ga -> template": "miss", "template -> ga": "miss"}
+    assert evaluation == {
+        "base": "hit",
+        "ga": "hit",
+        "template": "miss",
+        "ga -> template": "miss",
+        "template -> ga": "miss",
+    }
     assert steps == {
         "base": [],
         "ga": [("ga", True)],
-        "template": [("template", None)],              # a submitted intervention is always run again
+        "template": [("template", None)],  # a submitted intervention is always run again
         "ga -> template": [("ga", True), ("template", None)],
         "template -> ga": [("template", None), ("ga", False)],  # GA on a new input: computed
     }

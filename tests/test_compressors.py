@@ -50,8 +50,9 @@ def short_model(default_model):
 def _run(name: str, model, tokenizer, calibration, **level):
     sub = load_submission(baselines_dir() / name)
     hp = {**sub.spec.hyperparameters["smollm2"], **level, "calibration_samples": 4, "calibration_seq_len": 64}
-    context = InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE,
-                                  model_family="smollm2", calibration_texts=calibration)
+    context = InterventionContext(
+        hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2", calibration_texts=calibration
+    )
     return sub.instantiate(), context
 
 
@@ -125,6 +126,7 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
 
     subs = {n: load_submission(baselines_dir() / n) for n in ("gptq", "awq", "sparsegpt", "ft")}
     steps = {n: Step(s, s.spec.levels.default if s.spec.levels else None, family="smollm2") for n, s in subs.items()}
+
     def by_steps(rule):
         return {" -> ".join(s.label for s in c.steps): c for c in build_plan(list(steps.values()), rule)}
 
@@ -146,8 +148,15 @@ def test_reapplication_leaves_the_final_model_compressed(short_model, calibratio
             hp.update(calibration_samples=4, calibration_seq_len=64)
         else:
             hp.update(layers=[1, 2], steps=3)
-        context = InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2",
-                                      edits=edits, calibration_texts=calibration)
+        context = InterventionContext(
+            hyperparameters=hp,
+            seed=0,
+            device=CPU,
+            dtype=RUN_DTYPE,
+            model_family="smollm2",
+            edits=edits,
+            calibration_texts=calibration,
+        )
         model = step.submission.instantiate().apply(model, tok, context)
         if step is cell.steps[1]:
             assert _max_values_per_group(model, 64) > 2**4  # the edit moved weights off the grid
@@ -180,11 +189,14 @@ def test_compressors_reject_bad_levels_and_settings(short_model, calibration):
         intervention.apply(model, tok, context)
 
 
-@pytest.mark.parametrize("name, entry, values, default, reapply", [
-    ("gptq", "gptq:GPTQ", [2, 3, 4, 8], 4, True),
-    ("awq", "awq:AWQ", [2, 3, 4, 5, 6, 8], 4, False),
-    ("sparsegpt", "sparsegpt:SparseGPT", [0.25, 0.35, 0.45, 0.55, 0.65, 0.75], 0.25, True),
-])
+@pytest.mark.parametrize(
+    "name, entry, values, default, reapply",
+    [
+        ("gptq", "gptq:GPTQ", [2, 3, 4, 8], 4, True),
+        ("awq", "awq:AWQ", [2, 3, 4, 5, 6, 8], 4, False),
+        ("sparsegpt", "sparsegpt:SparseGPT", [0.25, 0.35, 0.45, 0.55, 0.65, 0.75], 0.25, True),
+    ],
+)
 def test_compressor_submission_files(name, entry, values, default, reapply):
     sub = load_submission(baselines_dir() / name)
     assert sub.spec.entry_point == entry and sub.category.value == "compression" and sub.spec.license == "MIT"

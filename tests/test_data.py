@@ -108,7 +108,10 @@ def test_sample_edits_too_many_is_a_clear_error(zsre):
     records = zsre[0]
     with pytest.raises(ValueError, match=r"asked for 1038 zsRE edits but only 910 evaluation records"):
         sample_edits(records, 1038, seed=0)
-    with pytest.raises(ValueError, match=r"only \d+ evaluation records are available \(1037 loaded, 37 excluded, 127 in the other split\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"only \d+ evaluation records are available \(1037 loaded, 37 excluded, 127 in the other split\)",
+    ):
         sample_edits(records, 1001, seed=0, exclude_ids=frozenset(range(37)))
     with pytest.raises(ValueError, match="unknown zsRE split 'test'"):
         sample_edits(records, 1, seed=0, split="test")

@@ -27,14 +27,16 @@ UNRELATED = "The capital of France is"
 
 
 def _context(hp: dict, dtype=None, **fields) -> InterventionContext:
-    return InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=dtype or RUN_DTYPE, model_family="smollm2", **fields)
+    return InterventionContext(
+        hyperparameters=hp, seed=0, device=CPU, dtype=dtype or RUN_DTYPE, model_family="smollm2", **fields
+    )
 
 
 @torch.no_grad()
 def _greedy(model, tokenizer, prompt: str, n: int = 6) -> str:
     enc = tokenizer(prompt, return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip().split("\n")[0]
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip().split("\n")[0]
 
 
 def _edits(data_dir: Path, n: int) -> list[EditRequest]:
@@ -50,25 +52,40 @@ def tmp_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.mark.parametrize("name, overrides, dtype", [
-    ("lora", {}, RUN_DTYPE),
-    ("memit", {"mom2_n_tokens": 6000}, RUN_DTYPE),
-])
-def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(fresh_model, data_dir, tmp_cache, name, overrides, dtype):
+@pytest.mark.parametrize(
+    "name, overrides, dtype",
+    [
+        ("lora", {}, RUN_DTYPE),
+        ("memit", {"mom2_n_tokens": 6000}, RUN_DTYPE),
+    ],
+)
+def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(
+    fresh_model, data_dir, tmp_cache, name, overrides, dtype
+):
     model, tok = fresh_model
     sub = load_submission(baselines_dir() / name)
     before_unrelated = _greedy(model, tok, UNRELATED, 4)
     assert not _greedy(model, tok, FACT[0]).startswith(FACT[1])
     untouched = model.model.layers[20].mlp.down_proj.weight.detach().clone()
     model = model.to(dtype)
-    out = sub.instantiate().apply(model, tok, _context({**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, 9))))
+    out = sub.instantiate().apply(
+        model,
+        tok,
+        _context({**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, 9))),
+    )
     out = out.to(RUN_DTYPE)
     assert _greedy(out, tok, FACT[0]).startswith(FACT[1])
     # the unrelated question keeps its answer (the first word: "Paris")
-    assert before_unrelated and _greedy(out, tok, UNRELATED, 4).split()[0].strip(".,;:!?()\"'") == before_unrelated.split()[0].strip(".,;:!?()\"'")
+    assert before_unrelated and _greedy(out, tok, UNRELATED, 4).split()[0].strip(
+        ".,;:!?()\"'"
+    ) == before_unrelated.split()[0].strip(".,;:!?()\"'")
     assert torch.equal(out.model.layers[20].mlp.down_proj.weight, untouched)  # outside the edited layers
-    assert all(type(m).__name__ != "LoraLayer" and not hasattr(m, "lora_A") for m in out.modules())  # merged, no adapters
-    assert sorted(n for n, _ in out.named_parameters()) == sorted(n for n, _ in model.named_parameters()) or name == "lora"
+    assert all(
+        type(m).__name__ != "LoraLayer" and not hasattr(m, "lora_A") for m in out.modules()
+    )  # merged, no adapters
+    assert (
+        sorted(n for n, _ in out.named_parameters()) == sorted(n for n, _ in model.named_parameters()) or name == "lora"
+    )
     assert all(torch.isfinite(p).all() for p in out.parameters())
 
 
@@ -89,10 +106,23 @@ def test_key_statistics_are_computed_once_reused_and_recomputed_when_provenance_
     assert torch.equal(first.moments[3], second.moments[3]) and not other.from_cache
     moment = first.moments[2]
     assert moment.shape == (1536, 1536) and moment.dtype == torch.float32 and torch.allclose(moment, moment.T)
-    meta = json.loads(next(p for p in (tmp_cache / "key-statistics").glob("*.json") if json.loads(p.read_text())["layer"] == 2).read_text())
-    assert meta["n_tokens"] == 1500 and meta["corpus"]["name"] and meta["weights_sha256_prefix"] and meta["tokens_used"] == 1500
+    meta = json.loads(
+        next(
+            p for p in (tmp_cache / "key-statistics").glob("*.json") if json.loads(p.read_text())["layer"] == 2
+        ).read_text()
+    )
+    assert (
+        meta["n_tokens"] == 1500
+        and meta["corpus"]["name"]
+        and meta["weights_sha256_prefix"]
+        and meta["tokens_used"] == 1500
+    )
     # a cache file whose provenance was altered is not trusted
-    path = next(p for p in (tmp_cache / "key-statistics").glob("*.json") if json.loads(p.read_text())["layer"] == 3 and json.loads(p.read_text())["n_tokens"] == 1500)
+    path = next(
+        p
+        for p in (tmp_cache / "key-statistics").glob("*.json")
+        if json.loads(p.read_text())["layer"] == 3 and json.loads(p.read_text())["n_tokens"] == 1500
+    )
     path.write_text(json.dumps({**json.loads(path.read_text()), "corpus": {"name": "something else"}}))
     assert not key_second_moments(model, tok, [3], n_tokens=1500, seq_len=128).from_cache
     # a changed block below the layer changes the fingerprint: recomputed, not reused
@@ -104,18 +134,23 @@ def test_key_statistics_are_computed_once_reused_and_recomputed_when_provenance_
     assert corpus["name"] and len(texts) > 100
 
 
-@pytest.mark.parametrize("name, bad, message", [
-    ("lora", {"variant": "dora"}, "variant: Input should be 'lora' or 'adalora'"),
-    ("lora", {"rank": 0}, "rank: Input should be greater than or equal to 1"),
-    ("lora", {"target_modules": "q_proj"}, "target_modules: Input should be a valid list"),
-    ("memit", {"layers": [31]}, "'layers' must list block indices"),
-    ("memit", {"v_lr": -0.5}, "v_lr: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "name, bad, message",
+    [
+        ("lora", {"variant": "dora"}, "variant: Input should be 'lora' or 'adalora'"),
+        ("lora", {"rank": 0}, "rank: Input should be greater than or equal to 1"),
+        ("lora", {"target_modules": "q_proj"}, "target_modules: Input should be a valid list"),
+        ("memit", {"layers": [31]}, "'layers' must list block indices"),
+        ("memit", {"v_lr": -0.5}, "v_lr: Input should be greater than 0"),
+    ],
+)
 def test_editors_reject_bad_input(fresh_model, data_dir, name, bad, message):
     model, tok = fresh_model
     sub = load_submission(baselines_dir() / name)
     with pytest.raises(InterventionError, match=message):
-        sub.instantiate().apply(model, tok, _context({**sub.hyperparameters_for("smollm2"), **bad}, edits=tuple(_edits(data_dir, 1))))
+        sub.instantiate().apply(
+            model, tok, _context({**sub.hyperparameters_for("smollm2"), **bad}, edits=tuple(_edits(data_dir, 1)))
+        )
     with pytest.raises(InterventionError, match="no edit requests"):
         sub.instantiate().apply(model, tok, _context(sub.hyperparameters_for("smollm2")))
 

@@ -17,10 +17,27 @@ from benchmark.records import read_records
 
 CLI = [sys.executable, "-m", "benchmark.cli"]
 CRITERIA = {
-    "edit_success", "generalization", "locality", "edit_success_tf", "generalization_tf", "locality_tf",
-    "wmdp_bio", "wmdp_cyber", "wmdp", "mmlu", "perplexity", "avg_bits", "sparsity",
-    "mmlu_prob", "mmlu_acc_norm", "wmdp_bio_prob", "wmdp_cyber_prob", "wmdp_prob",
-    "wmdp_bio_acc_norm", "wmdp_cyber_acc_norm", "wmdp_acc_norm",
+    "edit_success",
+    "generalization",
+    "locality",
+    "edit_success_tf",
+    "generalization_tf",
+    "locality_tf",
+    "wmdp_bio",
+    "wmdp_cyber",
+    "wmdp",
+    "mmlu",
+    "perplexity",
+    "avg_bits",
+    "sparsity",
+    "mmlu_prob",
+    "mmlu_acc_norm",
+    "wmdp_bio_prob",
+    "wmdp_cyber_prob",
+    "wmdp_prob",
+    "wmdp_bio_acc_norm",
+    "wmdp_cyber_acc_norm",
+    "wmdp_acc_norm",
 }
 
 
@@ -127,4 +144,5 @@ def test_the_estimate_printed_before_the_grid_is_within_a_factor_of_1_5(smoke_ru
     assert estimate and spent, proc.stdout[-3000:]
     measured, estimated = int(spent.group(1)), int(spent.group(2))
     assert measured / 1.5 <= estimated <= measured * 1.5, (
-        f"estimated {estimated} s, measured {measured} s on {estimate.group(1)} in {estimate.group(2)}")
+        f"estimated {estimated} s, measured {measured} s on {estimate.group(1)} in {estimate.group(2)}"
+    )

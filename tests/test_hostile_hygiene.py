@@ -81,18 +81,25 @@ def test_hashing_never_follows_a_symlink_and_inner_links_are_allowed(tmp_path):
 
 def test_a_published_name_is_reserved_for_the_submission_that_published_it(tmp_path):
     record = copy.deepcopy(fixture_records("micro")[0])
-    record["sequence"] = [{**record["sequence"][0], "name": "published-method", "submission_sha256": "f" * 64}] \
-        if record["sequence"] else [{"name": "published-method", "submission_sha256": "f" * 64, "category": "editing"}]
+    record["sequence"] = (
+        [{**record["sequence"][0], "name": "published-method", "submission_sha256": "f" * 64}]
+        if record["sequence"]
+        else [{"name": "published-method", "submission_sha256": "f" * 64, "category": "editing"}]
+    )
     run = tmp_path / "store" / "run"
     run.mkdir(parents=True)
     (run / "records.jsonl").write_text(json.dumps(record) + "\n")
     store = str(tmp_path / "store")
-    _one_problem(validate_folder(HOSTILE / "published_name", smoke=False, store=store),
-                 "field 'name': name 'published-method' is already published in")
+    _one_problem(
+        validate_folder(HOSTILE / "published_name", smoke=False, store=store),
+        "field 'name': name 'published-method' is already published in",
+    )
     # without that store the name is free; an unreadable store is one line too
     assert validate_folder(HOSTILE / "published_name", smoke=False).ok
-    _one_problem(validate_folder(HOSTILE / "published_name", smoke=False, store=str(tmp_path / "nowhere")),
-                 "cannot read the published names of")
+    _one_problem(
+        validate_folder(HOSTILE / "published_name", smoke=False, store=str(tmp_path / "nowhere")),
+        "cannot read the published names of",
+    )
 
 
 def test_validate_with_a_missing_data_folder_gives_one_line(tmp_path):
@@ -131,8 +138,16 @@ MICRO = {
     "name": "micro-hygiene",
     "description": "tiny grid for the hygiene hostile submissions",
     "seed": 0,
-    "evaluation": {"n_edits": 2, "zsre_batch_size": 2, "mmlu_n": 4, "wmdp_n_per_subset": 1,
-                   "perplexity_seq_len": 64, "perplexity_windows": 1, "batch_size": 8, "mcq_batch_tokens": 512},
+    "evaluation": {
+        "n_edits": 2,
+        "zsre_batch_size": 2,
+        "mmlu_n": 4,
+        "wmdp_n_per_subset": 1,
+        "perplexity_seq_len": 64,
+        "perplexity_windows": 1,
+        "batch_size": 8,
+        "mcq_batch_tokens": 512,
+    },
     "corpora": {"forget_n": 4, "retain_n": 4, "calibration_n": 2},
 }
 PLANTED = "planted-by-hostile-submission"
@@ -143,8 +158,9 @@ def test_hostile_steps_fail_or_score_what_is_really_there(tmp_path, data_dir):
     profile_file.write_text(yaml.safe_dump(MICRO))
     subs = [load_submission(HOSTILE / n) for n in ("fake_2bit", "planted_stats", "reads_rephrase")]
     lines: list[str] = []
-    records = Runner(load_profile(str(profile_file)), subs, tmp_path / "run", data_dir=data_dir, device="cpu",
-                     echo=lines.append).run()
+    records = Runner(
+        load_profile(str(profile_file)), subs, tmp_path / "run", data_dir=data_dir, device="cpu", echo=lines.append
+    ).run()
     by_label = {r["label"]: r for r in records}
     # base, three alone, and both orders of fake_2bit with each editor
     assert len(records) == 8 and all("\n" not in (r["error"] or "") for r in records)
@@ -154,8 +170,9 @@ def test_hostile_steps_fail_or_score_what_is_really_there(tmp_path, data_dir):
     # in the sealed box the host's cache does not exist: the box's own cache folder is private to the
     # call, so the write fails there (or is refused by the audit hook where no box can be built)
     assert planted["status"] == "failed", planted
-    assert ("tried to write outside its folder" in planted["error"]
-            or ("No such file or directory" in planted["error"] and f"key-statistics/{PLANTED}.json" in planted["error"]))
+    assert "tried to write outside its folder" in planted["error"] or (
+        "No such file or directory" in planted["error"] and f"key-statistics/{PLANTED}.json" in planted["error"]
+    )
     shared = [cache_dir() / "key-statistics", Path.home() / ".cache" / "compose-bench" / "key-statistics"]
     assert not any((folder / f"{PLANTED}.json").exists() for folder in shared)
     assert not list((cache_dir() / "steps").glob(f"*/{PLANTED}*"))  # a failed step keeps nothing, not even for itself
@@ -169,15 +186,26 @@ def test_hostile_steps_fail_or_score_what_is_really_there(tmp_path, data_dir):
     assert base["compression_check"]["check"] == "measured"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["run", "--profile", "smoke", "--submission", str(HOSTILE / "baseline_name")], "name 'ft' is reserved for the baseline"),
-    (["validate", str(HOSTILE / "binary_yaml"), "--no-smoke"], "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["run", "--profile", "smoke", "--submission", str(HOSTILE / "baseline_name")],
+            "name 'ft' is reserved for the baseline",
+        ),
+        (["validate", str(HOSTILE / "binary_yaml"), "--no-smoke"], "not UTF-8 text"),
+    ],
+)
 def test_the_cli_says_one_line_and_runs_nothing(tmp_path, args, expected):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "benchmark.cli", *args, *(["--out", str(tmp_path / "run")] if args[0] == "run" else [])],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark.cli", *args, *(["--out", str(tmp_path / "run")] if args[0] == "run" else [])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[1],
+    )
     assert done.returncode != 0 and expected in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / "run").exists()

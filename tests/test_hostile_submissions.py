@@ -59,8 +59,16 @@ MICRO = {
     "name": "micro-hostile",
     "description": "tiny grid for the hostile-submission test",
     "seed": 0,
-    "evaluation": {"n_edits": 2, "zsre_batch_size": 2, "mmlu_n": 4, "wmdp_n_per_subset": 1,
-                   "perplexity_seq_len": 64, "perplexity_windows": 1, "batch_size": 8, "mcq_batch_tokens": 512},
+    "evaluation": {
+        "n_edits": 2,
+        "zsre_batch_size": 2,
+        "mmlu_n": 4,
+        "wmdp_n_per_subset": 1,
+        "perplexity_seq_len": 64,
+        "perplexity_windows": 1,
+        "batch_size": 8,
+        "mcq_batch_tokens": 512,
+    },
     "corpora": {"forget_n": 4, "retain_n": 4, "calibration_n": 2},
 }
 
@@ -151,8 +159,9 @@ def host_socket(tmp_path):
     server.close()
 
 
-def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, data_dir, no_escapes, host_socket,
-                                                                      monkeypatch):
+def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(
+    tmp_path, data_dir, no_escapes, host_socket, monkeypatch
+):
     import re
 
     import psutil
@@ -167,15 +176,23 @@ def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, 
     profile_file = tmp_path / "micro.yaml"
     profile_file.write_text(yaml.safe_dump(MICRO))
     good = load_submission(_renamed_template(tmp_path / "subs"))
-    probes = [str(data_dir), str(data_dir / "PROVENANCE.md"), str(run_dir), str(PROJECT_ROOT), str(cache_dir()),
-              str(Path.home() / ".cache" / "huggingface"), str(tmp_path)]
+    probes = [
+        str(data_dir),
+        str(data_dir / "PROVENANCE.md"),
+        str(run_dir),
+        str(PROJECT_ROOT),
+        str(cache_dir()),
+        str(Path.home() / ".cache" / "huggingface"),
+        str(tmp_path),
+    ]
     folders = {name: HOSTILE / name for name in RUNTIME}
-    folders["socket_escape"] = _with_hyperparameters(tmp_path / "subs", "socket_escape", {"socket_path": str(socket_path)})
+    folders["socket_escape"] = _with_hyperparameters(
+        tmp_path / "subs", "socket_escape", {"socket_path": str(socket_path)}
+    )
     folders["leak_probe"] = _with_hyperparameters(tmp_path / "subs", "leak_probe", {"paths": probes})
     subs = [good] + [load_submission(folders[name]) for name in sorted(RUNTIME)]
     lines: list[str] = []
-    runner = Runner(load_profile(str(profile_file)), subs, run_dir, data_dir=data_dir, device="cpu",
-                    echo=lines.append)
+    runner = Runner(load_profile(str(profile_file)), subs, run_dir, data_dir=data_dir, device="cpu", echo=lines.append)
     records = runner.run()
     by_label = {r["label"]: r for r in records}
     assert len(records) == 2 + len(RUNTIME)  # the base model, the template and one cell per hostile submission
@@ -199,6 +216,10 @@ def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(tmp_path, 
     # no side effect outside the box
     assert received == [], f"a submission reached the host's UNIX socket: {received}"
     assert not [m for m in MARKERS if m.exists()], [m for m in MARKERS if m.exists()]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["locality_reference.json", "records.jsonl", "records.jsonl.lock"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "locality_reference.json",
+        "records.jsonl",
+        "records.jsonl.lock",
+    ]
     assert FAKE_TOKEN not in (run_dir / "records.jsonl").read_text() and not any(FAKE_TOKEN in ln for ln in lines)
     assert not [p for p in psutil.Process().children(recursive=True) if "forkserver" in " ".join(p.cmdline())]

@@ -109,7 +109,9 @@ def test_a_profile_override_is_checked_before_the_run_loads_its_model(tmp_path, 
     profile_file.write_text("extends: smoke\nname: bad\ninterventions:\n  ft: {hyperparameters: {steps: 0}}\n")
     profile = load_profile(str(profile_file))
     ft = load_submission(baselines_dir() / "ft")
-    with pytest.raises(SubmissionError, match=re.escape(f"{profile_file}: field 'interventions.ft.hyperparameters.steps'")):
+    with pytest.raises(
+        SubmissionError, match=re.escape(f"{profile_file}: field 'interventions.ft.hyperparameters.steps'")
+    ):
         check_submissions([ft], profile, isolate=True)
     with pytest.raises(SubmissionError, match="greater than or equal to 1, got 0"):
         check_submissions([ft], profile, isolate=False)  # --in-process: the same check, without the box

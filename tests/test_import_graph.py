@@ -45,7 +45,9 @@ def _imports(path: Path, module_level_only: bool) -> set[str]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 if base.startswith("benchmark"):
                     found.add(base)
                     found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
@@ -78,8 +80,14 @@ def test_no_import_cycles_at_module_level():
 def test_the_sandbox_and_the_step_checks_know_nothing_above_them():
     graph = _graph(module_level_only=False)  # function-level imports count here
     assert set(nx.descendants(graph, "benchmark.sandbox")) <= {"benchmark", "benchmark.sandbox_inside"}
-    above = {"benchmark.runner", "benchmark.step_executor", "benchmark.run_inputs", "benchmark.ray_executor",
-             "benchmark.cli", "benchmark.validate"}
+    above = {
+        "benchmark.runner",
+        "benchmark.step_executor",
+        "benchmark.run_inputs",
+        "benchmark.ray_executor",
+        "benchmark.cli",
+        "benchmark.validate",
+    }
     for low in ("benchmark.isolation", "benchmark.step_checks", "benchmark.plan", "benchmark.model_layout"):
         assert not (nx.descendants(graph, low) & above), low
 
@@ -115,10 +123,13 @@ def test_scorers_use_the_model_layout_helpers_below_the_toolkit():
         assert not reached, (scorer, sorted(reached))
 
 
-@pytest.mark.parametrize(("module", "absent"), [
-    ("benchmark.sandbox", ["benchmark.isolation", "benchmark.submissions", "benchmark.api", "torch"]),
-    ("benchmark.isolation", ["benchmark.runner", "benchmark.step_executor", "benchmark.run_inputs"]),
-])
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("benchmark.sandbox", ["benchmark.isolation", "benchmark.submissions", "benchmark.api", "torch"]),
+        ("benchmark.isolation", ["benchmark.runner", "benchmark.step_executor", "benchmark.run_inputs"]),
+    ],
+)
 def test_fresh_interpreter_import(module, absent):
     code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)

@@ -69,12 +69,22 @@ def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
     script.write_text(_PROBE)
     box = Box(BoxSpec())
     try:
-        args = {"outside": str(outside), "socket": str(tmp_path / "host.sock"), "data": str(data_dir),
-                "checkout": str(PROJECT_ROOT / "tests")}
+        args = {
+            "outside": str(outside),
+            "socket": str(tmp_path / "host.sock"),
+            "data": str(data_dir),
+            "checkout": str(PROJECT_ROOT / "tests"),
+        }
         out = tmp_path / "out"
         out.mkdir()
-        result = box.call("benchmark.sandbox_inside:run_script", {"script": "probe.py", "args": args},
-                          {"probe.py": script}, Limits(60, 1, 4 * 2**30, 1 << 20), out, "probe")
+        result = box.call(
+            "benchmark.sandbox_inside:run_script",
+            {"script": "probe.py", "args": args},
+            {"probe.py": script},
+            Limits(60, 1, 4 * 2**30, 1 << 20),
+            out,
+            "probe",
+        )
     finally:
         box.close()
     assert result.error is None, (result.error, result.log_tail)
@@ -87,8 +97,10 @@ def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
     # the system folders, plus the first folder on the way to each bound interpreter prefix (a venv under
     # /check/work/... shows "check", one under /opt/... shows "opt"; whatever the checkout is called)
     prefix_tops = {inside.strip("/").split("/")[0] for _, inside in python_binds()}
-    assert set(seen["root"]) <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp",
-                                 "usr"} | prefix_tops
+    assert (
+        set(seen["root"])
+        <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp", "usr"} | prefix_tops
+    )
     assert (out / "note.txt").read_text() == "ok"
     assert not outside.exists() and not os.path.exists("/escape.txt") and not os.path.exists("/dev/shm/parked")
     try:
@@ -145,11 +157,15 @@ def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alo
     before = weights_sha256(model)
     dtype = next(model.parameters()).dtype
     name = str(dtype).removeprefix("torch.")
-    context = InterventionContext(hyperparameters={}, seed=0, device=torch.device("cpu"), dtype=dtype,
-                                  model_family="smollm2")
-    job = StepJob(sub, context, resolve_model(DEFAULT_MODEL_ID).path, name, name, "cpu",
-                  torch.get_num_threads(), sub.name)
-    outcome = run_isolated(job, model.state_dict(), sub.spec.resources.time_budget_s, sub.spec.resources.memory_budget_gb)
+    context = InterventionContext(
+        hyperparameters={}, seed=0, device=torch.device("cpu"), dtype=dtype, model_family="smollm2"
+    )
+    job = StepJob(
+        sub, context, resolve_model(DEFAULT_MODEL_ID).path, name, name, "cpu", torch.get_num_threads(), sub.name
+    )
+    outcome = run_isolated(
+        job, model.state_dict(), sub.spec.resources.time_budget_s, sub.spec.resources.memory_budget_gb
+    )
     assert outcome.error is None, outcome.error
     assert outcome.weight_bits == 8.0  # claimed by the child, carried back to the record
     assert outcome.isolation["network"] == "none (network namespace)" and outcome.isolation["pid_namespace"]
@@ -162,8 +178,10 @@ def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alo
     assert changed == [name]
     zero_share = (outcome.state[name] == 0).float().mean().item()
     assert 0.45 < zero_share < 0.55
-    print(f"isolated step: wall {outcome.wall_s:.2f} s, process {outcome.seconds:.2f} s (apply {outcome.reported_apply_s} s), "
-          f"overhead {outcome.wall_s - outcome.reported_apply_s:.2f} s, peak {outcome.peak_rss_mb:.0f} MB")
+    print(
+        f"isolated step: wall {outcome.wall_s:.2f} s, process {outcome.seconds:.2f} s (apply {outcome.reported_apply_s} s), "
+        f"overhead {outcome.wall_s - outcome.reported_apply_s:.2f} s, peak {outcome.peak_rss_mb:.0f} MB"
+    )
 
 
 def test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_named(monkeypatch):
@@ -186,10 +204,14 @@ def test_without_namespaces_outside_submissions_are_refused_unless_the_risk_is_n
         accepted = runner.invoke(app, ["validate", str(HOSTILE / "crash"), "--no-smoke", "--unsafe-no-sandbox"])
         assert accepted.exit_code == 0, accepted.output
         assert "NOT sandboxed" in accepted.output
-        baseline = runner.invoke(app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"])
+        baseline = runner.invoke(
+            app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"]
+        )
         assert baseline.exit_code == 0, baseline.output  # trusted: runs, unconfined
         monkeypatch.setenv("COMPOSE_BENCH_REQUIRE_SANDBOX", "1")  # CI: nothing unconfined, baselines included
-        required = runner.invoke(app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"])
+        required = runner.invoke(
+            app, ["validate", str(PROJECT_ROOT / "submissions" / "baselines" / "ft"), "--no-smoke"]
+        )
         assert required.exit_code == 2 and "COMPOSE_BENCH_REQUIRE_SANDBOX" in required.output
     finally:
         isolation.allow_unsafe(False)
@@ -204,14 +226,21 @@ def test_the_box_computes_with_the_harness_cpu_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     monkeypatch.setenv("SOME_HARNESS_SETTING", "not for the box")
     script = tmp_path / "kernels.py"
-    script.write_text("import os, torch\n"
-                      "REPORT = {'capability': torch.backends.cpu.get_cpu_capability(), 'env': dict(os.environ)}\n")
+    script.write_text(
+        "import os, torch\nREPORT = {'capability': torch.backends.cpu.get_cpu_capability(), 'env': dict(os.environ)}\n"
+    )
     box = Box(BoxSpec())
     try:
         out = tmp_path / "out"
         out.mkdir()
-        result = box.call("benchmark.sandbox_inside:run_script", {"script": "kernels.py"}, {"kernels.py": script},
-                          Limits(120, 1, 4 * 2**30, 1 << 20), out, "kernels")
+        result = box.call(
+            "benchmark.sandbox_inside:run_script",
+            {"script": "kernels.py"},
+            {"kernels.py": script},
+            Limits(120, 1, 4 * 2**30, 1 << 20),
+            out,
+            "kernels",
+        )
     finally:
         box.close()
     assert result.error is None, (result.error, result.log_tail)

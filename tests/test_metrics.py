@@ -28,15 +28,34 @@ from benchmark.metrics import (
 CATEGORIES = {"ft": "editing", "rmu": "unlearning", "wanda": "compression", "gptq": "compression"}
 
 ALL_KEYS = [
-    "edit_success", "generalization", "locality",
-    "edit_success_tf", "generalization_tf", "locality_tf",
-    "wmdp_bio", "wmdp_cyber", "wmdp", "mmlu",
-    "mmlu_prob", "mmlu_acc_norm", "wmdp_bio_prob", "wmdp_cyber_prob", "wmdp_prob",
-    "wmdp_bio_acc_norm", "wmdp_cyber_acc_norm", "wmdp_acc_norm",
-    "perplexity", "avg_bits", "sparsity",
+    "edit_success",
+    "generalization",
+    "locality",
+    "edit_success_tf",
+    "generalization_tf",
+    "locality_tf",
+    "wmdp_bio",
+    "wmdp_cyber",
+    "wmdp",
+    "mmlu",
+    "mmlu_prob",
+    "mmlu_acc_norm",
+    "wmdp_bio_prob",
+    "wmdp_cyber_prob",
+    "wmdp_prob",
+    "wmdp_bio_acc_norm",
+    "wmdp_cyber_acc_norm",
+    "wmdp_acc_norm",
+    "perplexity",
+    "avg_bits",
+    "sparsity",
     # the robustness probes (benchmark/probes.py): per probe, accuracy / probability / acc_norm, bio, cyber, mean
-    *(key for probe in ("rtn4", "rtn8", "relearn") for measure in ("", "_prob", "_acc_norm")
-      for key in (f"wmdp_bio{measure}_{probe}", f"wmdp_cyber{measure}_{probe}", f"wmdp{measure}_{probe}")),
+    *(
+        key
+        for probe in ("rtn4", "rtn8", "relearn")
+        for measure in ("", "_prob", "_acc_norm")
+        for key in (f"wmdp_bio{measure}_{probe}", f"wmdp_cyber{measure}_{probe}", f"wmdp{measure}_{probe}")
+    ),
 ]
 
 
@@ -74,8 +93,14 @@ def record(
         "error": None if status == "ok" else "boom",
         "label": " -> ".join(sequence),
         "sequence": [
-            {"name": s.split("(")[0], "category": CATEGORIES.get(s.split("(")[0], "editing"),
-             "level": None, "label": s, "submission_sha256": "0" * 64, "hyperparameters": {}}
+            {
+                "name": s.split("(")[0],
+                "category": CATEGORIES.get(s.split("(")[0], "editing"),
+                "level": None,
+                "label": s,
+                "submission_sha256": "0" * 64,
+                "hyperparameters": {},
+            }
             for s in sequence
         ],
         "recompressed_with": None,
@@ -88,8 +113,16 @@ def record(
     }
 
 
-def pair(a: str, b: str, items_ab: dict, items_ba: dict, *, scores_ab: dict | None = None,
-         scores_ba: dict | None = None, **kw) -> list[dict]:
+def pair(
+    a: str,
+    b: str,
+    items_ab: dict,
+    items_ba: dict,
+    *,
+    scores_ab: dict | None = None,
+    scores_ba: dict | None = None,
+    **kw,
+) -> list[dict]:
     """Both orders of a pair: ``a`` then ``b`` with ``items_ab``, ``b`` then ``a`` with ``items_ba``."""
     return [record([a, b], items_ab, scores_ab, **kw), record([b, a], items_ba, scores_ba, **kw)]
 
@@ -143,8 +176,10 @@ def test_error_of(criteria):
         ("mmlu:\n  description: x\n  direction: higher_is_better\n  error: value\n  items: mean\n", "'error'"),
         ("mmlu:\n  description: x\n  direction: higher_is_better\n  error: one_minus\n", "'items'"),
         ("mmlu:\n  direction: higher_is_better\n  error: one_minus\n  items: mean\n", "'description'"),
-        ("wmdp:\n  description: x\n  direction: lower_is_better\n  error: value\n  items: {mean_of: [wmdp_bio]}\n",
-         "'items.mean_of'"),
+        (
+            "wmdp:\n  description: x\n  direction: lower_is_better\n  error: value\n  items: {mean_of: [wmdp_bio]}\n",
+            "'items.mean_of'",
+        ),
         ("mmlu:\n  description: x\n  direction: higher_is_better\n  error: one_minus\n  items: median\n", "'items'"),
     ],
 )
@@ -294,8 +329,14 @@ def test_noisy_small_difference_does_not_exceed_noise(criteria):
 def test_deterministic_criteria_ci_equals_point(criteria):
     ab = {"mmlu": [1, 0, 1, 0]}
     df = compute_composability(
-        pair("ft", "gptq", ab, ab, scores_ab={"avg_bits": 4.0, "sparsity": 0.0},
-             scores_ba={"avg_bits": 4.25, "sparsity": 0.0}),
+        pair(
+            "ft",
+            "gptq",
+            ab,
+            ab,
+            scores_ab={"avg_bits": 4.0, "sparsity": 0.0},
+            scores_ba={"avg_bits": 4.25, "sparsity": 0.0},
+        ),
         criteria=criteria,
     )
     r = row_of(df, "avg_bits")
@@ -310,8 +351,14 @@ def test_deterministic_criteria_ci_equals_point(criteria):
 
 
 def test_rows_only_for_criteria_in_both_records(criteria):
-    recs = pair("ft", "wanda", {"mmlu": [1, 0]}, {"mmlu": [1, 1]},
-                scores_ab={"sparsity": 0.25, "edit_success": None}, scores_ba={"edit_success": 0.5})
+    recs = pair(
+        "ft",
+        "wanda",
+        {"mmlu": [1, 0]},
+        {"mmlu": [1, 1]},
+        scores_ab={"sparsity": 0.25, "edit_success": None},
+        scores_ba={"edit_success": 0.5},
+    )
     df = compute_composability(recs, criteria=criteria)
     assert list(df.criterion) == ["mmlu"]
 
@@ -475,10 +522,17 @@ def test_fifty_pairs_all_criteria_benchmark(criteria, benchmark):
 
     recs = []
     for i in range(50):
-        recs += pair(f"x{i:02d}", f"y{i:02d}", items(), items(),
-                     scores_ab={"avg_bits": 4.0, "sparsity": 0.0}, scores_ba={"avg_bits": 4.0, "sparsity": 0.0})
-    df = benchmark.pedantic(compute_composability, args=(recs,), kwargs={"n_bootstrap": 1000, "criteria": criteria},
-                            rounds=1, iterations=1)
+        recs += pair(
+            f"x{i:02d}",
+            f"y{i:02d}",
+            items(),
+            items(),
+            scores_ab={"avg_bits": 4.0, "sparsity": 0.0},
+            scores_ba={"avg_bits": 4.0, "sparsity": 0.0},
+        )
+    df = benchmark.pedantic(
+        compute_composability, args=(recs,), kwargs={"n_bootstrap": 1000, "criteria": criteria}, rounds=1, iterations=1
+    )
     assert len(df) == 50 * 13
 
 
@@ -486,8 +540,14 @@ def test_fifty_pairs_all_criteria_benchmark(criteria, benchmark):
 
 
 def test_write_composability(tmp_path, criteria):
-    recs = pair("ft", "gptq", {"mmlu": [1, 0, 1, 1]}, {"mmlu": [1, 0, 0, 1]},
-                scores_ab={"avg_bits": 4.0}, scores_ba={"avg_bits": 4.0})
+    recs = pair(
+        "ft",
+        "gptq",
+        {"mmlu": [1, 0, 1, 1]},
+        {"mmlu": [1, 0, 0, 1]},
+        scores_ab={"avg_bits": 4.0},
+        scores_ba={"avg_bits": 4.0},
+    )
     df = compute_composability(recs, n_bootstrap=100, criteria=criteria)
     settings = {"n_bootstrap": 100, "seed": 0, "confidence": 0.95}
     out = tmp_path / "results"

@@ -45,8 +45,12 @@ def test_mde_by_hand():
 
 
 def test_mde_in_the_table_and_the_summary(criteria):
-    recs = pair("ft", "wanda", {"mmlu": [1, 1, 0, 0], "wmdp_bio": [1, 0], "wmdp_cyber": [1, 1, 1, 1]},
-                {"mmlu": [0, 1, 0, 1], "wmdp_bio": [0, 1], "wmdp_cyber": [1, 1, 1, 0]})
+    recs = pair(
+        "ft",
+        "wanda",
+        {"mmlu": [1, 1, 0, 0], "wmdp_bio": [1, 0], "wmdp_cyber": [1, 1, 1, 1]},
+        {"mmlu": [0, 1, 0, 1], "wmdp_bio": [0, 1], "wmdp_cyber": [1, 1, 1, 0]},
+    )
     df = compute_composability(recs, n_bootstrap=200, criteria=criteria)
     assert row_of(df, "mmlu").mde == pytest.approx(0.990509, abs=1e-6)
     # wmdp = (bio + cyber) / 2, subsets independent: se = sqrt(se_bio^2 + se_cyber^2) / 2
@@ -69,8 +73,11 @@ def _diverged_ab(recs: list[dict], scores: dict, items: dict) -> list[dict]:
 
 def test_a_diverged_order_is_worst_and_keeps_its_pair(criteria, tmp_path):
     items = {"perplexity_nll": [30.0, 40.0], "perplexity_tokens": [10, 10], "mmlu": [1, 0, 0, 0]}
-    recs = _diverged_ab(pair("ft", "wanda", items, items), {"perplexity": "diverged", "mmlu": "diverged"},
-                        {"perplexity_nll": [None, 40.0], "mmlu": [None, None, None, None]})
+    recs = _diverged_ab(
+        pair("ft", "wanda", items, items),
+        {"perplexity": "diverged", "mmlu": "diverged"},
+        {"perplexity_nll": [None, 40.0], "mmlu": [None, None, None, None]},
+    )
     df = compute_composability(recs, n_bootstrap=100, criteria=criteria)
     ppl = row_of(df, "perplexity")
     assert ppl.score_ab == math.inf and ppl.score_ba == pytest.approx(math.exp(3.5))
@@ -102,8 +109,9 @@ def test_unknown_significance_without_items(criteria):
     recs = pair("ft", "wanda", {}, {}, scores_ab={"wmdp_prob": 0.3}, scores_ba={"wmdp_prob": 0.2})
     r = row_of(compute_composability(recs, criteria=criteria), "wmdp_prob")
     assert r.significance == "unknown" and not r.exceeds_noise and math.isnan(r.mde)
-    assert "not estimable (no per-item scores)" in power_summary(compute_composability(recs, criteria=criteria),
-                                                                 ["wmdp_prob"])
+    assert "not estimable (no per-item scores)" in power_summary(
+        compute_composability(recs, criteria=criteria), ["wmdp_prob"]
+    )
 
 
 # ----------------------------------------------------------------------------- records
@@ -118,16 +126,21 @@ def test_duplicate_cell_is_an_error_naming_file_and_line(tmp_path):
     a = record(["ft", "wanda"], {"mmlu": [1, 0]}, cell_id="c1")
     b = record(["wanda", "ft"], {"mmlu": [1, 1]}, cell_id="c2")
     path = _write(tmp_path / "records.jsonl", [a, b, a])
-    with pytest.raises(RecordsError, match=r"records.jsonl:3: duplicate cell 'c1' \(ft -> wanda\), already recorded at line 1"):
+    with pytest.raises(
+        RecordsError, match=r"records.jsonl:3: duplicate cell 'c1' \(ft -> wanda\), already recorded at line 1"
+    ):
         read_records(path)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("scores", {"mmlu": "0.5"}, r"records.jsonl:2: scores.mmlu is \"0.5\" \(str\)"),
-    ("scores", {"mmlu": True}, r"records.jsonl:2: scores.mmlu is true \(bool\)"),
-    ("items", {"mmlu": [1, "x"]}, r"records.jsonl:2: items.mmlu\[1\] is \"x\" \(str\)"),
-    ("items", {"mmlu": 3}, r"records.jsonl:2: items.mmlu is a int"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("scores", {"mmlu": "0.5"}, r"records.jsonl:2: scores.mmlu is \"0.5\" \(str\)"),
+        ("scores", {"mmlu": True}, r"records.jsonl:2: scores.mmlu is true \(bool\)"),
+        ("items", {"mmlu": [1, "x"]}, r"records.jsonl:2: items.mmlu\[1\] is \"x\" \(str\)"),
+        ("items", {"mmlu": 3}, r"records.jsonl:2: items.mmlu is a int"),
+    ],
+)
 def test_wrong_types_are_errors_naming_file_and_line(tmp_path, field, value, message):
     good = record(["ft", "wanda"], {"mmlu": [1, 0]})
     bad = record(["wanda", "ft"], {"mmlu": [1, 1]})
@@ -137,8 +150,11 @@ def test_wrong_types_are_errors_naming_file_and_line(tmp_path, field, value, mes
 
 
 def test_diverged_and_null_scores_are_accepted(tmp_path):
-    rec = record(["ft", "wanda"], {"perplexity_nll": [1.0], "perplexity_tokens": [3]},
-                 scores={"perplexity": "diverged", "mmlu": None})
+    rec = record(
+        ["ft", "wanda"],
+        {"perplexity_nll": [1.0], "perplexity_tokens": [3]},
+        scores={"perplexity": "diverged", "mmlu": None},
+    )
     rec["items"]["perplexity_nll"] = [None]
     assert read_records(_write(tmp_path / "records.jsonl", [rec]))[0]["scores"]["perplexity"] == "diverged"
 
@@ -157,8 +173,13 @@ def test_metrics_cli_errors_are_one_line(tmp_path):
     recs = pair("ft", "wanda", {"mmlu": [1, 0, 1]}, {"mmlu": [1, 0]})
     path = _write(tmp_path / "records.jsonl", recs)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "metrics", str(path), "--bootstrap", "10"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.cli", "metrics", str(path), "--bootstrap", "10"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -178,7 +199,9 @@ def test_answer_probability_by_hand():
 def test_markdown_summary_shows_the_continuous_scores_and_diverged():
     from benchmark.summary import markdown_summary
 
-    rec = record(["ft"], {"mmlu": [1, 0], "mmlu_prob": [0.5, 0.25]}, scores={"perplexity": "diverged", "wmdp_prob": 0.3})
+    rec = record(
+        ["ft"], {"mmlu": [1, 0], "mmlu_prob": [0.5, 0.25]}, scores={"perplexity": "diverged", "wmdp_prob": 0.3}
+    )
     text = markdown_summary([rec], [], set())
     header = next(line for line in text.splitlines() if line.startswith("| cell"))
     assert "MMLU p" in header and "WMDP p" in header

@@ -61,13 +61,16 @@ def _probe_in_child(requested: str, env: dict[str, str]) -> dict:
         "import json; from benchmark.numerics import choose_dtype; c = choose_dtype(%r, 'cpu'); "
         "print(json.dumps({**c.describe(), 'warning': c.slow_warning()}))" % requested
     )
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
-                    reason="the AVX2 emulation variables are x86-64 only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+    reason="the AVX2 emulation variables are x86-64 only",
+)
 def test_on_an_avx2_only_cpu_auto_computes_in_float32_and_a_bf16_pin_warns():
     auto = _probe_in_child("auto", AVX2_ONLY)
     assert auto["capability"] == "cpu:AVX2"

@@ -52,7 +52,9 @@ def test_levels_multiply_cells_and_ids_are_distinct():
     assert len(cells) == 1 + (2 + n_wanda) + 2 * (1 + 2 * n_wanda)
     ids = [cell_id(c, {"k": 1}, [{} for _ in c.steps]) for c in cells]
     assert len(set(ids)) == len(ids)
-    assert cell_id(cells[3], {"k": 1}, [{} for _ in cells[3].steps]) != cell_id(cells[3], {"k": 2}, [{} for _ in cells[3].steps])
+    assert cell_id(cells[3], {"k": 1}, [{} for _ in cells[3].steps]) != cell_id(
+        cells[3], {"k": 2}, [{} for _ in cells[3].steps]
+    )
 
 
 def test_all_baselines_profiles_pair_every_category_both_orders():

@@ -13,7 +13,14 @@ from benchmark.evaluation.zsre import locality_reference
 from benchmark.metrics import load_criteria
 from benchmark.models import weights_sha256
 from benchmark.probes import (
-    MEASURES, PROBES, WMDP_TASKS, criterion_key, probe_tokens, quantize_dequantize_, relearn_batches, relearn_corpus,
+    MEASURES,
+    PROBES,
+    WMDP_TASKS,
+    criterion_key,
+    probe_tokens,
+    quantize_dequantize_,
+    relearn_batches,
+    relearn_corpus,
 )
 from benchmark.profiles import EvaluationSettings, ProfileError, load_profile
 from benchmark.suite import EvaluationSuite
@@ -25,13 +32,16 @@ def _write_profile(tmp_path, probes: str):
     return path
 
 
-@pytest.mark.parametrize("probes, message", [
-    ("{run: [rtn4, rtn4]}", r"field 'evaluation.probes.run': .*each probe at most once"),
-    ("{run: [rtn3]}", r"field 'evaluation.probes.run.0'"),
-    ("{run: [rtn4], wmdp_n_per_subset: 0}", r"field 'evaluation.probes.wmdp_n_per_subset'"),
-    ("{run: [relearn], relearn_lr: 0}", r"field 'evaluation.probes.relearn_lr'"),
-    ("{run: [rtn4], bits: 3}", r"field 'evaluation.probes.bits'"),
-])
+@pytest.mark.parametrize(
+    "probes, message",
+    [
+        ("{run: [rtn4, rtn4]}", r"field 'evaluation.probes.run': .*each probe at most once"),
+        ("{run: [rtn3]}", r"field 'evaluation.probes.run.0'"),
+        ("{run: [rtn4], wmdp_n_per_subset: 0}", r"field 'evaluation.probes.wmdp_n_per_subset'"),
+        ("{run: [relearn], relearn_lr: 0}", r"field 'evaluation.probes.relearn_lr'"),
+        ("{run: [rtn4], bits: 3}", r"field 'evaluation.probes.bits'"),
+    ],
+)
 def test_profile_probe_field_is_validated(tmp_path, probes, message):
     path = _write_profile(tmp_path, probes)
     with pytest.raises(ProfileError, match=message) as err:
@@ -56,15 +66,17 @@ def test_every_probe_score_is_a_lower_is_better_criterion_with_items():
                 crit = criteria[criterion_key(task, measure, probe)]
                 assert crit.direction == "lower_is_better" and crit.has_items
             assert criteria[criterion_key("wmdp", measure, probe)].items_keys == tuple(
-                criterion_key(t, measure, probe) for t in WMDP_TASKS)
+                criterion_key(t, measure, probe) for t in WMDP_TASKS
+            )
 
 
 def test_relearning_corpus_shares_no_text_with_wmdp(data_dir):
     """No 13-word sequence of the relearning texts occurs in any WMDP question or choice (bio, cyber, chem),
     and no relearning text is in the retain or forget corpora the unlearners train on."""
+
     def grams(text: str, n: int = 13) -> set[tuple[str, ...]]:
         words = re.findall(r"\w+", text.lower())
-        return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
     settings = EvaluationSettings().probes
     texts, described = relearn_corpus(settings.relearn_texts, 0, data_dir)
@@ -121,9 +133,21 @@ def test_the_estimate_counts_the_probes(default_model, data_dir):
 
 def _suite(data_dir, probes: list[str]) -> EvaluationSuite:
     settings = EvaluationSettings(
-        n_edits=2, zsre_batch_size=2, mmlu_n=3, wmdp_n_per_subset=4, mcq_max_chars=600, perplexity_seq_len=64,
-        perplexity_windows=1, probes={"run": probes, "wmdp_n_per_subset": 3, "relearn_steps": 2,
-                                      "relearn_batch_size": 2, "relearn_seq_len": 32, "relearn_texts": 4},
+        n_edits=2,
+        zsre_batch_size=2,
+        mmlu_n=3,
+        wmdp_n_per_subset=4,
+        mcq_max_chars=600,
+        perplexity_seq_len=64,
+        perplexity_windows=1,
+        probes={
+            "run": probes,
+            "wmdp_n_per_subset": 3,
+            "relearn_steps": 2,
+            "relearn_batch_size": 2,
+            "relearn_seq_len": 32,
+            "relearn_texts": 4,
+        },
     )
     return EvaluationSuite.build(settings, 0, data_dir, STANDIN_NAME)
 
@@ -176,8 +200,9 @@ def test_the_leaderboard_shows_probe_criteria_from_the_criteria_file(tmp_path):
         lines.append(json.dumps(record))
     (tmp_path / "probes").mkdir()
     (tmp_path / "probes" / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    board = build_board(LocalStore(tmp_path).read(n_bootstrap=50)).select("HuggingFaceTB/SmolLM2-135M-Instruct",
-                                                                          "probe-view-test")
+    board = build_board(LocalStore(tmp_path).read(n_bootstrap=50)).select(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "probe-view-test"
+    )
     shown = board.criteria_with_scores()
     assert {"wmdp_rtn4", "wmdp_bio_rtn4", "wmdp_cyber_rtn4"} <= set(shown) and "wmdp_rtn8" not in shown
     ranking = category_ranking(board, "unlearning", ["wmdp", "wmdp_rtn4"])

@@ -37,10 +37,18 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 def test_extends_merges_mappings_replaces_interventions_and_keeps_its_own_name(tmp_path):
-    _write(tmp_path, "parent", "name: parent\ndescription: the parent\nseed: 3\n"
-           "interventions: {ft: {}, ga: {}}\nevaluation: {n_edits: 7, mcq_max_chars: 500}\n")
-    child = _write(tmp_path, "child", "name: child\nextends: parent.yaml\ninterventions: {wanda: {levels: [0.25]}}\n"
-                   "evaluation: {mmlu_n: 9, mcq_max_chars: null}\n")
+    _write(
+        tmp_path,
+        "parent",
+        "name: parent\ndescription: the parent\nseed: 3\n"
+        "interventions: {ft: {}, ga: {}}\nevaluation: {n_edits: 7, mcq_max_chars: 500}\n",
+    )
+    child = _write(
+        tmp_path,
+        "child",
+        "name: child\nextends: parent.yaml\ninterventions: {wanda: {levels: [0.25]}}\n"
+        "evaluation: {mmlu_n: 9, mcq_max_chars: null}\n",
+    )
     prof = load_profile(str(child))
     assert prof.name == "child" and prof.description == ""  # name and description are never inherited
     assert prof.seed == 3 and prof.evaluation.n_edits == 7 and prof.evaluation.mmlu_n == 9
@@ -51,12 +59,15 @@ def test_extends_merges_mappings_replaces_interventions_and_keeps_its_own_name(t
     assert resolved.evaluation.n_edits == 3 and resolved.corpora == load_profile("smoke").corpora
 
 
-@pytest.mark.parametrize(("files", "expected"), [
-    ({"a": "name: a\nextends: b.yaml\n", "b": "name: b\nextends: a.yaml\n"}, "a cycle"),
-    ({"a": "name: a\nextends: nowhere\n"}, "field 'extends': profile 'nowhere' not found"),
-    ({"a": "name: a\nextends: [smoke]\n"}, "field 'extends': must name one profile"),
-    ({"a": "name: a\nextends: smoke\nevaluation: {n_edits: 0}\n"}, "field 'evaluation.n_edits'"),
-])
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"a": "name: a\nextends: b.yaml\n", "b": "name: b\nextends: a.yaml\n"}, "a cycle"),
+        ({"a": "name: a\nextends: nowhere\n"}, "field 'extends': profile 'nowhere' not found"),
+        ({"a": "name: a\nextends: [smoke]\n"}, "field 'extends': must name one profile"),
+        ({"a": "name: a\nextends: smoke\nevaluation: {n_edits: 0}\n"}, "field 'evaluation.n_edits'"),
+    ],
+)
 def test_bad_extends_is_one_line_naming_the_file_and_field(tmp_path, files, expected):
     for name, text in files.items():
         _write(tmp_path, name, text)

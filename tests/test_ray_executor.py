@@ -26,8 +26,9 @@ def _ray_runner(out: Path, data_dir: Path, **kwargs):
 
     prof = load_profile("smoke")
     subs = [s for s in discover(baselines_dir()) if s.name in prof.interventions]
-    return RayRunner(prof, subs, out, data_dir=data_dir, isolate=False, use_cache=False, echo=print,
-                     only_cells=CELLS, **kwargs)
+    return RayRunner(
+        prof, subs, out, data_dir=data_dir, isolate=False, use_cache=False, echo=print, only_cells=CELLS, **kwargs
+    )
 
 
 def test_ray_cells_equal_the_local_smoke_grid(smoke_run, ray_local, data_dir, tmp_path):

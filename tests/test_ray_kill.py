@@ -35,8 +35,17 @@ KILL_WAIT_S = 600  # on a slow, shared machine the first step may take minutes t
 
 def _essence(records: list[dict]) -> dict[str, tuple]:
     """What must not change when a run is interrupted: everything but timings and host details."""
-    return {r["cell_id"]: (r["status"], r["label"], r["scores"], r["items"], r["provenance"]["weights_sha256"],
-                           r["provenance"]["dtype"]) for r in records}
+    return {
+        r["cell_id"]: (
+            r["status"],
+            r["label"],
+            r["scores"],
+            r["items"],
+            r["provenance"]["weights_sha256"],
+            r["provenance"]["dtype"],
+        )
+        for r in records
+    }
 
 
 def _submissions(profile):
@@ -51,8 +60,15 @@ def tiny_reference(tmp_path_factory, data_dir) -> list[dict]:
     prof = load_profile(str(TINY))
     threads = torch.get_num_threads()  # the profile pins one thread: give the session its own back
     try:
-        records = Runner(prof, _submissions(prof), tmp_path_factory.mktemp("tiny-local"), data_dir=data_dir,
-                         isolate=False, use_cache=False, echo=print).run()
+        records = Runner(
+            prof,
+            _submissions(prof),
+            tmp_path_factory.mktemp("tiny-local"),
+            data_dir=data_dir,
+            isolate=False,
+            use_cache=False,
+            echo=print,
+        ).run()
     finally:
         torch.set_num_threads(threads)
     assert sorted(r["label"] for r in records) == ["base", "ga"]
@@ -101,8 +117,17 @@ def test_worker_killed_during_a_step_is_retried_and_nothing_changes(ray_local, t
     killer.start()
     try:
         # GA's cell alone: the worker that loaded the inputs is idle when the first step is submitted
-        runner = RayRunner(prof, _submissions(prof), tmp_path / "run", data_dir=data_dir, isolate=False,
-                           use_cache=False, echo=print, state_dir=tmp_path / "states", only_cells=["ga"])
+        runner = RayRunner(
+            prof,
+            _submissions(prof),
+            tmp_path / "run",
+            data_dir=data_dir,
+            isolate=False,
+            use_cache=False,
+            echo=print,
+            state_dir=tmp_path / "states",
+            only_cells=["ga"],
+        )
         records = runner.run()
     finally:
         killed["stop"] = True
@@ -118,20 +143,49 @@ def test_worker_killed_during_a_step_is_retried_and_nothing_changes(ray_local, t
     assert not list((tmp_path / "states").glob("*.safetensors"))
 
     # the same command again: nothing to run, nothing written twice
-    again = RayRunner(prof, _submissions(prof), tmp_path / "run", data_dir=data_dir, isolate=False, use_cache=False,
-                      echo=print, state_dir=tmp_path / "states", only_cells=["ga"]).run()
+    again = RayRunner(
+        prof,
+        _submissions(prof),
+        tmp_path / "run",
+        data_dir=data_dir,
+        isolate=False,
+        use_cache=False,
+        echo=print,
+        state_dir=tmp_path / "states",
+        only_cells=["ga"],
+    ).run()
     assert _essence(again) == _essence(on_disk) and len(read_records(tmp_path / "run" / "records.jsonl")) == 1
 
 
 def test_driver_killed_during_a_grid_resumes_like_the_local_executor(ray_local, tiny_reference, data_dir, tmp_path):
     address = ray_local.get_runtime_context().gcs_address  # the driver joins the session's Ray
     out, states = tmp_path / "run", tmp_path / "states"
-    cmd = [sys.executable, "-m", "benchmark.cli", "run", "--profile", str(TINY), "--out", str(out),
-           "--data-dir", str(data_dir), "--bootstrap", "20", "--in-process", "--no-cache",
-           "--executor", "ray", "--ray-address", address, "--state-dir", str(states)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "run",
+        "--profile",
+        str(TINY),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+        "--bootstrap",
+        "20",
+        "--in-process",
+        "--no-cache",
+        "--executor",
+        "ray",
+        "--ray-address",
+        address,
+        "--state-dir",
+        str(states),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     # kill once GA's first state is in the state folder and its cell is still to be recorded
     deadline = time.time() + KILL_WAIT_S
     while time.time() < deadline and driver.poll() is None and not list(states.glob("*.safetensors")):
@@ -151,5 +205,7 @@ def test_driver_killed_during_a_grid_resumes_like_the_local_executor(ray_local, 
     assert len(final) == len({r["cell_id"] for r in final}) == 2  # nothing lost, nothing twice
     assert _essence(final) == _essence(tiny_reference)
     ga = next(r for r in final if r["label"] == "ga")
-    assert ga["timings"]["interventions"][0].get("reused_from_disk") is True  # the killed run's first state, not recomputed
+    assert (
+        ga["timings"]["interventions"][0].get("reused_from_disk") is True
+    )  # the killed run's first state, not recomputed
     assert not list(states.glob("*.safetensors"))

@@ -30,7 +30,10 @@ def test_old_records_load_typed_and_write_back_unchanged(name):
     for record, original in zip(typed, raw):
         assert json.loads(json.dumps(record.to_json())) == original  # nothing lost, nothing added
         assert record.group == group_key(original)
-        assert " -> ".join(record.labels) == (original["label"] if original["sequence"] else "") or record.recompressed_with
+        assert (
+            " -> ".join(record.labels) == (original["label"] if original["sequence"] else "")
+            or record.recompressed_with
+        )
         assert record.status == "ok" and record.scores["mmlu"] is not None
 
 
@@ -66,10 +69,10 @@ def test_formats_md_states_the_record_schema():
     sequence = re.sub(r"\{[^{}]*\}", "{}", sequence.replace("{...}", "{}"))  # a step's level: its own keys
     steps = set(re.findall(r'"([a-z_0-9]+)":', sequence))
     assert steps <= set(SequenceStep.model_fields), steps - set(SequenceStep.model_fields)
-    provenance = block.split('"provenance": {', 1)[1].split('\n  },', 1)[0]
+    provenance = block.split('"provenance": {', 1)[1].split("\n  },", 1)[0]
     while re.search(r"\{[^{}]*\}", provenance):  # drop the nested blocks (numerics, tasks, corpora): their own keys
         provenance = re.sub(r"\{[^{}]*\}", "()", provenance)
     documented = set(re.findall(r'"([a-z_0-9]+)":', provenance))
     assert documented <= set(Provenance.model_fields), documented - set(Provenance.model_fields)
-    timings = block.split('"timings": {', 1)[1].split('\n  },', 1)[0]
+    timings = block.split('"timings": {', 1)[1].split("\n  },", 1)[0]
     assert _documented_keys(timings, 4) <= set(Timings.model_fields)

@@ -29,12 +29,27 @@ from leaderboard_helpers import FIXTURES
 
 PAPER = ("meta-llama/Meta-Llama-3-8B", "paper", "reported")
 HEADLINE = {"bits": 4, "sparsity": 0.25}
-CRITERIA = {"edit_success": "edit_success", "generalization": "generalization", "locality": "locality",
-            "avg_wmdp": "wmdp", "mmlu": "mmlu", "wikitext_ppl": "perplexity"}
+CRITERIA = {
+    "edit_success": "edit_success",
+    "generalization": "generalization",
+    "locality": "locality",
+    "avg_wmdp": "wmdp",
+    "mmlu": "mmlu",
+    "wikitext_ppl": "perplexity",
+}
 HIGHER_IS_BETTER = {"edit_success", "generalization", "locality", "mmlu"}
-CATEGORY = {"FT": "editing", "LoRA": "editing", "MEMIT": "editing", "GA": "unlearning", "GD": "unlearning",
-            "RMU": "unlearning", "GPTQ": "compression", "AWQ": "compression", "SparseGPT": "compression",
-            "Wanda": "compression"}
+CATEGORY = {
+    "FT": "editing",
+    "LoRA": "editing",
+    "MEMIT": "editing",
+    "GA": "unlearning",
+    "GD": "unlearning",
+    "RMU": "unlearning",
+    "GPTQ": "compression",
+    "AWQ": "compression",
+    "SparseGPT": "compression",
+    "Wanda": "compression",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +68,10 @@ def expected_metrics(csv_path) -> pd.DataFrame:
     """OFE and OS of every pair with both orders in the CSV, straight from the paper's definitions."""
     df = pd.read_csv(csv_path)
     df = df[df["second"] != "None"].dropna(subset=["second"])
-    df = df.assign(x=[label_of(m, l) for m, l in zip(df["first"], df["first_level"])],
-                   y=[label_of(m, l) for m, l in zip(df["second"], df["second_level"])])
+    df = df.assign(
+        x=[label_of(m, l) for m, l in zip(df["first"], df["first_level"])],
+        y=[label_of(m, l) for m, l in zip(df["second"], df["second_level"])],
+    )
     by_order = {(r.x, r.y): r for r in df.itertuples(index=False)}
     rows = []
     for (x, y), ab in by_order.items():
@@ -67,8 +84,16 @@ def expected_metrics(csv_path) -> pd.DataFrame:
             # (zero where both orders diverged)
             err = (lambda s: 1 - s) if criterion in HIGHER_IS_BETTER else (lambda s: s)
             both = np.isinf(s_ab) and np.isinf(s_ba)
-            rows.append({"a": x, "b": y, "criterion": criterion, "ofe": min(err(s_ab), err(s_ba)),
-                         "os": 0.0 if both else abs(s_ab - s_ba), "diverged": bool(np.isinf(s_ab) or np.isinf(s_ba))})
+            rows.append(
+                {
+                    "a": x,
+                    "b": y,
+                    "criterion": criterion,
+                    "ofe": min(err(s_ab), err(s_ba)),
+                    "os": 0.0 if both else abs(s_ab - s_ba),
+                    "diverged": bool(np.isinf(s_ab) or np.isinf(s_ba)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -104,8 +129,12 @@ def test_import_writes_310_marked_records_once(store, csv_path, results):
     assert record["scores"]["edit_success"] == 0.79 and record["sequence"][1]["level"] == {"bits": 4}
     again = next(r for r in results.snapshot.records if r["cell_id"] == _cell("gptq(bits=4)", "ft", results))
     assert again["recompressed_with"] == "gptq(bits=4)" and again["label"].endswith("-> gptq(bits=4) (re-applied)")
-    assert next(r for r in results.snapshot.records if r["cell_id"] == _cell("awq(bits=4)", "ft", results)
-                )["recompressed_with"] is None  # the paper did not re-apply AWQ
+    assert (
+        next(r for r in results.snapshot.records if r["cell_id"] == _cell("awq(bits=4)", "ft", results))[
+            "recompressed_with"
+        ]
+        is None
+    )  # the paper did not re-apply AWQ
     diverged = next(r for r in results.snapshot.records if r.get("label") == "ga")
     assert diverged["scores"]["perplexity"] == "diverged" and diverged["reported"]["diverged"] == ["perplexity"]
     again = CliRunner().invoke(cli, ["import-reported", "--store", str(store), "--csv", str(csv_path)])
@@ -177,8 +206,18 @@ def test_headline_levels_give_ten_by_ten_matrices(paper_board):
     assert paper_board.level_values("bits") == [2, 3, 4, 5, 6, 8]
     assert paper_board.level_default("bits") == 4 and paper_board.level_default("sparsity") == 0.25
     labels, values, hover = pair_matrix(paper_board, "edit_success", "order_free_error", HEADLINE)
-    assert labels == ["ft", "lora", "memit", "ga", "gd", "rmu", "awq(bits=4)", "gptq(bits=4)",
-                      "sparsegpt(sparsity=0.25)", "wanda(sparsity=0.25)"]
+    assert labels == [
+        "ft",
+        "lora",
+        "memit",
+        "ga",
+        "gd",
+        "rmu",
+        "awq(bits=4)",
+        "gptq(bits=4)",
+        "sparsegpt(sparsity=0.25)",
+        "wanda(sparsity=0.25)",
+    ]
     i, j = labels.index("ft"), labels.index("gptq(bits=4)")
     assert values[i][j] == pytest.approx(0.21)
     assert "score ft first: 0.790" in hover[i][j] and "score gptq(bits=4) first: 0.440" in hover[i][j]
@@ -193,11 +232,16 @@ def test_each_category_ranking_matches_the_csv(csv_path, paper_board, category):
     kept = set(paper_board.labels_at(HEADLINE))
     expected = expected[expected["a"].isin(kept) & expected["b"].isin(kept)]
     table = category_ranking(paper_board, category, ["edit_success", "wmdp", "mmlu"], HEADLINE)
-    members = {label_of(m, float(l)) for m, c in CATEGORY.items() if c == category
-               for l in ([4.0] if m in ("GPTQ", "AWQ") else [0.25] if m in ("SparseGPT", "Wanda") else [math.nan])}
+    members = {
+        label_of(m, float(l))
+        for m, c in CATEGORY.items()
+        if c == category
+        for l in ([4.0] if m in ("GPTQ", "AWQ") else [0.25] if m in ("SparseGPT", "Wanda") else [math.nan])
+    }
     assert set(table["intervention"]) == members
-    own = {"editing": ["edit_success", "generalization", "locality"], "unlearning": ["wmdp"],
-           "compression": ["mmlu"]}[category]
+    own = {"editing": ["edit_success", "generalization", "locality"], "unlearning": ["wmdp"], "compression": ["mmlu"]}[
+        category
+    ]
     for row in table.to_dict("records"):
         mine = expected[(expected["a"] == row["intervention"]) | (expected["b"] == row["intervention"])]
         for criterion in ["edit_success", "wmdp", "mmlu", *own]:
@@ -207,7 +251,8 @@ def test_each_category_ranking_matches_the_csv(csv_path, paper_board, category):
         score = mine[mine["criterion"].isin(own)]["ofe"].mean()
         assert row[SCORE_COLUMN] == pytest.approx(round(score, 3), abs=1e-9)
         assert row["source"] == "reported in the paper, not re-run" and row["order effects beyond noise"].startswith(
-            "unknown")
+            "unknown"
+        )
     assert table[SCORE_COLUMN].is_monotonic_increasing and table["rank"].tolist() == list(range(1, len(table) + 1))
 
 
@@ -217,7 +262,8 @@ def test_python_api_frames_and_runs(results, store):
     assert runs.loc["paper", "source"] == "reported in the paper, not re-run"
     assert runs.loc["smoke", "ok"] == 10 and runs.loc["smoke", "harness_version"] == "0.1.0+g2d83e08c608d"
     assert runs.loc["smoke", "reproduce"].startswith(
-        "git checkout 2d83e08c608d && compose-bench run --profile smoke --model HuggingFaceTB/SmolLM2-135M-Instruct")
+        "git checkout 2d83e08c608d && compose-bench run --profile smoke --model HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
     assert "ft sha256:ff0ca5532a9e" in runs.loc["smoke", "reproduce"]
     assert results.failures.empty
     smoke = results.records[results.records["profile"] == "smoke"]
@@ -230,8 +276,12 @@ def test_failed_cells_are_listed_with_a_one_line_reason(tmp_path):
     from benchmark.records import read_records
 
     record = copy.deepcopy(next(r for r in read_records(FIXTURES / "smoke") if r["label"] == "ga"))
-    record.update(status="failed", scores={}, items={},
-                  error="ga: returned non-finite weights in model.layers.3.mlp.down_proj\nTraceback (most recent call)")
+    record.update(
+        status="failed",
+        scores={},
+        items={},
+        error="ga: returned non-finite weights in model.layers.3.mlp.down_proj\nTraceback (most recent call)",
+    )
     record["provenance"]["profile"] = "failure-test"
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "records.jsonl").write_text(json.dumps(record) + "\n")
@@ -250,11 +300,14 @@ def test_reproduce_command_of_a_pair_names_both_submissions(results):
     assert reproduce_command([]) == ""
 
 
-@pytest.mark.parametrize("column, value, message", [
-    ("first", "ROME", "field 'first' names an unknown method 'ROME'"),
-    ("mmlu", "n/a", "field 'mmlu' is not a number: 'n/a'"),
-    ("first_level", "", "field 'first_level' is empty but SparseGPT has levels (sparsity)"),
-])
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("first", "ROME", "field 'first' names an unknown method 'ROME'"),
+        ("mmlu", "n/a", "field 'mmlu' is not a number: 'n/a'"),
+        ("first_level", "", "field 'first_level' is empty but SparseGPT has levels (sparsity)"),
+    ],
+)
 def test_bad_rows_get_a_one_line_error_naming_line_and_field(tmp_path, csv_path, column, value, message):
     df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     row = int(df.index[df["first"] == "SparseGPT"][0])

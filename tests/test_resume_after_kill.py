@@ -31,12 +31,32 @@ SUBSET_LABELS = {"base", "ga", "wanda(sparsity=0.25)", "ga -> wanda(sparsity=0.2
 
 
 def _cmd(out: Path, data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "benchmark.cli", "run", "--profile", "smoke", *SUBSET, "--out", str(out),
-            "--data-dir", str(data_dir), "--bootstrap", "20", "--in-process"]
+    return [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "run",
+        "--profile",
+        "smoke",
+        *SUBSET,
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+        "--bootstrap",
+        "20",
+        "--in-process",
+    ]
 
 
 def _essence(record: dict) -> tuple:
-    return (record["status"], record["label"], record["scores"], record["items"], record["provenance"]["weights_sha256"])
+    return (
+        record["status"],
+        record["label"],
+        record["scores"],
+        record["items"],
+        record["provenance"]["weights_sha256"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +66,9 @@ def killed_and_resumed(smoke_run, data_dir, tmp_path_factory):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", ENV_RESULTS_CACHE: str(root / "cache")}
     killed = root / "killed"
     records_file = killed / "records.jsonl"
-    proc = subprocess.Popen(_cmd(killed, data_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        _cmd(killed, data_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 900
     while time.time() < deadline and proc.poll() is None:
         if records_file.exists() and len(read_records(records_file)) >= 2:
@@ -69,7 +90,7 @@ def test_killed_run_resumes_to_the_same_records(killed_and_resumed):
     assert 2 <= len(partial) < len(SUBSET_LABELS)
     assert f"{len(partial)} already recorded, {len(SUBSET_LABELS) - len(partial)} to run" in stdout
     assert {r["label"] for r in final} == SUBSET_LABELS and len(final) == len(SUBSET_LABELS)  # none lost or repeated
-    assert [r["cell_id"] for r in final[:len(partial)]] == [r["cell_id"] for r in partial]  # kept as written
+    assert [r["cell_id"] for r in final[: len(partial)]] == [r["cell_id"] for r in partial]  # kept as written
     for rec in final:
         assert _essence(rec) == _essence(grid[rec["cell_id"]]), rec["label"]
     assert not (out / "states").exists(), "state files of finished groups must be removed"

@@ -35,9 +35,14 @@ def rec(labels: tuple[str, ...], items: dict[str, list], scores: dict | None = N
         all_scores["perplexity"] = math.exp(sum(items["perplexity_nll"]) / sum(items["perplexity_tokens"]))
     all_scores.update(scores or {})
     return {
-        "schema_version": 1, "cell_id": "-".join(labels), "status": "ok", "error": None, "label": " -> ".join(labels),
+        "schema_version": 1,
+        "cell_id": "-".join(labels),
+        "status": "ok",
+        "error": None,
+        "label": " -> ".join(labels),
         "sequence": [{"name": s.split("(")[0], "category": CATEGORIES[s], "label": s} for s in labels],
-        "scores": all_scores, "items": items,
+        "scores": all_scores,
+        "items": items,
         "provenance": {"model_id": "m", "profile": "triples", "dtype": "float32"},
     }
 
@@ -64,7 +69,7 @@ def test_six_orders_are_named_by_positions_and_the_swaps_are_the_hexagon_edges()
     edges = {frozenset((o, s)) for _, _, _, o, s in swaps()}
     assert len(edges) == 6
     for a, b in map(tuple, edges):  # each edge swaps two adjacent positions
-        assert sum(x != y for x, y in zip(a, b)) == 2 and any(a[i:i + 2] == b[i:i + 2][::-1] for i in (0, 1))
+        assert sum(x != y for x, y in zip(a, b)) == 2 and any(a[i : i + 2] == b[i : i + 2][::-1] for i in (0, 1))
     degree = {o: sum(o in e for e in edges) for o in ORDERS}
     assert set(degree.values()) == {2}  # a cycle through all six orders
 
@@ -82,11 +87,16 @@ def test_ofe_spread_and_orders_on_a_hand_computed_triple():
     # 10 paired items differ between abc and bac (se of the difference 0.068): well beyond the noise spread
     assert row.noise_spread < 0.25 and row.exceeds_noise and row.significance == "beyond_noise"
     terms = swap_table[swap_table["criterion"] == "mmlu"].set_index(["order", "swapped_order"])["diff"]
-    assert terms.to_dict() == pytest.approx({
-        ("abc", "bac"): 0.25, ("cab", "cba"): 0.0,     # ft / ga, with wanda after, then before
-        ("acb", "cab"): -0.05, ("bac", "bca"): -0.225,  # ft / wanda, ga after, then before
-        ("bca", "cba"): -0.025, ("abc", "acb"): 0.05,   # ga / wanda, ft after, then before
-    })
+    assert terms.to_dict() == pytest.approx(
+        {
+            ("abc", "bac"): 0.25,
+            ("cab", "cba"): 0.0,  # ft / ga, with wanda after, then before
+            ("acb", "cab"): -0.05,
+            ("bac", "bca"): -0.225,  # ft / wanda, ga after, then before
+            ("bca", "cba"): -0.025,
+            ("abc", "acb"): 0.05,  # ga / wanda, ft after, then before
+        }
+    )
     by_edge = swap_table.set_index(["order", "swapped_order"])
     assert by_edge.loc[("abc", "bac"), "significance"] == "beyond_noise"
     assert by_edge.loc[("cab", "cba"), "significance"] == "within_noise"
@@ -147,8 +157,11 @@ def test_a_diverged_order_and_a_deterministic_criterion():
     ppl = table.set_index("criterion").loc["perplexity"]
     assert ppl.score_bca == math.inf and ppl.order_sensitivity == math.inf and ppl.significance == "diverged"
     assert ppl.order_free_error == pytest.approx(math.exp(2.2)) and ppl.best_order != "bca"
-    assert set(swap_table[(swap_table.criterion == "perplexity") & (
-        (swap_table.order == "bca") | (swap_table.swapped_order == "bca"))].significance) == {"diverged"}
+    assert set(
+        swap_table[
+            (swap_table.criterion == "perplexity") & ((swap_table.order == "bca") | (swap_table.swapped_order == "bca"))
+        ].significance
+    ) == {"diverged"}
     sparsity = table.set_index("criterion").loc["sparsity"]  # descriptive: no OFE, any spread is real
     assert math.isnan(sparsity.order_free_error) and sparsity.order_sensitivity == pytest.approx(0.05)
     assert sparsity.significance == "beyond_noise" and sparsity.n_items == 0
@@ -178,8 +191,10 @@ def test_incomplete_triples_are_skipped_with_a_line(caplog):
 def test_pair_results_do_not_change_when_triples_are_present():
     criteria = load_criteria()
     rng = np.random.default_rng(0)
-    pairs = [rec(("ft", "ga"), {"mmlu": rng.integers(0, 2, 40).tolist()}),
-             rec(("ga", "ft"), {"mmlu": rng.integers(0, 2, 40).tolist()})]
+    pairs = [
+        rec(("ft", "ga"), {"mmlu": rng.integers(0, 2, 40).tolist()}),
+        rec(("ga", "ft"), {"mmlu": rng.integers(0, 2, 40).tolist()}),
+    ]
     alone = compute_composability(pairs, n_bootstrap=200, criteria=criteria)
     both = compute_composability(pairs + triple_records(CLEAR), n_bootstrap=200, criteria=criteria)
     pd.testing.assert_frame_equal(alone, both)
@@ -213,8 +228,12 @@ def test_cli_metrics_writes_and_prints_the_triples(tmp_path):
     records = triple_records(CLEAR)
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "metrics", str(path), "--bootstrap", "100"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.cli", "metrics", str(path), "--bootstrap", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Sequences of three" in proc.stdout and "OS 0.250*" in proc.stdout
     table = pd.read_csv(tmp_path / "sequences.csv")

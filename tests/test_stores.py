@@ -68,8 +68,11 @@ def test_local_publish_is_idempotent_and_recomputes_metrics(tmp_path, all_record
     store = LocalStore(tmp_path / "store")
     first = store.publish(all_records, {"ft": {"name": "ft", "authors": ["x"]}}, n_bootstrap=N_BOOT)
     assert (first.added, first.unchanged, first.metrics_files) == (15, 0, 4)
-    files = sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if p.is_file()
-                   and not p.name.startswith("."))
+    files = sorted(
+        p.relative_to(store.root).as_posix()
+        for p in store.root.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
     assert sum(f.startswith("records/") for f in files) == 15
     assert "interventions/ft.json" in files
     mtimes = {p: p.stat().st_mtime_ns for p in store.root.rglob("*") if p.is_file()}
@@ -80,7 +83,9 @@ def test_local_publish_is_idempotent_and_recomputes_metrics(tmp_path, all_record
     assert {p: p.stat().st_mtime_ns for p in store.root.rglob("*") if p.is_file()} == mtimes
 
     smoke = [r for r in all_records if r["provenance"]["profile"] == "smoke"]
-    stored = read_metrics_csv((store.root / metrics_paths((MODEL, "smoke", "bfloat16"))[0]).read_bytes())[(MODEL, "smoke", "bfloat16")]
+    stored = read_metrics_csv((store.root / metrics_paths((MODEL, "smoke", "bfloat16"))[0]).read_bytes())[
+        (MODEL, "smoke", "bfloat16")
+    ]
     recomputed = compute_composability(select_latest(smoke), n_bootstrap=N_BOOT, seed=0)
     assert stored[["a", "b", "criterion"]].equals(recomputed[["a", "b", "criterion"]].astype(object))
     assert stored["order_free_error"].tolist() == pytest.approx(recomputed["order_free_error"].tolist(), nan_ok=True)
@@ -223,8 +228,11 @@ def test_script_name_published_to_the_hub_is_shown_as_text(fake_hub, tmp_path):
     from leaderboard.ranking import category_ranking
 
     store = hub_store(tmp_path)
-    store.publish([script_named_record()], {SCRIPT_NAME: {"name": SCRIPT_NAME, "authors": [SCRIPT_NAME],
-                                                          "link": "javascript:alert(1)"}}, n_bootstrap=N_BOOT)
+    store.publish(
+        [script_named_record()],
+        {SCRIPT_NAME: {"name": SCRIPT_NAME, "authors": [SCRIPT_NAME], "link": "javascript:alert(1)"}},
+        n_bootstrap=N_BOOT,
+    )
     board = build_board(store.read()).select(MODEL, ESCAPING_PROFILE)
     assert board.names() == [SCRIPT_NAME]
     ranking = category_ranking(board, "editing", ["edit_success"])

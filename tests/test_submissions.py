@@ -157,8 +157,10 @@ def test_validate_reports_one_line_per_problem_without_smoke(tmp_path):
     assert report.ok, report.problems
     undeclared = GOOD_CODE.replace("    Hyperparameters = NoopHyperparameters\n", "")
     report = validate_folder(make_submission(tmp_path / "c", GOOD_YAML, undeclared), smoke=False)
-    assert report.problems == [f"{tmp_path / 'c' / 'sub' / 'submission.yaml'}: field 'hyperparameters': class Noop "
-                               "declares no Hyperparameters model, so these settings cannot be checked (see CONTRIBUTING.md)"]
+    assert report.problems == [
+        f"{tmp_path / 'c' / 'sub' / 'submission.yaml'}: field 'hyperparameters': class Noop "
+        "declares no Hyperparameters model, so these settings cannot be checked (see CONTRIBUTING.md)"
+    ]
 
 
 BAD_RUNTIME = {

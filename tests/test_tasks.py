@@ -20,8 +20,9 @@ from benchmark.tasks import TASKS, TaskError, load_task
 
 def test_every_task_file_loads_and_names_criteria_that_criteria_yaml_defines():
     defined = set(load_criteria())
-    assert sorted(p.stem for p in tasks_dir().glob("*.yaml") if p.stem not in ("criteria", "cost_model", "model_families")) \
-        == sorted(TASKS)
+    assert sorted(
+        p.stem for p in tasks_dir().glob("*.yaml") if p.stem not in ("criteria", "cost_model", "model_families")
+    ) == sorted(TASKS)
     for name in TASKS:
         task = load_task(name)
         assert set(task.criteria) <= defined, (name, set(task.criteria) - defined)
@@ -32,8 +33,10 @@ def test_every_task_file_loads_and_names_criteria_that_criteria_yaml_defines():
 
 def test_the_loaders_use_the_task_files():
     assert zsre.LOCAL_FILE == load_task("zsre").source.local
-    assert (zsre.DEFAULT_HUB_DATASET, zsre.DEFAULT_HUB_FILE) == (load_task("zsre").source.hub.dataset,
-                                                                  load_task("zsre").source.hub.file)
+    assert (zsre.DEFAULT_HUB_DATASET, zsre.DEFAULT_HUB_FILE) == (
+        load_task("zsre").source.hub.dataset,
+        load_task("zsre").source.hub.file,
+    )
     assert mcq.WMDP_SUBSETS == tuple(load_task("wmdp").subsets)
     assert load_task("wmdp").local_path("bio") == "wmdp/bio_questions.json"
     assert load_task("wmdp").hub_config("cyber") == "wmdp-cyber"
@@ -52,7 +55,9 @@ def test_the_prompt_formats_a_profile_may_choose_are_the_task_files():
 
 
 def test_a_bad_task_file_is_one_line_naming_file_and_field(tmp_path, monkeypatch):
-    (tmp_path / "mmlu.yaml").write_text("name: mmlu\ndescription: x\nsource: {hub: {split: 3}, local: ''}\ncriteria: []\n")
+    (tmp_path / "mmlu.yaml").write_text(
+        "name: mmlu\ndescription: x\nsource: {hub: {split: 3}, local: ''}\ncriteria: []\n"
+    )
     monkeypatch.setattr(tasks_module, "tasks_dir", lambda: tmp_path)
     load_task.cache_clear()
     try:

@@ -29,7 +29,9 @@ RUN_DTYPE = choose_dtype("auto", "cpu").dtype  # what the profiles' dtype: auto 
 
 
 def _context(hp: dict, **fields) -> InterventionContext:
-    return InterventionContext(hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2", **fields)
+    return InterventionContext(
+        hyperparameters=hp, seed=0, device=CPU, dtype=RUN_DTYPE, model_family="smollm2", **fields
+    )
 
 
 def _retain(data_dir: Path, n: int) -> list[str]:
@@ -42,10 +44,13 @@ def forget_texts(data_dir):
     return list(load_forget_corpus(16, 0, data_dir).texts)
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("gd", {"steps": 5, "batch_size": 4, "max_len": 64, "lr": 4e-4}),
-    ("rmu", {"steps": 6}),
-])
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("gd", {"steps": 5, "batch_size": 4, "max_len": 64, "lr": 4e-4}),
+        ("rmu", {"steps": 6}),
+    ],
+)
 def test_unlearner_lowers_forget_likelihood_more_than_retain(fresh_model, data_dir, forget_texts, name, overrides):
     model, tok = fresh_model
     sub = load_submission(baselines_dir() / name)
@@ -82,27 +87,40 @@ def test_gd_forget_loss_counts_no_padding(fresh_model, data_dir, forget_texts):
     assert int((batch["attention_mask"] == 0).sum()) >= 20  # the batch does hold padding
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        with_pads = float(torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch["input_ids"][:, 1:].reshape(-1)))
+        with_pads = float(
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), batch["input_ids"][:, 1:].reshape(-1)
+            )
+        )
     pad_free = nll / tokens
     assert abs(with_pads - pad_free) > 0.1
     assert gd.forget_losses[0] == pytest.approx(pad_free, abs=0.02)  # bf16 batching noise only
 
 
-@pytest.mark.parametrize("name, hp, message", [
-    ("gd", {"retain_weight": -1.0}, "retain_weight: Input should be greater than or equal to 0"),
-    ("gd", {"layers": [40]}, "'layers' must list block indices of this 30-layer model"),
-    ("rmu", {"layer": 30}, "'layer' is 30; the model has 30 blocks"),
-    ("rmu", {"update_layers": [6]}, "must not lie above the steered layer"),
-    ("rmu", {"steering_coeff": 0}, "steering_coeff: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "name, hp, message",
+    [
+        ("gd", {"retain_weight": -1.0}, "retain_weight: Input should be greater than or equal to 0"),
+        ("gd", {"layers": [40]}, "'layers' must list block indices of this 30-layer model"),
+        ("rmu", {"layer": 30}, "'layer' is 30; the model has 30 blocks"),
+        ("rmu", {"update_layers": [6]}, "must not lie above the steered layer"),
+        ("rmu", {"steering_coeff": 0}, "steering_coeff: Input should be greater than 0"),
+    ],
+)
 def test_unlearners_reject_bad_input(fresh_model, forget_texts, name, hp, message):
     model, tok = fresh_model
     sub = load_submission(baselines_dir() / name)
-    context = _context({**sub.hyperparameters_for("smollm2"), **hp}, forget_texts=tuple(forget_texts), retain_texts=("some retain text",) * 2)
+    context = _context(
+        {**sub.hyperparameters_for("smollm2"), **hp},
+        forget_texts=tuple(forget_texts),
+        retain_texts=("some retain text",) * 2,
+    )
     with pytest.raises(InterventionError, match=message):
         sub.instantiate().apply(model, tok, context)
     with pytest.raises(InterventionError, match="no retain texts"):
-        sub.instantiate().apply(model, tok, _context(sub.hyperparameters_for("smollm2"), forget_texts=tuple(forget_texts)))
+        sub.instantiate().apply(
+            model, tok, _context(sub.hyperparameters_for("smollm2"), forget_texts=tuple(forget_texts))
+        )
 
 
 def test_offline_standin_never_overlaps_the_scored_or_development_questions(data_dir):

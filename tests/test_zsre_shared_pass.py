@@ -33,6 +33,7 @@ def _plain(model, query) -> tuple[list[int], list[int], list[float], list[float]
     A margin is the top logit minus the runner-up's at that step (float32 of the model's
     logits): how close the plain implementation's own choice was to a tie.
     """
+
     def step_logits(seq: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([seq])).logits[0].float()
 
@@ -75,9 +76,11 @@ def fp32_models(default_model):
 
 
 def _all_queries(tokenizer, records):
-    return ([_query(tokenizer, r.prompt, r.target) for r in records]
-            + [_query(tokenizer, r.rephrase, r.target) for r in records]
-            + [_query(tokenizer, r.loc, r.loc_ans) for r in records])
+    return (
+        [_query(tokenizer, r.prompt, r.target) for r in records]
+        + [_query(tokenizer, r.rephrase, r.target) for r in records]
+        + [_query(tokenizer, r.loc, r.loc_ans) for r in records]
+    )
 
 
 def _leaving_at(model, query: _Query, k: int, n: int) -> _Query:
@@ -115,8 +118,10 @@ def test_shared_pass_equals_plain_greedy_and_forcing_in_float32(fp32_models, fp3
             assert greedy == [g for g, *_ in plain]
             assert forced == [f for _, f, *_ in plain]
     # every branch of the shared pass was taken: whole answer right, resumed at 0, resumed inside
-    firsts = [next((j for j, (a, e) in enumerate(zip(f, q.answer_ids)) if a != e), len(q.answer_ids))
-              for (_, f, *_), q in zip(plain, queries)]
+    firsts = [
+        next((j for j, (a, e) in enumerate(zip(f, q.answer_ids)) if a != e), len(q.answer_ids))
+        for (_, f, *_), q in zip(plain, queries)
+    ]
     lengths = [len(q.answer_ids) for q in queries]
     assert any(k + 1 >= n for k, n in zip(firsts, lengths))
     assert any(k == 0 and n > 1 for k, n in zip(firsts, lengths))

@@ -82,9 +82,17 @@ class EvaluationCache:
         if self.store.limit_bytes <= 0:
             return False
         payload = {**result.__dict__}
-        payload["origin"] = {**result.origin, "stored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        entry = {"format": FORMAT_VERSION, "key": key, "material": material, "payload": payload,
-                 "payload_sha256": canonical_sha256(payload)}
+        payload["origin"] = {
+            **result.origin,
+            "stored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        entry = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "material": material,
+            "payload": payload,
+            "payload_sha256": canonical_sha256(payload),
+        }
         text = json.dumps(entry, sort_keys=True, default=str)
 
         def write(tmp: Path) -> None:

@@ -28,12 +28,28 @@ PACKAGE_DIR = PROJECT_ROOT / "benchmark"
 # Everything else in benchmark/ is part of the code digest: a new module counts by default,
 # which fails safe (a needless miss, never a stale hit).
 _NOT_NUMERIC = (
-    "caches/", "stores/", "cli.py", "summary.py", "metrics.py", "records.py", "validate.py",
-    "hub.py", "plan.py", "provenance.py", "__init__.py",
+    "caches/",
+    "stores/",
+    "cli.py",
+    "summary.py",
+    "metrics.py",
+    "records.py",
+    "validate.py",
+    "hub.py",
+    "plan.py",
+    "provenance.py",
+    "__init__.py",
 )
 # A model's evaluation: the scorers, the suite, the data loaders, the toolkit they import.
-EVALUATION_CODE_EXCLUDES = _NOT_NUMERIC + ("runner.py", "isolation.py", "submissions.py", "resources.py",
-                                           "step_executor.py", "step_checks.py", "ray_executor.py")
+EVALUATION_CODE_EXCLUDES = _NOT_NUMERIC + (
+    "runner.py",
+    "isolation.py",
+    "submissions.py",
+    "resources.py",
+    "step_executor.py",
+    "step_checks.py",
+    "ray_executor.py",
+)
 # A step's output: the runner's and the sandbox's step execution, the API, the toolkit.
 STEP_CODE_EXCLUDES = _NOT_NUMERIC + ("suite.py", "probes.py")  # probes attack copies at evaluation only
 
@@ -71,8 +87,18 @@ def library_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {"torch": torch.__version__}
-    for name in ("transformers", "lm-eval", "llmcompressor", "compressed-tensors", "datasets", "peft",
-                 "accelerate", "numpy", "safetensors", "tokenizers"):
+    for name in (
+        "transformers",
+        "lm-eval",
+        "llmcompressor",
+        "compressed-tensors",
+        "datasets",
+        "peft",
+        "accelerate",
+        "numpy",
+        "safetensors",
+        "tokenizers",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -89,8 +115,11 @@ def device_kind(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return {"type": "cuda", "name": torch.cuda.get_device_name(index), "cuda": torch.version.cuda}
-    return {"type": device.type, "capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
+    return {
+        "type": device.type,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def tokenizer_digest(tokenizer: Any) -> str:

@@ -120,11 +120,19 @@ class RunCaches:
 
     # ------------------------------------------------------------ evaluations
     def evaluation_material(self, model: torch.nn.Module, weights_sha: str, weight_bits: float | None) -> dict:
-        return {**self._evaluation_base, "weights_sha256": weights_sha, "weight_bits": weight_bits,
-                "config_sha256": config_digest(model)}
+        return {
+            **self._evaluation_base,
+            "weights_sha256": weights_sha,
+            "weight_bits": weight_bits,
+            "config_sha256": config_digest(model),
+        }
 
     def evaluate(
-        self, inputs: "RunInputs", model: torch.nn.Module, weight_bits: float | None, weights_sha: str,
+        self,
+        inputs: "RunInputs",
+        model: torch.nn.Module,
+        weight_bits: float | None,
+        weights_sha: str,
         origin: dict[str, Any],
     ) -> Evaluated:
         """The suite's evaluation of ``model``: from the cache when these weights were evaluated before."""
@@ -138,25 +146,34 @@ class RunCaches:
         found = self.evaluations.get(key) if key else None
         if found is not None:
             self.counts["evaluation_hits"] += 1
-            mark = {"evaluation": "hit", "key": key, "lookup_s": round(time.perf_counter() - t0, 3),
-                    "computed": found.origin}
+            mark = {
+                "evaluation": "hit",
+                "key": key,
+                "lookup_s": round(time.perf_counter() - t0, 3),
+                "computed": found.origin,
+            }
             log.info("evaluation of %s from the cache (computed in %.1f s)", origin.get("cell"), found.seconds)
-            return Evaluated(found.scores, found.items, found.parts_s, found.seconds, found.peak_rss_mb, mark,
-                             found.compression)
+            return Evaluated(
+                found.scores, found.items, found.parts_s, found.seconds, found.peak_rss_mb, mark, found.compression
+            )
         self.counts["evaluation_misses"] += 1
         with measure() as usage:
-            scores, items, parts, compression = inputs.suite.evaluate(model, inputs.tokenizer, weight_bits,
-                                                                      inputs.base_model)
+            scores, items, parts, compression = inputs.suite.evaluate(
+                model, inputs.tokenizer, weight_bits, inputs.base_model
+            )
         parts = {k: round(v, 3) for k, v in parts.items()}
-        result = CachedEvaluation(scores, items, parts, round(usage.seconds, 3), round(usage.peak_rss_mb, 1), origin,
-                                  compression)
+        result = CachedEvaluation(
+            scores, items, parts, round(usage.seconds, 3), round(usage.peak_rss_mb, 1), origin, compression
+        )
         stored = self.evaluations.put(key, material, result) if key else False
         mark = {"evaluation": "miss", "key": key, "stored": stored}
         return Evaluated(scores, items, parts, usage.seconds, usage.peak_rss_mb, mark, compression)
 
     # ------------------------------------------------------------ steps
     def step(
-        self, step: "Step", model: torch.nn.Module,
+        self,
+        step: "Step",
+        model: torch.nn.Module,
         compute: Callable[["Step", torch.nn.Module], tuple[torch.nn.Module, dict]],
         context: "InterventionContext",
         fresh: Callable[[dict[str, torch.Tensor]], torch.nn.Module],
@@ -208,9 +225,11 @@ class RunCaches:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"cache: evaluations {c['evaluation_hits']} hit(s), {c['evaluation_misses']} computed; "
-                f"trusted steps {c['state_hits']} hit(s), {c['state_misses']} computed "
-                f"({self.evaluations.store.folder.parent})")
+        return (
+            f"cache: evaluations {c['evaluation_hits']} hit(s), {c['evaluation_misses']} computed; "
+            f"trusted steps {c['state_hits']} hit(s), {c['state_misses']} computed "
+            f"({self.evaluations.store.folder.parent})"
+        )
 
     def origin(self, inputs: "RunInputs", label: str, cell_id: str) -> dict[str, Any]:
         from benchmark.provenance import harness_version

@@ -90,8 +90,13 @@ class StateCache:
         tensors = _own_storage(state)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         if size > self.store.limit_bytes:
-            log.info("cache %s: a %.2f GB state exceeds the %.2f GB limit (%s); not stored",
-                     self.store.folder, size / 1e9, self.store.limit_bytes / 1e9, ENV_LIMIT)
+            log.info(
+                "cache %s: a %.2f GB state exceeds the %.2f GB limit (%s); not stored",
+                self.store.folder,
+                size / 1e9,
+                self.store.limit_bytes / 1e9,
+                ENV_LIMIT,
+            )
             return False
         metadata = {
             "format": str(FORMAT_VERSION),

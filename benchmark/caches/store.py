@@ -110,8 +110,9 @@ class EntryStore:
     def _entries(self) -> list[Path]:
         if not self.folder.is_dir():
             return []
-        return [p for p in self.folder.iterdir()
-                if p.name.endswith(self.suffix) and _KEY.match(p.name[: -len(self.suffix)])]
+        return [
+            p for p in self.folder.iterdir() if p.name.endswith(self.suffix) and _KEY.match(p.name[: -len(self.suffix)])
+        ]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[bool]:
@@ -233,7 +234,9 @@ class EntryStore:
         except OSError as exc:
             log.warning("cache %s: eviction failed: %s", self.folder, exc)
         if removed:
-            log.info("cache %s: evicted %d least recently used entr%s", self.folder, removed, "y" if removed == 1 else "ies")
+            log.info(
+                "cache %s: evicted %d least recently used entr%s", self.folder, removed, "y" if removed == 1 else "ies"
+            )
         return removed
 
     def clear(self) -> int:

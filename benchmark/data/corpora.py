@@ -67,8 +67,7 @@ def _need_local(explicit: str | Path | None, what: str) -> Path:
     folder = resolve_data_dir(explicit)
     if folder is None:
         raise DataUnavailableError(
-            f"{what}: the Hub is not reachable and no local data directory was given "
-            f"(--data-dir or ${ENV_DATA_DIR})"
+            f"{what}: the Hub is not reachable and no local data directory was given (--data-dir or ${ENV_DATA_DIR})"
         )
     return folder
 
@@ -99,7 +98,9 @@ def load_forget_corpus(
                         try:
                             texts.append(json.loads(line)["text"])
                         except (json.JSONDecodeError, KeyError):
-                            raise DataUnavailableError(f"{bio_forget_path}:{lineno}: expected JSON with a 'text' field") from None
+                            raise DataUnavailableError(
+                                f"{bio_forget_path}:{lineno}: expected JSON with a 'text' field"
+                            ) from None
             parts.append(f"bio-forget:{bio_forget_path}")
         source = DataSource("hub", "+".join(parts), None)
         log.info("forget corpus: %s", source.name)
@@ -117,7 +118,11 @@ def load_forget_corpus(
             if standin_role(it.question) == FORGET
         ]
     log.info("forget corpus: offline stand-in from the forget part of the WMDP questions (%d texts)", len(texts))
-    return Corpus(STANDIN_NAME, _sample(texts, n, seed), DataSource("local", str(folder / "wmdp"), f"sha256:{file_sha256(folder / 'wmdp')}"))
+    return Corpus(
+        STANDIN_NAME,
+        _sample(texts, n, seed),
+        DataSource("local", str(folder / "wmdp"), f"sha256:{file_sha256(folder / 'wmdp')}"),
+    )
 
 
 def _paragraphs(text: str, min_chars: int) -> list[str]:
@@ -131,7 +136,9 @@ def load_retain_corpus(n: int | None, seed: int, data_dir: str | Path | None = N
 
         rows = load_dataset("wikitext", "wikitext-2-raw-v1", split="train")
         texts = [r["text"] for r in rows if len(r["text"].strip()) >= 200]
-        return Corpus("wikitext-2-train", _sample(texts, n, seed), DataSource("hub", "wikitext/wikitext-2-raw-v1:train", None))
+        return Corpus(
+            "wikitext-2-train", _sample(texts, n, seed), DataSource("hub", "wikitext/wikitext-2-raw-v1:train", None)
+        )
     folder = _need_local(data_dir, "retain corpus")
     path = folder / "calibration" / "exllamav2_wiki.utf8"
     if not path.exists():
@@ -139,7 +146,9 @@ def load_retain_corpus(n: int | None, seed: int, data_dir: str | Path | None = N
     raw = re.sub(r"</?doc[^>]*>", "\n", path.read_text(encoding="utf-8"))
     texts = _paragraphs(raw, min_chars=200)
     log.info("retain corpus: %s (%d paragraphs)", path, len(texts))
-    return Corpus("wikipedia-extract", _sample(texts, n, seed), DataSource("local", str(path), f"sha256:{file_sha256(path)}"))
+    return Corpus(
+        "wikipedia-extract", _sample(texts, n, seed), DataSource("local", str(path), f"sha256:{file_sha256(path)}")
+    )
 
 
 def load_calibration_corpus(n: int | None, seed: int, data_dir: str | Path | None = None) -> Corpus:

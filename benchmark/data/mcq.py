@@ -93,7 +93,12 @@ def _mmlu_local(folder: Path) -> list[McqItem]:
     return items
 
 
-def _from_rows(rows: Iterable[dict[str, Any]], prefix: Callable[[str], str], subject_of: Callable[[dict[str, Any]], str], origin: str) -> list[McqItem]:
+def _from_rows(
+    rows: Iterable[dict[str, Any]],
+    prefix: Callable[[str], str],
+    subject_of: Callable[[dict[str, Any]], str],
+    origin: str,
+) -> list[McqItem]:
     """Convert ``{question, choices, answer[, subject]}`` rows; ids count per subject."""
     counters: dict[str, int] = defaultdict(int)
     items = []
@@ -116,7 +121,11 @@ def load_mmlu(
     hub = task.source.hub
     assert hub.dataset is not None, "tasks/mmlu.yaml names its Hub dataset"
     source, path = choose_source(
-        "MMLU", local_relpath=task.local_path(), hub_name=hub.dataset, hub_config=hub.config, revision=revision,
+        "MMLU",
+        local_relpath=task.local_path(),
+        hub_name=hub.dataset,
+        hub_config=hub.config,
+        revision=revision,
         data_dir_arg=data_dir,
     )
     if path is not None:
@@ -125,7 +134,9 @@ def load_mmlu(
         from datasets import load_dataset
 
         rows = load_dataset(hub.dataset, hub.config, split=hub.split, revision=revision)
-        items = _from_rows(rows, lambda s: f"mmlu/{s}", lambda r: r["subject"], f"{hub.dataset} ({hub.config}, {hub.split})")
+        items = _from_rows(
+            rows, lambda s: f"mmlu/{s}", lambda r: r["subject"], f"{hub.dataset} ({hub.config}, {hub.split})"
+        )
         source = DataSource("hub", hub.dataset, hub_commit(hub.dataset, revision), hub.config)
     log_source("MMLU", source, len(items))
     return items, source

@@ -112,8 +112,7 @@ def choose_source(
     path = local_root / local_relpath
     if not path.exists():
         raise DataUnavailableError(
-            f"{what}: {path} is missing from the data directory {local_root} "
-            f"(from --data-dir or ${ENV_DATA_DIR})"
+            f"{what}: {path} is missing from the data directory {local_root} (from --data-dir or ${ENV_DATA_DIR})"
         )
     return DataSource("local", str(path), f"sha256:{file_sha256(path)}"), path
 

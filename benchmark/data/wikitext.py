@@ -42,7 +42,7 @@ def load_wikitext_test(
                     row = json.loads(line)
                     rows.append(row["text"])
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}: line {line_no + 1} is not a {{\"text\": ...}} row ({exc})") from exc
+                    raise ValueError(f'{path}: line {line_no + 1} is not a {{"text": ...}} row ({exc})') from exc
                 if not isinstance(rows[-1], str):
                     raise ValueError(f"{path}: line {line_no + 1}: text is not a string")
     else:

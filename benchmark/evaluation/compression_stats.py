@@ -125,12 +125,16 @@ class BitsMeasurement:
 
     def as_record(self) -> dict:
         out = asdict(self)
-        out["claimed_avg_bits"] = None if self.claimed_weight_bits is None else self.claimed_weight_bits + SCALE_OVERHEAD_BITS
+        out["claimed_avg_bits"] = (
+            None if self.claimed_weight_bits is None else self.claimed_weight_bits + SCALE_OVERHEAD_BITS
+        )
         return out
 
 
 @torch.no_grad()
-def _tensor_bits(weight: torch.Tensor, base: torch.Tensor | None, claimed: float | None, g: int) -> tuple[float, list[int]]:
+def _tensor_bits(
+    weight: torch.Tensor, base: torch.Tensor | None, claimed: float | None, g: int
+) -> tuple[float, list[int]]:
     """(sum over groups of their bits, [groups, fitting, unverifiable, refuting]) of one weight."""
     groups = weight.detach().reshape(-1, g)
     zeros = (groups == 0).sum(dim=1)
@@ -150,15 +154,17 @@ def _tensor_bits(weight: torch.Tensor, base: torch.Tensor | None, claimed: float
     ordered = patterns.sort(dim=1).values
     distinct = torch.full((n,), g + 1, dtype=torch.long)
     distinct[moved] = 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
-    unverifiable = moved & (2 ** claimed >= nonzero + (zeros > 0).long())  # cannot hold more values than the claim
-    fits = moved & ~unverifiable & (distinct <= 2 ** claimed)
+    unverifiable = moved & (2**claimed >= nonzero + (zeros > 0).long())  # cannot hold more values than the claim
+    fits = moved & ~unverifiable & (distinct <= 2**claimed)
     refuting = ~(fits | unverifiable)
     bits = torch.where(fits | unverifiable, torch.full_like(unquantized, claimed + SCALE_OVERHEAD_BITS), unquantized)
     return float(bits.sum()), [n, int(fits.sum()), int(unverifiable.sum()), int(refuting.sum())]
 
 
 def measure_bits(
-    model: torch.nn.Module, claimed_weight_bits: float | None = None, base_model: torch.nn.Module | None = None,
+    model: torch.nn.Module,
+    claimed_weight_bits: float | None = None,
+    base_model: torch.nn.Module | None = None,
 ) -> BitsMeasurement:
     """Average bits per weight of the block ``nn.Linear`` weights, measured (see the module docstring).
 
@@ -190,13 +196,16 @@ def measure_bits(
         counts = [a + b for a, b in zip(counts, n)]
     n_groups, fitting, unverifiable, refuting = counts
     if invalid:
-        return BitsMeasurement(round(total / weights, 4), float(claimed_weight_bits), "refuted", n_groups, 0, 0,
-                               n_groups, g)
+        return BitsMeasurement(
+            round(total / weights, 4), float(claimed_weight_bits), "refuted", n_groups, 0, 0, n_groups, g
+        )
     if claimed is None:
         check = "measured"
     else:
         # a few groups of almost only zeros cannot refute anything; "unverifiable" is for claims counting cannot check
-        check = "refuted" if refuting else "unverifiable" if unverifiable > UNVERIFIABLE_SHARE * n_groups else "verified"
+        check = (
+            "refuted" if refuting else "unverifiable" if unverifiable > UNVERIFIABLE_SHARE * n_groups else "verified"
+        )
     return BitsMeasurement(round(total / weights, 4), claimed, check, n_groups, fitting, unverifiable, refuting, g)
 
 

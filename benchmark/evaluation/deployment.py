@@ -92,7 +92,9 @@ def check_deployment(
         with export_compressed(folder):
             model = intervention.apply(model, tokenizer, context)
         if not (folder / "config.json").exists():
-            raise RuntimeError(f"{type(intervention).__name__} did not go through run_oneshot: nothing was saved to {folder}")
+            raise RuntimeError(
+                f"{type(intervention).__name__} did not go through run_oneshot: nothing was saved to {folder}"
+            )
         config = json.loads((folder / "config.json").read_text())
         qconfig = config.get("quantization_config") or {}
         fmt = str(qconfig.get("format") or (qconfig.get("sparsity_config") or {}).get("format") or "dense")

@@ -57,9 +57,7 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
     "lettered": {
         "description": "The following are multiple choice questions (with answers) about {{topic}}.\n\n",
         "doc_to_text": (
-            "{{question.strip()}}\n"
-            "{% for c in choices %}{{letters[loop.index0]}}. {{c}}\n{% endfor %}"
-            "Answer:"
+            "{{question.strip()}}\n{% for c in choices %}{{letters[loop.index0]}}. {{c}}\n{% endfor %}Answer:"
         ),
         "doc_to_choice": "letters",
     },
@@ -214,7 +212,10 @@ def evaluate_mcq_measures(
         # choices tie often and the tie-break (first choice) then depends on the batch size
         with _no_retying(model):
             lm = shared_prefix_lm_class(max_batch_tokens)(
-                pretrained=model, tokenizer=tokenizer, batch_size="auto", max_batch_size=batch_size,
+                pretrained=model,
+                tokenizer=tokenizer,
+                batch_size="auto",
+                max_batch_size=batch_size,
                 softmax_dtype=torch.float32,
             )
         task_dict = TaskManager(include_defaults=False).load(configs)
@@ -252,8 +253,10 @@ def _per_item_measures(name: str, items: Sequence[McqItem], samples: list[dict[s
             raise RuntimeError(f"lm-eval reordered the items of task {name!r} (doc {doc_id})")
         lls = [float(resp[0]) for resp in sample["filtered_resps"]]  # one (loglikelihood, greedy) per choice
         if len(lls) != len(item.choices):
-            raise RuntimeError(f"lm-eval returned {len(lls)} log-likelihoods for the {len(item.choices)} "
-                               f"choices of item {item.item_id!r} of task {name!r}")
+            raise RuntimeError(
+                f"lm-eval returned {len(lls)} log-likelihoods for the {len(item.choices)} "
+                f"choices of item {item.item_id!r} of task {name!r}"
+            )
         out["acc"].append(float(sample["acc"]))
         out["acc_norm"].append(float(sample["acc_norm"]))
         out["prob"].append(answer_probability(lls, item.answer))

@@ -85,8 +85,12 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
             # longest first: memory trouble shows at once, and the bar's estimate is an upper bound
             order = sorted(groups, key=len, reverse=True)
             bar = tqdm(total=len(order), desc="Scoring choices (shared prefix)", disable=disable_tqdm or self.rank != 0)
-            for pack in _packs(order, [max(len(requests[i][2]) for i in groups[c]) for c in order],
-                               [len(groups[c]) for c in order], max_batch_tokens):
+            for pack in _packs(
+                order,
+                [max(len(requests[i][2]) for i in groups[c]) for c in order],
+                [len(groups[c]) for c in order],
+                max_batch_tokens,
+            ):
                 scored = self._score_pack([list(c) for c in pack], [[requests[i][2] for i in groups[c]] for c in pack])
                 for context, results_of_context in zip(pack, scored, strict=True):
                     for i, res in zip(groups[context], results_of_context, strict=True):
@@ -117,8 +121,12 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
                 ids[b, : len(context)] = torch.tensor(context, device=device)
                 context_mask[b, : len(context)] = 1
             last_positions = sorted(set(n - 1 for n in lengths))
-            out = model(input_ids=ids, attention_mask=context_mask, use_cache=True,
-                        logits_to_keep=torch.tensor(last_positions, device=device))  # only these are scored
+            out = model(
+                input_ids=ids,
+                attention_mask=context_mask,
+                use_cache=True,
+                logits_to_keep=torch.tensor(last_positions, device=device),
+            )  # only these are scored
             first = torch.stack([out.logits[b, last_positions.index(n - 1)] for b, n in enumerate(lengths)])
             rows = [(b, cont) for b, conts in enumerate(continuations) for cont in conts]
             flat: list[tuple[float, bool] | None] = [None] * len(rows)
@@ -138,8 +146,11 @@ def shared_prefix_lm_class(max_batch_tokens: int) -> type:
                         tail_mask[row, : len(cont) - 1] = 1
                         positions[row] = torch.arange(lengths[b], lengths[b] + width - 1, device=device)
                     rest = model(
-                        input_ids=tail, attention_mask=torch.cat([context_mask[which], tail_mask], dim=1),
-                        position_ids=positions, past_key_values=cache, use_cache=True,
+                        input_ids=tail,
+                        attention_mask=torch.cat([context_mask[which], tail_mask], dim=1),
+                        position_ids=positions,
+                        past_key_values=cache,
+                        use_cache=True,
                     ).logits
                     logits = torch.cat([logits, rest], dim=1)
                 # the float32 log-softmax over the vocabulary only at real continuation tokens

@@ -119,9 +119,7 @@ def _greedy_and_forced(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device, pad = _device(model), pad_token_id(tokenizer)
-    order = sorted(
-        range(len(queries)), key=lambda i: (len(queries[i].prompt_ids) + len(queries[i].answer_ids), i)
-    )
+    order = sorted(range(len(queries)), key=lambda i: (len(queries[i].prompt_ids) + len(queries[i].answer_ids), i))
     greedy: list[list[int]] = [[] for _ in queries]
     forced: list[list[int]] = [[] for _ in queries]
     for batch in _batches(order, batch_size, desc):
@@ -148,8 +146,15 @@ def _greedy_and_forced(
     return greedy, forced
 
 
-def _decode_rest(model, cache, mask: torch.Tensor, resume: list[tuple[int, int]], which: list[int],
-                 queries: Sequence[_Query], greedy: list[list[int]]) -> None:
+def _decode_rest(
+    model,
+    cache,
+    mask: torch.Tensor,
+    resume: list[tuple[int, int]],
+    which: list[int],
+    queries: Sequence[_Query],
+    greedy: list[list[int]],
+) -> None:
     """Greedy decoding on the teacher-forced cache for rows that left the answer at ``k``.
 
     ``greedy[i]`` holds ``k + 1`` tokens on entry (the last one not yet fed) and is

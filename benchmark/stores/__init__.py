@@ -31,7 +31,7 @@ def parse_hub_spec(spec: str) -> tuple[str, str] | None:
     """``(repo_id, revision)`` when ``spec`` names a Hub dataset, else None."""
     for prefix in HUB_PREFIXES:
         if spec.startswith(prefix):
-            rest = spec[len(prefix):].strip("/")
+            rest = spec[len(prefix) :].strip("/")
             repo_id, _, revision = rest.partition("@")
             return repo_id, revision or "main"
     return None

@@ -188,15 +188,21 @@ class HubStore:
             delay = random.uniform(0.0, min(2.0, 0.05 * 2**attempt))
             logger.info("%s: the head moved past %s; re-reading in %.2f s", self.description, parent[:12], delay)
             time.sleep(delay)
-        raise StoreError(f"{self.description}: gave up after {self.max_attempts} attempts, each overtaken by another commit")
+        raise StoreError(
+            f"{self.description}: gave up after {self.max_attempts} attempts, each overtaken by another commit"
+        )
 
     def _commit(self, api, plan: PublishPlan, parent: str) -> str | None:
         """Commit ``plan`` on top of ``parent``: the new commit id, or None when the head is not ``parent`` any more."""
         from huggingface_hub import CommitOperationAdd
         from huggingface_hub.errors import HfHubHTTPError
 
-        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in sorted(plan.files.items())]
-        groups = ", ".join(sorted({f"{profile}/{model}/{dtype}" for model, profile, dtype in plan.groups})) or "metadata"
+        operations = [
+            CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in sorted(plan.files.items())
+        ]
+        groups = (
+            ", ".join(sorted({f"{profile}/{model}/{dtype}" for model, profile, dtype in plan.groups})) or "metadata"
+        )
         with self._errors("the commit"):
             try:
                 return api.create_commit(

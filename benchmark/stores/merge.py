@@ -131,8 +131,10 @@ def _add_later_columns(df: pd.DataFrame) -> None:
     """
     if "significance" not in df.columns and {"exceeds_noise", "diff_ci_low"} <= set(df.columns):
         beyond = df["exceeds_noise"].astype(str).str.lower().eq("true")
-        df["significance"] = ["unknown" if pd.isna(low) else ("beyond_noise" if b else "within_noise")
-                              for low, b in zip(df["diff_ci_low"], beyond)]
+        df["significance"] = [
+            "unknown" if pd.isna(low) else ("beyond_noise" if b else "within_noise")
+            for low, b in zip(df["diff_ci_low"], beyond)
+        ]
     if "mde" not in df.columns:
         df["mde"] = float("nan")
 

@@ -40,7 +40,11 @@ def metadata_from_folders(folders: Iterable[str | Path]) -> dict[str, dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for folder in folders:
         folder = Path(folder)
-        candidates = [folder] if (folder / SUBMISSION_FILE).exists() else sorted(p.parent for p in folder.glob(f"*/{SUBMISSION_FILE}"))
+        candidates = (
+            [folder]
+            if (folder / SUBMISSION_FILE).exists()
+            else sorted(p.parent for p in folder.glob(f"*/{SUBMISSION_FILE}"))
+        )
         for candidate in candidates:
             meta = metadata_from_folder(candidate)
             if meta is not None:

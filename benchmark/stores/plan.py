@@ -131,7 +131,9 @@ def plan_publish(
         stored = sorted(p for p in existing if p.startswith(prefix) and is_record_path(p) and p not in plan.files)
         contents = load(stored) if stored else {}
         group_records = [json.loads(contents[p]) for p in stored]
-        group_records += [json.loads(data) for p, data in plan.files.items() if is_record_path(p) and p.startswith(prefix)]
+        group_records += [
+            json.loads(data) for p, data in plan.files.items() if is_record_path(p) and p.startswith(prefix)
+        ]
         df, settings = group_metrics(group_records, n_bootstrap=n_bootstrap, confidence=confidence)
         for path, data in zip(metrics_paths(group), metrics_bytes(df, settings)):
             if not content_matches(existing.get(path), data):

@@ -57,10 +57,17 @@ def block_output(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], laye
     blocks = decoder_layers(model)
     if not -len(blocks) <= layer < len(blocks):
         raise ValueError(f"layer {layer} does not exist; the model has {len(blocks)} blocks")
-    return _forward_until(model, batch, lambda keep: blocks[layer].register_forward_hook(
-        lambda _m, _i, output: keep(output[0] if isinstance(output, (tuple, list)) else output)))
+    return _forward_until(
+        model,
+        batch,
+        lambda keep: blocks[layer].register_forward_hook(
+            lambda _m, _i, output: keep(output[0] if isinstance(output, (tuple, list)) else output)
+        ),
+    )
 
 
 def module_input(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], module: torch.nn.Module) -> torch.Tensor:
     """The first positional input of ``module`` (e.g. an MLP's down projection) for ``batch``; stops the pass there."""
-    return _forward_until(model, batch, lambda keep: module.register_forward_pre_hook(lambda _m, inputs: keep(inputs[0])))
+    return _forward_until(
+        model, batch, lambda keep: module.register_forward_pre_hook(lambda _m, inputs: keep(inputs[0]))
+    )

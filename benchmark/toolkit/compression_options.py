@@ -55,8 +55,12 @@ class QuantizationHyperparameters(CalibratedHyperparameters):
 class PruningHyperparameters(CalibratedHyperparameters):
     """Unstructured or N:M pruning: the grid level and the mask."""
 
-    sparsity: float = Field(gt=0.0, lt=1.0, description="Fraction of each block Linear's weights set to zero (the grid level).")
-    mask_structure: str = Field("0:0", pattern=r"^\d+:\d+$", description="'0:0' (unstructured, the paper's) or 'N:M' with N < M.")
+    sparsity: float = Field(
+        gt=0.0, lt=1.0, description="Fraction of each block Linear's weights set to zero (the grid level)."
+    )
+    mask_structure: str = Field(
+        "0:0", pattern=r"^\d+:\d+$", description="'0:0' (unstructured, the paper's) or 'N:M' with N < M."
+    )
 
     @field_validator("mask_structure")
     @classmethod
@@ -85,7 +89,9 @@ def group_size_for(name: str, model: torch.nn.Module, group: int) -> int:
     """
     from benchmark.toolkit.llmcompressor import model_group_size
 
-    widths = sorted({m.in_features for layer in decoder_layers(model) for m in layer.modules() if isinstance(m, torch.nn.Linear)})
+    widths = sorted(
+        {m.in_features for layer in decoder_layers(model) for m in layer.modules() if isinstance(m, torch.nn.Linear)}
+    )
     bad = [w for w in widths if w % group]
     if bad:
         raise InterventionError(
@@ -99,13 +105,24 @@ def weight_quantization_groups(bits: int, group_size: int, symmetric: bool) -> d
     """llm-compressor ``config_groups`` for integer weight-only quantization of every block Linear."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
-    args = QuantizationArgs(num_bits=bits, type="int", symmetric=bool(symmetric), strategy="group", group_size=group_size)
+    args = QuantizationArgs(
+        num_bits=bits, type="int", symmetric=bool(symmetric), strategy="group", group_size=group_size
+    )
     return {"group_0": QuantizationScheme(targets=["Linear"], weights=args)}
 
 
-def run_calibrated(model: torch.nn.Module, tokenizer: Any, modifier: Any, calibration: CalibrationOptions, seed: int) -> torch.nn.Module:
+def run_calibrated(
+    model: torch.nn.Module, tokenizer: Any, modifier: Any, calibration: CalibrationOptions, seed: int
+) -> torch.nn.Module:
     """``run_oneshot`` with these calibration windows (seeded): the one call every compressor makes."""
     from benchmark.toolkit.llmcompressor import run_oneshot
 
-    return run_oneshot(model, tokenizer, modifier, calibration.texts, num_samples=calibration.samples,
-                       seq_len=calibration.seq_len, seed=seed)
+    return run_oneshot(
+        model,
+        tokenizer,
+        modifier,
+        calibration.texts,
+        num_samples=calibration.samples,
+        seq_len=calibration.seq_len,
+        seed=seed,
+    )

@@ -27,8 +27,9 @@ def block_indices(name: str, model: torch.nn.Module, layers: Sequence[int], key:
     """``layers`` as indices of ``model``'s blocks (negative ones count from the top); a missing block is an error."""
     n = num_layers(model)
     if not layers or not all(-n <= i < n for i in layers):
-        raise InterventionError(f"{name}: hyperparameter {key!r} must list block indices of this {n}-layer model, "
-                                f"got {list(layers)!r}")
+        raise InterventionError(
+            f"{name}: hyperparameter {key!r} must list block indices of this {n}-layer model, got {list(layers)!r}"
+        )
     return [i % n for i in layers]
 
 

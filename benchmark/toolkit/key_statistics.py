@@ -44,8 +44,15 @@ import torch
 
 from benchmark.toolkit.training import _model_device, decoder_layers
 
-__all__ = ["KeyStatistics", "key_second_moments", "reference_texts", "prefix_weights_sha256", "cache_folders",
-           "ENV_STEP_CACHE", "ENV_STEP_CACHE_OUT"]
+__all__ = [
+    "KeyStatistics",
+    "key_second_moments",
+    "reference_texts",
+    "prefix_weights_sha256",
+    "cache_folders",
+    "ENV_STEP_CACHE",
+    "ENV_STEP_CACHE_OUT",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +120,9 @@ class _Reached(Exception):
 
 
 @torch.no_grad()
-def _estimate(model, tokenizer, layers: Sequence[int], module: str, texts: Sequence[str], n_tokens: int, seq_len: int) -> tuple[dict[int, torch.Tensor], int]:
+def _estimate(
+    model, tokenizer, layers: Sequence[int], module: str, texts: Sequence[str], n_tokens: int, seq_len: int
+) -> tuple[dict[int, torch.Tensor], int]:
     blocks = decoder_layers(model)
     sums: dict[int, torch.Tensor] = {}
     counts = {"tokens": 0}
@@ -159,7 +168,11 @@ def _estimate(model, tokenizer, layers: Sequence[int], module: str, texts: Seque
                 mask = mask & (flat <= remaining)
             mask_holder["mask"] = mask.to(device)
             try:
-                model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device), use_cache=False)
+                model(
+                    input_ids=enc["input_ids"].to(device),
+                    attention_mask=enc["attention_mask"].to(device),
+                    use_cache=False,
+                )
             except _Reached:
                 pass
             got = int(mask.sum())
@@ -225,8 +238,11 @@ def key_second_moments(
         }
         key = hashlib.sha256(json.dumps(provenance, sort_keys=True, default=str).encode()).hexdigest()[:20]
         provenance_of[layer] = {**provenance, "cache_key": key}
-        found = [folder for folder in dict.fromkeys((root, write_root)) if folder is not None
-                 and (folder / f"{key}.safetensors").is_file() and (folder / f"{key}.json").is_file()]
+        found = [
+            folder
+            for folder in dict.fromkeys((root, write_root))
+            if folder is not None and (folder / f"{key}.safetensors").is_file() and (folder / f"{key}.json").is_file()
+        ]
         tensor_path, meta_path = (found[0] / f"{key}.safetensors", found[0] / f"{key}.json") if found else (None, None)
         if cache and found:
             try:
@@ -257,7 +273,15 @@ def key_second_moments(
                 from safetensors.torch import save_file
 
                 key = provenance_of[layer]["cache_key"]
-                _atomic_write(write_root / f"{key}.safetensors", lambda p, m=moment: save_file({"moment": m.contiguous()}, p))
-                _atomic_write(write_root / f"{key}.json", lambda p, meta=provenance_of[layer]: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
-    return KeyStatistics(results, {"layers": provenance_of, "weights_fingerprint": fingerprint, "computed_layers": missing},
-                         from_cache=not missing)
+                _atomic_write(
+                    write_root / f"{key}.safetensors", lambda p, m=moment: save_file({"moment": m.contiguous()}, p)
+                )
+                _atomic_write(
+                    write_root / f"{key}.json",
+                    lambda p, meta=provenance_of[layer]: Path(p).write_text(json.dumps(meta, indent=1, default=str)),
+                )
+    return KeyStatistics(
+        results,
+        {"layers": provenance_of, "weights_fingerprint": fingerprint, "computed_layers": missing},
+        from_cache=not missing,
+    )

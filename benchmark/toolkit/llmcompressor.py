@@ -93,9 +93,7 @@ def model_group_size(model: torch.nn.Module, preferred: int = 128) -> int:
 # --------------------------------------------------------------------------- calibration data
 
 
-def build_calibration_dataset(
-    tokenizer: Any, texts: Sequence[str], num_samples: int, seq_len: int, seed: int = 0
-):
+def build_calibration_dataset(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_len: int, seed: int = 0):
     """A ``datasets.Dataset`` of ``num_samples`` token windows of length ``seq_len``.
 
     The texts are tokenized (no special tokens), joined with the EOS token, and windows
@@ -267,7 +265,10 @@ def fold_quantization(model: torch.nn.Module) -> int:
     for name, module in model.named_modules():
         scheme = getattr(module, "quantization_scheme", None)
         if scheme is not None:
-            if getattr(scheme, "input_activations", None) is not None or getattr(scheme, "output_activations", None) is not None:
+            if (
+                getattr(scheme, "input_activations", None) is not None
+                or getattr(scheme, "output_activations", None) is not None
+            ):
                 raise InterventionError(
                     f"{name}: activation quantization cannot be baked into plain weights; "
                     "use a weight-only scheme (e.g. W4A16) in this benchmark"
@@ -365,7 +366,9 @@ def _restore_vanilla(model: torch.nn.Module, snap: _Snapshot) -> dict[str, Any]:
     return report
 
 
-def oneshot_arguments(model: torch.nn.Module, tokenizer: Any, recipe: Any, dataset: Any, pipeline: str | None) -> dict[str, Any]:
+def oneshot_arguments(
+    model: torch.nn.Module, tokenizer: Any, recipe: Any, dataset: Any, pipeline: str | None
+) -> dict[str, Any]:
     """The keyword arguments of ``llmcompressor.oneshot`` for an in-memory model (no output dir)."""
     kwargs: dict[str, Any] = dict(
         model=model,
@@ -410,7 +413,9 @@ def export_compressed(directory: str | os.PathLike) -> Iterator[Path]:
         _EXPORT_DIR.reset(token)
 
 
-def _export_copy(model: torch.nn.Module, tokenizer: Any, recipe: Any, dataset: Any, pipeline: str | None, extra: dict, path: Path) -> None:
+def _export_copy(
+    model: torch.nn.Module, tokenizer: Any, recipe: Any, dataset: Any, pipeline: str | None, extra: dict, path: Path
+) -> None:
     from llmcompressor import oneshot
     from llmcompressor.core import reset_session
 
@@ -490,7 +495,9 @@ def run_oneshot(
             try:
                 _export_copy(model, tokenizer, recipe, dataset, pipeline, oneshot_kwargs, export_dir)
             except Exception as exc:
-                raise InterventionError(f"saving the compressed copy to {export_dir} failed: {type(exc).__name__}: {exc}") from exc
+                raise InterventionError(
+                    f"saving the compressed copy to {export_dir} failed: {type(exc).__name__}: {exc}"
+                ) from exc
     snap = _Snapshot(model)
     kwargs = oneshot_arguments(model, tokenizer, recipe, dataset, pipeline)
     kwargs.update(oneshot_kwargs)

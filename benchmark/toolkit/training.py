@@ -235,7 +235,9 @@ def lm_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], reduction
 
 
 @torch.no_grad()
-def sequence_log_likelihood(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_log_likelihood(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-likelihood of each row's label tokens and the number of those tokens (no grad)."""
     nll, mask = _token_nll(model, batch)
     return -(nll.sum(dim=1)).cpu(), mask.sum(dim=1).cpu()
@@ -249,7 +251,9 @@ def mean_log_likelihood(
     texts = _as_str_list(texts, "texts")
     total, count = 0.0, 0
     for start in range(0, len(texts), batch_size):
-        ll, n = sequence_log_likelihood(model, tokenize_texts_for_lm(tokenizer, texts[start : start + batch_size], max_len))
+        ll, n = sequence_log_likelihood(
+            model, tokenize_texts_for_lm(tokenizer, texts[start : start + batch_size], max_len)
+        )
         total += float(ll.sum())
         count += int(n.sum())
     if count == 0:
@@ -403,7 +407,9 @@ def train(
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr}")
     use_master = (
-        any(p.dtype in (torch.bfloat16, torch.float16) for p in params) if master_weights == "auto" else bool(master_weights)
+        any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
+        if master_weights == "auto"
+        else bool(master_weights)
     )
     torch.manual_seed(seed)
     result = TrainResult()
@@ -413,7 +419,8 @@ def train(
         for p in model.parameters():
             p.requires_grad_(id(p) in chosen)
         opt_params: list[torch.Tensor] = (
-            [p.detach().float().clone().requires_grad_(True) for p in params] if use_master else list(params))
+            [p.detach().float().clone().requires_grad_(True) for p in params] if use_master else list(params)
+        )
         opt: torch.optim.Optimizer
         if optimizer == "adam":
             opt = torch.optim.Adam(opt_params, lr=lr, weight_decay=weight_decay)

@@ -19,8 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 SPACE = Path(__file__).resolve().parent
 
 SPACE_FILES = ("app.py", "README.md", "requirements.txt")
-BENCHMARK_FILES = ("__init__.py", "records.py", "record_schema.py", "metrics.py", "sequence_metrics.py", "paths.py", "hub.py",
-                   "reported.py", "results.py")
+BENCHMARK_FILES = (
+    "__init__.py",
+    "records.py",
+    "record_schema.py",
+    "metrics.py",
+    "sequence_metrics.py",
+    "paths.py",
+    "hub.py",
+    "reported.py",
+    "results.py",
+)
 EXTRA_FILES = ("tasks/criteria.yaml",)
 
 

@@ -25,14 +25,24 @@ import torch
 from pydantic import Field
 
 from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import block_indices, lm_loss, preserve_grad_state, select_parameters, tokenize_prompt_target, train
+from benchmark.toolkit import (
+    block_indices,
+    lm_loss,
+    preserve_grad_state,
+    select_parameters,
+    tokenize_prompt_target,
+    train,
+)
 
 
 class TemplateHyperparameters(Hyperparameters):
     """The knobs of the template: every value submission.yaml may set, typed and bounded."""
 
-    layers: list[int] = Field(default_factory=lambda: [4, 5, 6], min_length=1,
-                              description="Blocks whose mlp.down_proj trains (negative counts from the top).")
+    layers: list[int] = Field(
+        default_factory=lambda: [4, 5, 6],
+        min_length=1,
+        description="Blocks whose mlp.down_proj trains (negative counts from the top).",
+    )
     lr: float = Field(1e-3, gt=0.0, description="Learning rate.")
     steps: int = Field(5, ge=1, le=10_000, description="Optimizer steps, all edits in each.")
     max_len: int = Field(64, ge=1, description="Most tokens per prompt + target.")
@@ -54,8 +64,12 @@ class TemplateIntervention(Intervention):
         with preserve_grad_state(model):
             params = select_parameters(model, ["mlp.down_proj"], block_indices("template", model, hp.layers))
             train(
-                model, params, lambda _i: lm_loss(model, batch, reduction="per_example_mean"),
-                steps=hp.steps, lr=hp.lr, seed=context.seed,
+                model,
+                params,
+                lambda _i: lm_loss(model, batch, reduction="per_example_mean"),
+                steps=hp.steps,
+                lr=hp.lr,
+                seed=context.seed,
                 desc=f"template ({len(edits)} edits)",
             )
         return model

@@ -20,13 +20,21 @@ import torch
 from pydantic import Field
 
 from benchmark.api import Category, Intervention, InterventionContext
-from benchmark.toolkit import QuantizationHyperparameters, calibration_options, group_size_for, run_calibrated, weight_quantization_groups
+from benchmark.toolkit import (
+    QuantizationHyperparameters,
+    calibration_options,
+    group_size_for,
+    run_calibrated,
+    weight_quantization_groups,
+)
 
 
 class AWQHyperparameters(QuantizationHyperparameters):
     """AWQ's own knobs beside the bits, the groups and the calibration windows."""
 
-    symmetric: bool = Field(False, description="Symmetric grid without zero point (AWQ's reference: false, zero point).")
+    symmetric: bool = Field(
+        False, description="Symmetric grid without zero point (AWQ's reference: false, zero point)."
+    )
     n_grid: int = Field(20, ge=1, description="Scale candidates searched per layer; cost grows linearly.")
     duo_scaling: bool = Field(True, description="Use weight magnitudes beside activations in the scale search.")
 
@@ -52,7 +60,9 @@ class AWQ(Intervention):
         # llm-compressor 0.14 splits AWQ into the scale search (a transform) and the rounding
         modifiers = [
             AWQModifier(n_grid=hp.n_grid, duo_scaling=hp.duo_scaling),
-            QuantizationModifier(config_groups=weight_quantization_groups(hp.bits, group, hp.symmetric), ignore=["re:.*lm_head"]),
+            QuantizationModifier(
+                config_groups=weight_quantization_groups(hp.bits, group, hp.symmetric), ignore=["re:.*lm_head"]
+            ),
         ]
         return run_calibrated(model, tokenizer, modifiers, calibration, context.seed)
 

@@ -22,22 +22,33 @@ import torch
 from pydantic import Field
 
 from benchmark.api import Category, Hyperparameters, Intervention, InterventionContext, InterventionError
-from benchmark.toolkit import ModuleName, block_indices, lm_loss, preserve_grad_state, select_parameters, tokenize_prompt_target, train
+from benchmark.toolkit import (
+    ModuleName,
+    block_indices,
+    lm_loss,
+    preserve_grad_state,
+    select_parameters,
+    tokenize_prompt_target,
+    train,
+)
 
 
 class FTHyperparameters(Hyperparameters):
     """FT's knobs (the paper's Llama-3-8B setting: layers 4-8, mlp.down_proj, lr 5e-5, 25 steps)."""
 
     layers: list[int] = Field(min_length=1, description="Blocks whose modules train (negative counts from the top).")
-    modules: list[ModuleName] = Field(default_factory=lambda: ["mlp.down_proj"], min_length=1,
-                                      description="Module names inside a block to train.")
+    modules: list[ModuleName] = Field(
+        default_factory=lambda: ["mlp.down_proj"], min_length=1, description="Module names inside a block to train."
+    )
     lr: float = Field(gt=0.0, description="Learning rate.")
     steps: int = Field(ge=1, description="Optimizer steps, all edits in each.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
     weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
     max_len: int = Field(64, ge=1, description="Most tokens per prompt + target.")
     early_stop_loss: float = Field(0.01, ge=0.0, description="Stop once the mean target NLL is below it; 0 disables.")
-    master_weights: Literal["auto", True, False] = Field("auto", description="float32 master copies (auto: for bf16/fp16 models).")
+    master_weights: Literal["auto", True, False] = Field(
+        "auto", description="float32 master copies (auto: for bf16/fp16 models)."
+    )
 
 
 class FT(Intervention):

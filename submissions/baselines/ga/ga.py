@@ -36,14 +36,21 @@ class GAHyperparameters(Hyperparameters):
     """GA's knobs (the paper's Llama-3-8B setting: layers 16-31 and the LM head, lr 5e-5, batch 8)."""
 
     layers: list[int] = Field(min_length=1, description="Blocks whose modules train (negative counts from the top).")
-    modules: list[ModuleName] = Field(default_factory=lambda: list(MLP), min_length=1,
-                                      description="Module names inside a block to train; ['*'] trains whole blocks.")
+    modules: list[ModuleName] = Field(
+        default_factory=lambda: list(MLP),
+        min_length=1,
+        description="Module names inside a block to train; ['*'] trains whole blocks.",
+    )
     lr: float = Field(gt=0.0, description="Learning rate.")
     steps: int = Field(ge=1, description="Optimizer steps.")
     batch_size: int = Field(4, ge=1, description="Forget texts per step.")
     max_len: int = Field(128, ge=1, description="Most tokens per forget text.")
-    stop_loss_rise: float = Field(0.0, ge=0.0, description="Stop once the forget loss is this many nats above its start; 0 disables.")
-    train_lm_head: bool = Field(False, description="Also train the LM head (with tied embeddings: the embedding table too).")
+    stop_loss_rise: float = Field(
+        0.0, ge=0.0, description="Stop once the forget loss is this many nats above its start; 0 disables."
+    )
+    train_lm_head: bool = Field(
+        False, description="Also train the LM head (with tied embeddings: the embedding table too)."
+    )
 
 
 class GA(Intervention):

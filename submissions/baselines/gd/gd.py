@@ -40,15 +40,20 @@ class GDHyperparameters(Hyperparameters):
     """GD's knobs (the paper's Llama-3-8B setting: layers 16-31, lr 5e-5, retain weight 40, 500 steps of 2 x 2)."""
 
     layers: list[int] = Field(min_length=1, description="Blocks whose modules train (negative counts from the top).")
-    modules: list[ModuleName] = Field(default_factory=lambda: list(MLP), min_length=1,
-                                      description="Module names inside a block to train; ['*'] trains whole blocks.")
+    modules: list[ModuleName] = Field(
+        default_factory=lambda: list(MLP),
+        min_length=1,
+        description="Module names inside a block to train; ['*'] trains whole blocks.",
+    )
     lr: float = Field(gt=0.0, description="Learning rate.")
     steps: int = Field(ge=1, description="Optimizer steps.")
     batch_size: int = Field(2, ge=1, description="Forget (and retain) texts per micro-batch.")
     accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_len: int = Field(256, ge=1, description="Most tokens per text.")
     retain_weight: float = Field(1.0, ge=0.0, description="Weight of the retain loss against the forget loss.")
-    stop_loss_rise: float = Field(0.0, ge=0.0, description="Stop once the forget loss is this many nats above its start; 0 disables.")
+    stop_loss_rise: float = Field(
+        0.0, ge=0.0, description="Stop once the forget loss is this many nats above its start; 0 disables."
+    )
     train_lm_head: bool = Field(False, description="Also train the LM head.")
 
 
@@ -72,7 +77,10 @@ class GD(Intervention):
         train_lm_head = hp.train_lm_head
 
         def batches(texts: list[str]):
-            return [tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], max_len) for i in range(0, len(texts), batch_size)]
+            return [
+                tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], max_len)
+                for i in range(0, len(texts), batch_size)
+            ]
 
         forget_batches, retain_batches = batches(forget), batches(retain)
         forget_nll: list[float] = []  # forget loss of each micro-batch, for the stop rule and logs

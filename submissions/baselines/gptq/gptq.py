@@ -22,7 +22,13 @@ import torch
 from pydantic import Field
 
 from benchmark.api import Category, Intervention, InterventionContext
-from benchmark.toolkit import QuantizationHyperparameters, calibration_options, group_size_for, run_calibrated, weight_quantization_groups
+from benchmark.toolkit import (
+    QuantizationHyperparameters,
+    calibration_options,
+    group_size_for,
+    run_calibrated,
+    weight_quantization_groups,
+)
 
 
 class GPTQHyperparameters(QuantizationHyperparameters):
@@ -30,7 +36,8 @@ class GPTQHyperparameters(QuantizationHyperparameters):
 
     symmetric: bool = Field(True, description="Symmetric grid without zero point (AutoGPTQ's default).")
     actorder: Literal["static", "group", "weight", "none"] = Field(
-        "static", description="Column order: static (by Hessian diagonal) or none (natural, AutoGPTQ's desc_act=False).")
+        "static", description="Column order: static (by Hessian diagonal) or none (natural, AutoGPTQ's desc_act=False)."
+    )
     dampening_frac: float = Field(0.01, gt=0.0, lt=1.0, description="Hessian damping, a fraction of its mean diagonal.")
 
 

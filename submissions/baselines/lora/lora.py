@@ -33,8 +33,9 @@ class LoRAHyperparameters(Hyperparameters):
     init_rank: int | None = Field(None, ge=1, description="AdaLoRA's initial rank; default 1.5 x rank.")
     alpha: float = Field(32.0, gt=0.0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    target_modules: list[ModuleName] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
-                                             description="Module names that get adapters.")
+    target_modules: list[ModuleName] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1, description="Module names that get adapters."
+    )
     layers: list[int] | None = Field(None, min_length=1, description="Blocks to adapt; default all.")
     lr: float = Field(gt=0.0, description="Adam learning rate.")
     steps: int = Field(ge=1, description="Optimizer steps, all edits in each.")
@@ -59,7 +60,14 @@ class LoRA(Intervention):
         if not edits:
             raise InterventionError("lora: the context holds no edit requests")
         hp = LoRAHyperparameters.from_context(context)
-        variant, rank, alpha, dropout, targets, layers = hp.variant, hp.rank, hp.alpha, hp.dropout, hp.target_modules, hp.layers
+        variant, rank, alpha, dropout, targets, layers = (
+            hp.variant,
+            hp.rank,
+            hp.alpha,
+            hp.dropout,
+            hp.target_modules,
+            hp.layers,
+        )
         lr, steps, max_len, early_stop = hp.lr, hp.steps, hp.max_len, hp.early_stop_loss
 
         try:
@@ -67,10 +75,14 @@ class LoRA(Intervention):
         except ValueError as exc:
             raise InterventionError(f"lora: {exc}") from exc
 
-        common = dict(lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, layers_to_transform=layers, bias="none")
+        common = dict(
+            lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, layers_to_transform=layers, bias="none"
+        )
         if variant == "adalora":
             init_rank = hp.init_rank or max(rank + rank // 2, rank)
-            config = AdaLoraConfig(init_r=init_rank, target_r=rank, total_step=steps, tinit=0, tfinal=0, deltaT=1, **common)
+            config = AdaLoraConfig(
+                init_r=init_rank, target_r=rank, total_step=steps, tinit=0, tfinal=0, deltaT=1, **common
+            )
         else:
             config = LoraConfig(r=rank, **common)
 

@@ -74,7 +74,9 @@ class MEMITHyperparameters(Hyperparameters):
     v_lr: float = Field(0.5, gt=0.0, description="Learning rate of the target-value optimisation.")
     v_steps: int = Field(25, ge=1, description="Steps of the target-value optimisation.")
     v_weight_decay: float = Field(0.5, ge=0.0, description="Weight decay on the value change.")
-    clamp_norm_factor: float = Field(4.0, gt=0.0, description="Largest value change, as a multiple of the original norm.")
+    clamp_norm_factor: float = Field(
+        4.0, gt=0.0, description="Largest value change, as a multiple of the original norm."
+    )
     kl_factor: float = Field(0.0625, ge=0.0, description="Weight of the KL term that keeps the subject's meaning.")
     mom2_update_weight: float = Field(15000.0, ge=0.0, description="lambda: weight of the key second moments C.")
     mom2_n_tokens: int = Field(100_000, ge=1, description="Tokens of reference text for C.")
@@ -97,12 +99,20 @@ class MEMIT(Intervention):
             raise InterventionError("memit: the context holds no edit requests")
         hp = MEMITHyperparameters.from_context(context)
         layers = sorted(set(block_indices("memit", model, hp.layers)))
-        v_lr, v_steps, decay, clamp, kl_factor = hp.v_lr, hp.v_steps, hp.v_weight_decay, hp.clamp_norm_factor, hp.kl_factor
+        v_lr, v_steps, decay, clamp, kl_factor = (
+            hp.v_lr,
+            hp.v_steps,
+            hp.v_weight_decay,
+            hp.clamp_norm_factor,
+            hp.kl_factor,
+        )
         lam, n_tokens, seq_len = hp.mom2_update_weight, hp.mom2_n_tokens, hp.mom2_seq_len
         blocks = decoder_layers(model)
         for layer in layers:
             if not isinstance(getattr(getattr(blocks[layer], "mlp", None), "down_proj", None), torch.nn.Linear):
-                raise InterventionError(f"memit: block {layer} has no mlp.down_proj Linear; MEMIT needs a Llama-style MLP")
+                raise InterventionError(
+                    f"memit: block {layer} has no mlp.down_proj Linear; MEMIT needs a Llama-style MLP"
+                )
 
         device = next(model.parameters()).device
         pad = pad_token_id(tokenizer)
@@ -124,8 +134,22 @@ class MEMIT(Intervention):
             texts = tuple(context.reference_texts) or None
             stats = key_second_moments(model, tokenizer, layers, n_tokens=n_tokens, seq_len=seq_len, texts=texts)
             self.statistics_provenance = stats.provenance
-            z = self._target_values(model, tokenizer, edits, prompts, subject_pos, targets, layers[-1],
-                                    v_lr, v_steps, decay, clamp, kl_factor, pad, device)
+            z = self._target_values(
+                model,
+                tokenizer,
+                edits,
+                prompts,
+                subject_pos,
+                targets,
+                layers[-1],
+                v_lr,
+                v_steps,
+                decay,
+                clamp,
+                kl_factor,
+                pad,
+                device,
+            )
             prompt_batch = collate([(p, p) for p in prompts], pad)
             prompt_ids, prompt_mask = prompt_batch["input_ids"], prompt_batch["attention_mask"]
             prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
@@ -146,8 +170,23 @@ class MEMIT(Intervention):
                     weight.copy_((weight.float() + delta).to(weight.dtype))
         return model
 
-    def _target_values(self, model, tokenizer, edits, prompts, subject_pos, targets, layer, v_lr, v_steps, decay,
-                       clamp, kl_factor, pad, device) -> torch.Tensor:
+    def _target_values(
+        self,
+        model,
+        tokenizer,
+        edits,
+        prompts,
+        subject_pos,
+        targets,
+        layer,
+        v_lr,
+        v_steps,
+        decay,
+        clamp,
+        kl_factor,
+        pad,
+        device,
+    ) -> torch.Tensor:
         """``z_i``: block ``layer``'s output at each subject's last token that makes the target likely."""
         n = len(edits)
         # right-padded prompt + target rows, labels on the target tokens only
@@ -170,7 +209,9 @@ class MEMIT(Intervention):
 
         with torch.no_grad():
             h = block_output(model, {"input_ids": ids, "attention_mask": mask}, layer)[row_index, pos].float()
-            base_kl = F.log_softmax(model(input_ids=kl_ids, attention_mask=kl_mask, use_cache=False).logits[row_index, kl_last].float(), -1)
+            base_kl = F.log_softmax(
+                model(input_ids=kl_ids, attention_mask=kl_mask, use_cache=False).logits[row_index, kl_last].float(), -1
+            )
         delta = torch.zeros_like(h, requires_grad=True)
         optimizer = torch.optim.Adam([delta], lr=v_lr)
         state = {"pos": pos}
@@ -196,8 +237,14 @@ class MEMIT(Intervention):
                 loss = nll.mean()
                 if kl_factor > 0:
                     state["pos"] = kl_pos_t
-                    kl_logits = model(input_ids=kl_ids, attention_mask=kl_mask, use_cache=False).logits[row_index, kl_last].float()
-                    kl = F.kl_div(F.log_softmax(kl_logits, -1), base_kl, log_target=True, reduction="batchmean")  # KL(base || edited)
+                    kl_logits = (
+                        model(input_ids=kl_ids, attention_mask=kl_mask, use_cache=False)
+                        .logits[row_index, kl_last]
+                        .float()
+                    )
+                    kl = F.kl_div(
+                        F.log_softmax(kl_logits, -1), base_kl, log_target=True, reduction="batchmean"
+                    )  # KL(base || edited)
                     loss = loss + kl_factor * kl
                 loss = loss + decay * ((delta.norm(dim=1) / norms.squeeze(1)) ** 2).mean()
                 self.v_losses.append(float(nll.mean().detach()))

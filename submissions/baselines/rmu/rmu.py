@@ -51,7 +51,9 @@ def _frozen_prefix(model: torch.nn.Module, layer: int) -> torch.nn.Module:
     blocks = decoder_layers(model)
     owner = next(m for m in model.modules() if any(child is blocks for child in m.children()))
     attr = next(name for name, child in owner.named_children() if child is blocks)
-    head_name = next((n for n in ("lm_head", "embed_out") if isinstance(getattr(model, n, None), torch.nn.Module)), None)
+    head_name = next(
+        (n for n in ("lm_head", "embed_out") if isinstance(getattr(model, n, None), torch.nn.Module)), None
+    )
     head = getattr(model, head_name) if head_name else None
     setattr(owner, attr, torch.nn.ModuleList(list(blocks)[: layer + 1]))
     if head_name:
@@ -78,10 +80,14 @@ class RMUHyperparameters(Hyperparameters):
     """RMU's knobs (the paper's Llama-3-8B setting: layer 3, steering 20, alpha 1000, lr 5e-5, batch 4)."""
 
     layer: int = Field(ge=0, description="The steered block.")
-    update_layers: list[int] | None = Field(None, min_length=1,
-                                            description="Blocks whose modules train; default the steered one and the two below.")
-    modules: list[ModuleName] = Field(default_factory=lambda: ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"], min_length=1,
-                                      description="Module names inside a block to train.")
+    update_layers: list[int] | None = Field(
+        None, min_length=1, description="Blocks whose modules train; default the steered one and the two below."
+    )
+    modules: list[ModuleName] = Field(
+        default_factory=lambda: ["mlp.down_proj", "mlp.up_proj", "mlp.gate_proj"],
+        min_length=1,
+        description="Module names inside a block to train.",
+    )
     steering_coeff: float = Field(gt=0.0, description="Norm of the random direction forget activations are steered to.")
     alpha: float = Field(ge=0.0, description="Weight of the retain loss.")
     lr: float = Field(gt=0.0, description="Learning rate.")
@@ -107,15 +113,22 @@ class RMU(Intervention):
         hp = RMUHyperparameters.from_context(context)
         layer = hp.layer
         if layer >= len(decoder_layers(model)):
-            raise InterventionError(f"rmu: hyperparameter 'layer' is {layer}; the model has {len(decoder_layers(model))} blocks")
-        update = block_indices("rmu", model, hp.update_layers or [max(layer - 2, 0), max(layer - 1, 0), layer], "update_layers")
+            raise InterventionError(
+                f"rmu: hyperparameter 'layer' is {layer}; the model has {len(decoder_layers(model))} blocks"
+            )
+        update = block_indices(
+            "rmu", model, hp.update_layers or [max(layer - 2, 0), max(layer - 1, 0), layer], "update_layers"
+        )
         if max(update) > layer:
             raise InterventionError(f"rmu: update_layers {update} must not lie above the steered layer {layer}")
         modules, coeff, alpha, lr, steps = hp.modules, hp.steering_coeff, hp.alpha, hp.lr, hp.steps
         batch_size, max_len, retain_max_len = hp.batch_size, hp.max_len, hp.retain_max_len or hp.max_len
 
         def batches(texts: list[str], length: int):
-            return [tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], length) for i in range(0, len(texts), batch_size)]
+            return [
+                tokenize_texts_for_lm(tokenizer, texts[i : i + batch_size], length)
+                for i in range(0, len(texts), batch_size)
+            ]
 
         forget_batches, retain_batches = batches(forget, max_len), batches(retain, retain_max_len)
         hidden = model.config.hidden_size
@@ -143,9 +156,13 @@ class RMU(Intervention):
             except ValueError as exc:
                 raise InterventionError(f"rmu: {exc}") from exc
             self.last_result = train(
-                model, params, loss, steps=steps, lr=lr, seed=context.seed,
+                model,
+                params,
+                loss,
+                steps=steps,
+                lr=lr,
+                seed=context.seed,
                 desc=f"rmu ({len(forget)} forget / {len(retain)} retain texts)",
             )
         self.loss_parts = parts  # (forget, retain) per step, for logs and tests
         return model
-

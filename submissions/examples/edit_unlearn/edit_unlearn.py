@@ -29,7 +29,9 @@ from benchmark.toolkit import (
 class EditUnlearnHyperparameters(Hyperparameters):
     """The example's knobs."""
 
-    layers: list[int] = Field(default_factory=lambda: [4, 5, 6, 7, 8], min_length=1, description="Blocks whose mlp.down_proj trains.")
+    layers: list[int] = Field(
+        default_factory=lambda: [4, 5, 6, 7, 8], min_length=1, description="Blocks whose mlp.down_proj trains."
+    )
     lr: float = Field(1e-3, gt=0.0, description="Learning rate.")
     steps: int = Field(8, ge=1, description="Optimizer steps.")
     batch_size: int = Field(4, ge=1, description="Forget and retain texts per step.")
@@ -52,8 +54,12 @@ class EditUnlearn(Intervention):
         hp = EditUnlearnHyperparameters.from_context(context)
         max_len, size, weight, cap = hp.max_len, hp.batch_size, hp.forget_weight, hp.forget_nll_cap
         edit_batch = tokenize_prompt_target(tokenizer, [e.prompt for e in edits], [e.target for e in edits], max_len)
-        forget_batches = [tokenize_texts_for_lm(tokenizer, forget[i:i + size], max_len) for i in range(0, len(forget), size)]
-        retain_batches = [tokenize_texts_for_lm(tokenizer, retain[i:i + size], max_len) for i in range(0, len(retain), size)]
+        forget_batches = [
+            tokenize_texts_for_lm(tokenizer, forget[i : i + size], max_len) for i in range(0, len(forget), size)
+        ]
+        retain_batches = [
+            tokenize_texts_for_lm(tokenizer, retain[i : i + size], max_len) for i in range(0, len(retain), size)
+        ]
 
         def loss(i: int) -> torch.Tensor:
             total = lm_loss(model, edit_batch, reduction="per_example_mean")
@@ -66,6 +72,13 @@ class EditUnlearn(Intervention):
 
         with preserve_grad_state(model):
             params = select_parameters(model, ["mlp.down_proj"], hp.layers)
-            train(model, params, loss, steps=hp.steps, lr=hp.lr,
-                  seed=context.seed, desc=f"edit-unlearn ({len(edits)} edits, {len(forget)} forget texts)")
+            train(
+                model,
+                params,
+                loss,
+                steps=hp.steps,
+                lr=hp.lr,
+                seed=context.seed,
+                desc=f"edit-unlearn ({len(edits)} edits, {len(forget)} forget texts)",
+            )
         return model
