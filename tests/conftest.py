@@ -34,7 +34,7 @@ if _WORKER_THREADS is not None:
 
 # Tests that share one session-scoped grid or Ray instance run on one xdist worker (``--dist loadgroup``
 # in pyproject): otherwise each worker would compute the smoke grid, or start Ray, for itself.
-SHARED_SESSION_FIXTURES = {"smoke_run": "grid", "ray_local": "grid"}
+SHARED_SESSION_FIXTURES = {"suite_grid": "grid", "ray_local": "grid"}
 
 from benchmark.paths import ENV_DATA_DIR, PROJECT_ROOT  # noqa: E402
 
@@ -108,19 +108,24 @@ def private_results_cache(tmp_path_factory):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, data_dir):
-    """The smoke grid through the real CLI, once per session, with the baselines in the harness process (``--in-process``).
+SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"
 
-    The sandboxed path of the same runner is exercised by the hostile-submission grid
-    (tests/test_hostile_submissions.py) and by the quick start's main job in CI; here it
-    would add ~3-7 s per step to the slowest fixture of the suite. Returns ``(out folder,
-    CompletedProcess)``; tests/test_ray_executor.py compares Ray's records with these.
+
+@pytest.fixture(scope="session")
+def suite_grid(tmp_path_factory, data_dir):
+    """The suite's grid (tests/fixtures/suite/profile.yaml: the smoke plan with fewer items) through the real CLI,
+    once per session, with the baselines in the harness process (``--in-process``).
+
+    Not the `smoke` profile itself: on an AVX2-only CPU that grid alone took 10 of the suite's 15 minutes,
+    and the README's main job already runs the real `default` grid (sandboxed) before the suite in CI. The
+    sandboxed path of the same runner is exercised by the hostile-submission grid (tests/test_hostile_submissions.py).
+    Returns ``(out folder, CompletedProcess)``; tests/test_ray_executor.py and tests/test_resume_after_kill.py
+    compare their records with these, cell id by cell id.
     """
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("smoke")
+    out = tmp_path_factory.mktemp("grid")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(
         [
@@ -129,7 +134,7 @@ def smoke_run(tmp_path_factory, data_dir):
             "benchmark.cli",
             "run",
             "--profile",
-            "smoke",
+            str(SUITE_PROFILE),
             "--out",
             str(out),
             "--data-dir",
@@ -162,7 +167,7 @@ def ray_local():
 # served app), or fresh harness processes, get the `slow` marker here, at collection, so that `pytest -m "not slow"` runs the rest without a
 # model load; CI runs everything. Decided from the fixtures a test uses, then from the modules (or single tests)
 # that load the model by other means, so no test file has to say it.
-MODEL_FIXTURES = {"default_model", "fresh_model", "smoke_run", "ray_local", "tiny_runner"}
+MODEL_FIXTURES = {"default_model", "fresh_model", "suite_grid", "ray_local", "tiny_runner"}
 MODEL_MODULES = {
     "test_grid_end_to_end",
     "test_resume_after_kill",

@@ -1,10 +1,10 @@
 """The Ray executor: the same numbers as the local executor, records written once, by the driver.
 
-Budget: the suite must fit 15 minutes on a slow two-core AVX2 machine where the smoke grid
-alone takes ~6 minutes, so Ray does not run the whole smoke grid a second time: it runs three
-of the smoke plan's cells (the base model, GA alone, GA -> Wanda: one first state through the
-state folder, read by two cells) and they are compared with the records of the session's
-local smoke grid (``smoke_run`` in conftest.py), cell id by cell id, score by score.
+Budget: the suite must fit 15 minutes on a slow two-core AVX2 machine, so Ray does not run the
+suite's grid a second time: it runs three of its cells (the base model, GA alone, GA -> Wanda:
+one first state through the state folder, read by two cells) and they are compared with the
+records of the session's local grid (``suite_grid`` in conftest.py), cell id by cell id, score
+by score.
 """
 
 from __future__ import annotations
@@ -19,20 +19,21 @@ from benchmark.records import read_records
 from benchmark.submissions import discover
 
 CELLS = ["base", "ga", "ga -> wanda(sparsity=0.25)"]
+SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"  # the suite_grid fixture's profile
 
 
 def _ray_runner(out: Path, data_dir: Path, **kwargs):
     from benchmark.ray_executor import RayRunner
 
-    prof = load_profile("smoke")
+    prof = load_profile(str(SUITE_PROFILE))
     subs = [s for s in discover(baselines_dir()) if s.name in prof.interventions]
     return RayRunner(
         prof, subs, out, data_dir=data_dir, isolate=False, use_cache=False, echo=print, only_cells=CELLS, **kwargs
     )
 
 
-def test_ray_cells_equal_the_local_smoke_grid(smoke_run, ray_local, data_dir, tmp_path):
-    local_out, _ = smoke_run
+def test_ray_cells_equal_the_local_grid(suite_grid, ray_local, data_dir, tmp_path):
+    local_out, _ = suite_grid
     local = {r["cell_id"]: r for r in read_records(local_out / "records.jsonl")}
     out = tmp_path / "ray"
     records = _ray_runner(out, data_dir, state_dir=tmp_path / "states").run()

@@ -1,6 +1,6 @@
 """A run killed with SIGKILL and started again ends with the same records as an uninterrupted one.
 
-The uninterrupted reference is the session's smoke grid (``smoke_run`` in conftest.py, in-process,
+The uninterrupted reference is the session's grid (``suite_grid`` in conftest.py, in-process,
 computed once for the suite); the killed run is a run of two of its interventions (GA, Wanda: five
 of its cells) in a fresh process with an empty private cache. So one run shows two things: a killed
 run resumes without losing or repeating a cell, and a fresh process without cached results
@@ -27,6 +27,7 @@ from benchmark.caches.store import ENV_RESULTS_CACHE
 from benchmark.records import read_records
 
 SUBSET = ["--only", "ga", "--only", "wanda"]
+SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"  # the suite_grid fixture's profile
 N_CELLS = 5  # base, GA, Wanda, and the two orders of the pair
 
 
@@ -37,7 +38,7 @@ def _cmd(out: Path, data_dir: Path) -> list[str]:
         "benchmark.cli",
         "run",
         "--profile",
-        "smoke",
+        str(SUITE_PROFILE),
         *SUBSET,
         "--out",
         str(out),
@@ -60,7 +61,7 @@ def _essence(record: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(smoke_run, data_dir, tmp_path_factory):
+def killed_and_resumed(suite_grid, data_dir, tmp_path_factory):
     """Kill the subset's run once two cells are recorded and the third is under way, then run it again."""
     root = tmp_path_factory.mktemp("resume")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", ENV_RESULTS_CACHE: str(root / "cache")}
@@ -83,7 +84,7 @@ def killed_and_resumed(smoke_run, data_dir, tmp_path_factory):
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     grid = {
         r["cell_id"]: r
-        for r in read_records(smoke_run[0] / "records.jsonl")
+        for r in read_records(suite_grid[0] / "records.jsonl")
         if {step["name"] for step in r["sequence"]} <= {"ga", "wanda"}
     }
     assert len(grid) == N_CELLS, sorted(r["label"] for r in grid.values())
@@ -103,7 +104,7 @@ def test_killed_run_resumes_to_the_same_records(killed_and_resumed):
 
 def test_same_settings_give_identical_records(killed_and_resumed):
     """Determinism: a fresh process with an empty cache, seeded GA: bit-identical weights and identical
-    per-item scores to the smoke grid's cells."""
+    per-item scores to the suite grid's cells."""
     _, partial, final, _, grid = killed_and_resumed
     for rec in partial:
         assert rec["cache"]["evaluation"] == "miss", rec["label"]  # evaluated afresh, not read from a cache
