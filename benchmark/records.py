@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from benchmark.record_schema import DIVERGED, GroupKey, Record, group_of
+from benchmark.record_schema import DIVERGED, GroupKey, Record
 
 RECORDS_FILE = "records.jsonl"
 SCHEMA_VERSION = 1
@@ -181,9 +181,9 @@ def finished_cells(records: list[dict[str, Any]], retry_failed: bool = False) ->
     return {r["cell_id"] for r in records if r.get("status") == "ok" or not retry_failed}
 
 
-def group_key(record: Mapping[str, Any]) -> GroupKey:
-    """The group of a record held as a dict (:func:`benchmark.record_schema.group_of`, the one definition)."""
-    return group_of(record.get("provenance"))
+def group_key(record: Record | Mapping[str, Any]) -> GroupKey:
+    """The group of a record, typed or a dict (:func:`benchmark.record_schema.group_of`, the one definition)."""
+    return Record.of(record).group
 
 
 def read_typed_records(path: str | os.PathLike) -> list[Record]:

@@ -23,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.record_schema import Record
 from benchmark.results import failures_frame, records_frame
 from benchmark.stores import Snapshot
 from leaderboard import about, curves, detail, downloads, matrices, ranking, runs, sequences
@@ -91,14 +90,14 @@ def source_mark(board: Board) -> str:
     if not board.records:
         return "_Nothing in this selection._"
     if board.reported:
-        first = board.records[0].get("reported") or {}
+        first = board.records[0].reported or {}
         return (
             f"### REPORTED IN THE PAPER, NOT RE-RUN\n\n{md(first.get('source'))}. Figures as printed "
             f"(two decimals), imported with `compose-bench import-reported`; no per-item scores, so no confidence "
             f"intervals and the significance of every order effect is **unknown**. Re-run results are never "
             f"shown in the same table: pick another model, profile or dtype."
         )
-    versions = sorted({str(Record.of(r).provenance.harness_version) for r in board.records})
+    versions = sorted({str(r.provenance.harness_version) for r in board.records})
     return f"### Re-run by this harness\n\nHarness version(s): {md(', '.join(versions))}."
 
 

@@ -417,7 +417,7 @@ def test_failed_records_and_missing_orders_are_skipped(criteria, caplog):
         record(["ft", "gptq"], items),  # the other order never ran
     ]
     pairing = find_pairs(recs)
-    assert [(ab["label"], ba["label"]) for ab, ba in pairing.pairs] == [("ft -> wanda", "wanda -> ft")]
+    assert [(ab.label, ba.label) for ab, ba in pairing.pairs] == [("ft -> wanda", "wanda -> ft")]
     assert {(i.a, i.b, i.present) for i in pairing.incomplete} == {
         ("ft", "gptq", "ft -> gptq"),
         ("rmu", "wanda", "rmu -> wanda"),
@@ -437,7 +437,7 @@ def test_pairs_grouped_by_model_and_profile():
         record(["ft", "wanda"], items, profile="default"),  # no ba in this profile
     ]
     pairing = find_pairs(recs)
-    assert [ab["provenance"]["model_id"] for ab, _ in pairing.pairs] == ["m1", "m2"]
+    assert [ab.provenance.model_id for ab, _ in pairing.pairs] == ["m1", "m2"]
     assert len(pairing.incomplete) == 1 and pairing.incomplete[0].profile == "default"
 
 
