@@ -7,9 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Sequence
 
 import typer
+
+if TYPE_CHECKING:
+    from benchmark.record_schema import Record
 
 app = typer.Typer(
     name="compose-bench",
@@ -121,6 +124,7 @@ def run(
     from benchmark.metrics import compute_composability, write_composability
     from benchmark.paths import baselines_dir
     from benchmark.profiles import ProfileError, load_profile
+    from benchmark.record_schema import Record
     from benchmark.runner import summary_table
     from benchmark.submissions import SubmissionError, discover, load_submission
 
@@ -179,7 +183,7 @@ def run(
             state_dir=state_dir,
             unsafe_no_sandbox=unsafe_no_sandbox,
         )
-        records = runner.run()
+        records = [Record.of(r) for r in runner.run()]
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _die(str(exc))
     table = summary_table(records)
@@ -196,7 +200,7 @@ def run(
         records, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95}, bootstrap, prof.seed, 0.95
     )
     typer.echo(f"\nrecords: {runner.records_path}\ncomposability: {csv_path}")
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r.status != "ok"]
     if failed:
         typer.secho(f"{len(failed)} cell(s) failed; their reasons are in the records.", fg=typer.colors.YELLOW)
 
@@ -205,7 +209,12 @@ SHOWN_CRITERIA = ["edit_success", "wmdp", "wmdp_prob", "mmlu", "mmlu_prob", "per
 
 
 def _sequences(
-    records: list[dict], out_dir: Path, settings: dict, bootstrap: int, seed: int, confidence: float
+    records: Sequence[Record | Mapping[str, Any]],
+    out_dir: Path,
+    settings: dict,
+    bootstrap: int,
+    seed: int,
+    confidence: float,
 ) -> None:
     """Sequences of three (benchmark/sequence_metrics.py): written and printed only where the records hold a triple."""
     from benchmark.sequence_metrics import ORDERS, compute_sequences, write_sequences

@@ -94,6 +94,7 @@ def sequence_label(
     text = arrow.join(labels)
     return f"{text}{arrow}{reapplied}{REAPPLIED}" if reapplied else text
 
+
 GroupKey = tuple[str | None, str | None, str | None]
 """(model_id, profile, dtype): records that may be paired and ranked together."""
 

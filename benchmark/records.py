@@ -159,26 +159,27 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+def append_record(path: str | os.PathLike, record: Record | dict[str, Any]) -> None:
     """Append one record atomically; a record with the same ``cell_id`` is replaced.
 
+    A :class:`Record` is written as :meth:`Record.to_json` gives it (the runner builds one).
     Non-finite floats (a destroyed model's perplexity) are stored as null.
     """
-    record = json_safe(record)
+    data: dict[str, Any] = json_safe(record.to_json() if isinstance(record, Record) else record)
     path = Path(path)
     if path.is_dir():
         path = path / RECORDS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, allow_nan=False)
+    line = json.dumps(data, sort_keys=True, allow_nan=False)
     with _locked(path):
-        kept = [r for r in read_records(path) if r["cell_id"] != record["cell_id"]]
+        kept = [r for r in read_records(path) if r["cell_id"] != data["cell_id"]]
         body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept) + line + "\n"
         atomic_write_text(path, body)
 
 
-def finished_cells(records: list[dict[str, Any]], retry_failed: bool = False) -> set[str]:
+def finished_cells(records: list[Record] | list[dict[str, Any]], retry_failed: bool = False) -> set[str]:
     """Cell ids that need no new run."""
-    return {r["cell_id"] for r in records if r.get("status") == "ok" or not retry_failed}
+    return {r.cell_id for r in map(Record.of, records) if r.status == "ok" or not retry_failed}
 
 
 def group_key(record: Record | Mapping[str, Any]) -> GroupKey:

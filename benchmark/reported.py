@@ -33,6 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from benchmark.record_schema import sequence_label, step_label
 from benchmark.records import DIVERGED
 
 REPORTED_DTYPE = "reported"
@@ -78,15 +79,6 @@ class ReportedError(ValueError):
     """A reported-results file that cannot be imported; the message names the file, line and field."""
 
 
-def is_reported(record: Mapping[str, Any]) -> bool:
-    """Whether a record (held as a dict) holds figures reported by someone else (:attr:`Record.is_reported`)."""
-    return isinstance(record.get("reported"), Mapping)
-
-
-def _level_text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _number(path: Path, line: int, column: str, text: str) -> float:
     try:
         value = float(text)
@@ -120,12 +112,11 @@ def _step(
     if not parameter and level_text:
         raise ReportedError(f"{path}:{line}: field '{which}_level' is {level_text!r} but {name_text} has no levels")
     level = None
-    label = name
     if parameter:
         value = _number(path, line, f"{which}_level", level_text)
         value = int(value) if parameter == "bits" and value.is_integer() else value
         level = {parameter: value}
-        label = f"{name}({parameter}={_level_text(value)})"
+    label = step_label(name, level)  # the plan's own label of this step: a re-run pairs with it
     return {"name": name, "label": label, "category": meta.get("category"), "level": level, "submission_sha256": None}
 
 
@@ -175,7 +166,7 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
             if (len(steps) == 2 and steps[0]["category"] == "compression" and steps[0]["name"] in PAPER_REAPPLIED)
             else None
         )
-        label = " -> ".join(labels) + (f" -> {again} (re-applied)" if again else "")
+        label = sequence_label(labels, again)
         if label in seen:
             raise ReportedError(f"{path}:{line}: duplicate row for {label!r} (first at line {seen[label]})")
         seen[label] = line

@@ -257,7 +257,7 @@ class Board:
         for record in self.records:
             steps = _steps(record)
             prov = record.provenance
-            row = {
+            row: dict[str, Any] = {
                 "cell_id": record.cell_id,
                 "status": record.status,
                 "error": record.error,
