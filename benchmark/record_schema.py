@@ -42,7 +42,7 @@ __all__ = [
     "sequence_label",
 ]
 
-DIVERGED = "diverged"
+DIVERGED: Literal["diverged"] = "diverged"
 """The score of a model that was evaluated and broke (NaN or infinite outputs); see benchmark/metrics.py."""
 
 Number = StrictInt | StrictFloat

@@ -33,7 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from benchmark.record_schema import sequence_label, step_label
+from benchmark.record_schema import Provenance, Record, Score, SequenceStep, sequence_label, step_label
 from benchmark.records import DIVERGED
 
 REPORTED_DTYPE = "reported"
@@ -91,7 +91,7 @@ def _number(path: Path, line: int, column: str, text: str) -> float:
 
 def _step(
     path: Path, line: int, row: Mapping[str, str], which: str, baselines: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any] | None:
+) -> SequenceStep | None:
     name_text = (row.get(which) or "").strip()
     level_text = (row.get(f"{which}_level") or "").strip()
     if which == "second" and name_text in ("", "None"):
@@ -117,7 +117,10 @@ def _step(
         value = int(value) if parameter == "bits" and value.is_integer() else value
         level = {parameter: value}
     label = step_label(name, level)  # the plan's own label of this step: a re-run pairs with it
-    return {"name": name, "label": label, "category": meta.get("category"), "level": level, "submission_sha256": None}
+    category = meta.get("category")
+    if category not in ("editing", "unlearning", "compression", "multi"):
+        raise ReportedError(f"{path}:{line}: field '{which}': baseline {name!r} has no known category ({category!r})")
+    return SequenceStep(name=name, label=label, category=category, level=level, submission_sha256=None)
 
 
 def _cell_id(labels: Iterable[str]) -> str:
@@ -151,7 +154,7 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
             for s in (_step(path, line, row, "first", baselines), _step(path, line, row, "second", baselines))
             if s is not None
         ]
-        scores: dict[str, float | str | None] = {}
+        scores: dict[str, Score] = {}
         diverged = []
         for column, criterion in SCORE_COLUMNS.items():
             value = _number(path, line, column, (row.get(column) or "").strip())
@@ -160,49 +163,48 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
                 scores[criterion] = DIVERGED  # as the harness stores a non-finite score
             else:
                 scores[criterion] = value
-        labels = [s["label"] for s in steps]
+        labels = [s.label for s in steps]
         again = (
-            steps[0]["label"]
-            if (len(steps) == 2 and steps[0]["category"] == "compression" and steps[0]["name"] in PAPER_REAPPLIED)
+            steps[0].label
+            if (len(steps) == 2 and steps[0].category == "compression" and steps[0].name in PAPER_REAPPLIED)
             else None
         )
         label = sequence_label(labels, again)
         if label in seen:
             raise ReportedError(f"{path}:{line}: duplicate row for {label!r} (first at line {seen[label]})")
         seen[label] = line
-        records.append(
-            {
-                "cell_id": _cell_id(labels),
-                "label": label,
-                "status": "ok",
-                "error": None,
-                "finished_at": None,
-                "items": {},
-                "scores": scores,
-                "sequence": steps,
-                "recompressed_with": again,
-                "schema_version": 1,
-                "provenance": {
-                    "model_id": PAPER_MODEL,
-                    "profile": PAPER_PROFILE,
-                    "dtype": REPORTED_DTYPE,
-                    "harness_version": None,
-                    "model_source": "reported in the paper",
-                    "weights_sha256": None,
-                },
-                "reported": {
-                    "source": PAPER_SOURCE,
-                    "data": PAPER_DATA,
-                    "file": path.name,
-                    "file_sha256": file_sha,
-                    "line": line,
-                    "re_run": False,
-                    "per_item_scores": False,
-                    "printed": {k: row[k] for k in (*STEP_COLUMNS, *SCORE_COLUMNS)},
-                    "diverged": diverged,
-                },
-            }
+        record = Record(
+            cell_id=_cell_id(labels),
+            label=label,
+            status="ok",
+            error=None,
+            finished_at=None,
+            items={},
+            scores=scores,
+            sequence=steps,
+            recompressed_with=again,
+            schema_version=1,
+            provenance=Provenance(
+                model_id=PAPER_MODEL,
+                profile=PAPER_PROFILE,
+                dtype=REPORTED_DTYPE,
+                harness_version=None,
+                model_source="reported in the paper",
+                weights_sha256=None,
+            ),
+            reported={
+                "source": PAPER_SOURCE,
+                "data": PAPER_DATA,
+                "file": path.name,
+                "file_sha256": file_sha,
+                "line": line,
+                "re_run": False,
+                "per_item_scores": False,
+                "printed": {k: row[k] for k in (*STEP_COLUMNS, *SCORE_COLUMNS)},
+                "diverged": diverged,
+            },
         )
+        records.append(record.to_json())  # built through the type every reader uses, stored as the file holds it
     if not records:
         raise ReportedError(f"{path}: no rows")
     return records

@@ -17,9 +17,9 @@ def _writer(path: str, start: int) -> None:
 
 def test_append_replace_and_nonfinite(tmp_path):
     path = tmp_path / "records.jsonl"
-    append_record(path, {"cell_id": "a", "status": "failed", "scores": {}})
-    append_record(path, {"cell_id": "b", "status": "ok", "scores": {"perplexity": float("inf")}})
-    append_record(path, {"cell_id": "a", "status": "ok", "scores": {"x": 1.0}})
+    append_record(path, {"cell_id": "a", "label": "a", "status": "failed", "scores": {}})
+    append_record(path, {"cell_id": "b", "label": "b", "status": "ok", "scores": {"perplexity": float("inf")}})
+    append_record(path, {"cell_id": "a", "label": "a", "status": "ok", "scores": {"x": 1.0}})
     recs = read_records(path)
     assert [r["cell_id"] for r in recs] == ["b", "a"]
     assert recs[0]["scores"]["perplexity"] is None
@@ -45,4 +45,5 @@ def test_damaged_file_names_line(tmp_path):
     path.write_text(json.dumps({"no": "id"}) + "\n")
     with pytest.raises(RecordsError, match="no 'cell_id'"):
         read_records(path)
-    assert finished_cells([{"cell_id": "x", "status": "failed"}], retry_failed=True) == set()
+    failed = {"cell_id": "x", "status": "failed", "label": "x"}
+    assert finished_cells([failed], retry_failed=True) == set() and finished_cells([failed]) == {"x"}
