@@ -205,9 +205,6 @@ def run(
         typer.secho(f"{len(failed)} cell(s) failed; their reasons are in the records.", fg=typer.colors.YELLOW)
 
 
-SHOWN_CRITERIA = ["edit_success", "wmdp", "wmdp_prob", "mmlu", "mmlu_prob", "perplexity"]
-
-
 def _sequences(
     records: Sequence[Record | Mapping[str, Any]],
     out_dir: Path,
@@ -226,7 +223,9 @@ def _sequences(
         paths = write_sequences(table, swap_table, out_dir, settings)
     except (ValueError, OSError) as exc:
         _die(" ".join(str(exc).split()))
-    view = table[table["criterion"].isin(SHOWN_CRITERIA)]
+    from benchmark.metrics import headline_criteria
+
+    view = table[table["criterion"].isin(headline_criteria())]
     typer.echo(
         "\nSequences of three (scores of the six orders, a b c = the labels sorted; OFE over all orders; "
         "OS = max - min; * = beyond evaluation noise):"
@@ -237,7 +236,7 @@ def _sequences(
             scores = "  ".join(f"{o} {_metric_text(getattr(row, f'score_{o}'))}" for o in ORDERS)
             mark = {"beyond_noise": "*", "unknown": "?"}.get(row.significance, "")
             typer.echo(
-                f"    {row.criterion:<13} {scores}  OFE {_metric_text(row.order_free_error)}"
+                f"    {row.criterion:<14} {scores}  OFE {_metric_text(row.order_free_error)}"
                 f"  OS {_metric_text(row.order_sensitivity)}{mark}"
             )
     typer.echo(f"sequences: {paths[0]} (swap terms: {paths[1]})")
@@ -247,9 +246,10 @@ def _print_composability(df) -> None:
     if df.empty:
         typer.echo("\nno pair has both orders recorded yet: no composability metrics")
         return
-    from benchmark.metrics import power_summary
+    from benchmark.metrics import headline_criteria, power_summary
 
-    view = df[df["criterion"].isin(SHOWN_CRITERIA)].copy()
+    shown = headline_criteria()  # tasks/criteria.yaml: the one list of what summaries show first
+    view = df[df["criterion"].isin(shown)].copy()
     view["pair"] = view["a"] + " | " + view["b"]
     view["OFE"] = view["order_free_error"].map(_metric_text)
     marks = {"beyond_noise": "*", "unknown": "?", "diverged": "", "within_noise": ""}
@@ -262,7 +262,7 @@ def _print_composability(df) -> None:
         " ? = significance unknown: no per-item scores):"
     )
     typer.echo(wide.to_string())
-    typer.echo("\n" + power_summary(df, SHOWN_CRITERIA))
+    typer.echo("\n" + power_summary(df, shown))
 
 
 def _metric_text(value: float) -> str:

@@ -157,6 +157,13 @@ class Criterion:
     error: str  # one_minus | value | none
     items: str  # mean | mean_of | perplexity | none
     items_keys: tuple[str, ...] = ()
+    headline: bool = False  # shown first by every summary (:func:`headline_criteria`)
+    short: str = ""  # a short column header; the key when empty (:attr:`header`)
+
+    @property
+    def header(self) -> str:
+        """The column header of this criterion in a table of scores per cell."""
+        return self.short or self.key
 
     @property
     def has_error(self) -> bool:
@@ -197,7 +204,7 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
             raise CriteriaError(f"{path}: criterion keys must be non-empty strings, got {key!r}")
         if not isinstance(spec, dict):
             raise CriteriaError(f"{where}: expected a mapping with description, direction, error, items")
-        unknown = set(spec) - {"description", "direction", "error", "items"}
+        unknown = set(spec) - {"description", "direction", "error", "items", "headline", "short"}
         if unknown:
             raise CriteriaError(f"{where}: unknown field(s) {sorted(unknown)}")
         description = spec.get("description")
@@ -215,6 +222,12 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
                 f"{where}: field 'error' is {error!r} but direction {direction!r} needs {expected_error[direction]!r}"
             )
         rule, keys = _parse_items(where, key, spec.get("items", "__missing__"))
+        headline = spec.get("headline", False)
+        if not isinstance(headline, bool):
+            raise CriteriaError(f"{where}: field 'headline' must be true or false, got {headline!r}")
+        short = spec.get("short", "")
+        if not isinstance(short, str) or (short != "" and not short.strip()):
+            raise CriteriaError(f"{where}: field 'short' must be a non-empty string, got {short!r}")
         criteria[key] = Criterion(
             key=key,
             description=" ".join(description.split()),
@@ -222,6 +235,8 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
             error=error,
             items=rule,
             items_keys=keys,
+            headline=headline,
+            short=short.strip(),
         )
 
     for crit in criteria.values():
@@ -239,6 +254,28 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
                         f"must have items 'mean', not {other.items!r}"
                     )
     return criteria
+
+
+def headline_criteria(criteria: Mapping[str, Criterion] | None = None) -> list[str]:
+    """The headline criteria (``headline: true`` in ``tasks/criteria.yaml``), in file order.
+
+    The one list of what every summary shows first: the run's printout, the pull-request
+    summary, the per-cell table and the leaderboard's default selection.
+    """
+    criteria = criteria if criteria is not None else load_criteria()
+    return [key for key, crit in criteria.items() if crit.headline]
+
+
+def per_cell_columns(criteria: Mapping[str, Criterion] | None = None) -> list[Criterion]:
+    """The columns of a table of scores per cell: the headline criteria, then the descriptive ones.
+
+    The descriptive criteria (``avg_bits``, ``sparsity``) are the compression level as
+    measured on the final weights: what a reader of one cell's row needs beside its scores.
+    """
+    criteria = criteria if criteria is not None else load_criteria()
+    return [c for c in criteria.values() if c.headline] + [
+        c for c in criteria.values() if c.direction == "descriptive" and not c.headline
+    ]
 
 
 def _parse_items(where: str, key: str, value: Any) -> tuple[str, tuple[str, ...]]:

@@ -539,31 +539,22 @@ def _entry_from_file(path: Path) -> dict | None:
 
 
 def summary_table(records: Iterable[Record | Mapping[str, Any]]):
-    """One row per evaluated model with its main scores (pandas DataFrame)."""
+    """One row per evaluated model with its main scores (pandas DataFrame).
+
+    The columns are the headline criteria, then the descriptive ones, under their short
+    headers (:func:`benchmark.metrics.per_cell_columns`, from tasks/criteria.yaml).
+    """
     import pandas as pd
 
+    from benchmark.metrics import per_cell_columns
+
+    columns = per_cell_columns()
     rows = []
     for r in map(Record.of, records):
-        s = r.scores
-        rows.append(
-            {
-                "cell": r.label,
-                "status": r.status,
-                "edit": s.get("edit_success"),
-                "gen": s.get("generalization"),
-                "loc": s.get("locality"),
-                "wmdp": s.get("wmdp"),
-                "mmlu": s.get("mmlu"),
-                "mmlu_p": s.get(
-                    "mmlu_prob"
-                ),  # the continuous forms (tasks/criteria.yaml): signal where acc is at chance
-                "wmdp_p": s.get("wmdp_prob"),
-                "ppl": s.get("perplexity"),
-                "bits": s.get("avg_bits"),
-                "sparsity": s.get("sparsity"),
-                "seconds": r.timings.total_s,
-            }
-        )
+        row: dict[str, Any] = {"cell": r.label, "status": r.status}
+        row.update({c.header: r.score(c.key) for c in columns})
+        row["seconds"] = r.timings.total_s
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

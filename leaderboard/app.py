@@ -23,10 +23,11 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.metrics import headline_criteria
 from benchmark.results import failures_frame, records_frame
 from benchmark.stores import Snapshot
 from leaderboard import about, curves, detail, downloads, matrices, ranking, runs, sequences
-from leaderboard.data import HEADLINE_CRITERIA, Board, build_board
+from leaderboard.data import Board, build_board
 from leaderboard.safe import md
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -299,7 +300,8 @@ def build_app(source: BoardSource):
     model0, profile0, dtype0 = source.defaults()
     board0 = source.select(model0, profile0, dtype0)
     criteria_choices = list(source.board.criteria)
-    headline = [c for c in HEADLINE_CRITERIA if c in criteria_choices]
+    # the headline criteria (tasks/criteria.yaml) the first selection has scores for; all of them for an empty store
+    headline = board0.headline() or headline_criteria(source.board.criteria)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\n\n{INTRO}")

@@ -16,14 +16,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from benchmark.metrics import Criterion, load_criteria
+from benchmark.metrics import Criterion, headline_criteria, load_criteria
 from benchmark.record_schema import Record
 from benchmark.stores import Snapshot
 
 GROUP_COLUMNS = ("model_id", "profile", "dtype")  # what benchmark.records.group_key returns
-
-HEADLINE_CRITERIA = ("edit_success", "generalization", "locality", "wmdp", "mmlu", "perplexity")
-"""The criteria shown by default: the paper's (token-set F1 for zsRE), plus perplexity."""
 
 CATEGORY_ORDER = ("editing", "unlearning", "compression", "multi")
 ARROW = " → "
@@ -302,6 +299,15 @@ class Board:
             else {c.removeprefix("score:") for c in self.cells.columns if c.startswith("score:")}
         )
         return [k for k in self.criteria if k in present]
+
+    def headline(self) -> list[str]:
+        """The headline criteria (tasks/criteria.yaml) this board has scores for: the default selection.
+
+        The paper's table has no probabilities, so its view shows the paper's six; a re-run adds
+        the continuous MCQ probabilities.
+        """
+        present = set(self.criteria_with_scores())
+        return [k for k in headline_criteria(self.criteria) if k in present]
 
 
 META_FROM_RECORDS = ("name", "category", "authors", "link", "license")
