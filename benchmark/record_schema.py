@@ -35,6 +35,7 @@ __all__ = [
     "Timings",
     "Record",
     "RecordError",
+    "validation_problem",
     "GroupKey",
     "group_of",
     "level_text",
@@ -109,6 +110,21 @@ def group_of(provenance: Mapping[str, Any] | None) -> GroupKey:
     prov = provenance or {}
     dtype = prov.get("dtype")
     return prov.get("model_id"), prov.get("profile"), None if dtype is None else str(dtype)
+
+
+def validation_problem(exc: ValidationError) -> str:
+    """``field 'scores.mmlu': <why> (got '0.5')`` for the first wrong field of a validation error.
+
+    A value that matches no member of a union (a score: integer, number, ``"diverged"`` or
+    null) gives one error per member, each with the member's name appended to the field's
+    path; they are folded back into one line about the field itself.
+    """
+    errors = exc.errors()
+    first = errors[0]
+    same = [e for e in errors if e["loc"][:-1] == first["loc"][:-1] and e.get("input") is first.get("input")]
+    loc = first["loc"][:-1] if len(same) > 1 else first["loc"]
+    why = "; ".join(dict.fromkeys(e["msg"] for e in same))
+    return f"field '{'.'.join(str(p) for p in loc)}': {why} (got {first.get('input')!r:.60})"
 
 
 class _Open(BaseModel):
@@ -222,10 +238,8 @@ class Record(BaseModel):
         try:
             return cls.model_validate(record)
         except ValidationError as exc:
-            e = exc.errors()[0]
-            field = ".".join(str(p) for p in e["loc"])
             cell = record.get("cell_id") if isinstance(record, Mapping) else None
-            raise RecordError(f"record {cell!r}: field '{field}': {e['msg']} (got {e.get('input')!r:.60})") from None
+            raise RecordError(f"record {cell!r}: {validation_problem(exc)}") from None
 
     def to_json(self) -> dict[str, Any]:
         """The record as the file stores it (keys the harness did not set are left out)."""

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from benchmark.record_schema import DIVERGED, GroupKey, Record
+from benchmark.record_schema import DIVERGED, GroupKey, Record, validation_problem
 
 RECORDS_FILE = "records.jsonl"
 SCHEMA_VERSION = 1
@@ -201,7 +201,5 @@ def read_typed_records(path: str | os.PathLike) -> list[Record]:
         try:
             out.append(Record.model_validate(record))
         except ValidationError as exc:
-            e = exc.errors()[0]
-            field = ".".join(str(p) for p in e["loc"])
-            raise RecordsError(f"{path}: cell {record.get('cell_id')!r}: field '{field}': {e['msg']}") from None
+            raise RecordsError(f"{path}: cell {record.get('cell_id')!r}: {validation_problem(exc)}") from None
     return out
