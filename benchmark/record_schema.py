@@ -121,6 +121,8 @@ def validation_problem(exc: ValidationError) -> str:
     """
     errors = exc.errors()
     first = errors[0]
+    if first["type"] == "missing":
+        return f"field '{'.'.join(str(p) for p in first['loc'])}' is missing"
     same = [e for e in errors if e["loc"][:-1] == first["loc"][:-1] and e.get("input") is first.get("input")]
     loc = first["loc"][:-1] if len(same) > 1 else first["loc"]
     why = "; ".join(dict.fromkeys(e["msg"] for e in same))
