@@ -243,8 +243,9 @@ def layout_source(name: str, files: Mapping[str, bytes]) -> Source:
         try:
             if is_record_path(path):
                 record = json.loads(data)
-                if not isinstance(record, dict) or "cell_id" not in record:
-                    raise ValueError("not a result record (no 'cell_id')")
+                if not isinstance(record, dict):
+                    raise ValueError(f"not a result record (a {type(record).__name__}, not an object)")
+                Record.of(record)  # validated here, so a wrong record names its store and file
                 source.records.append(record)
             elif is_metrics_csv(path):
                 source.metrics.update(read_metrics_csv(data))
