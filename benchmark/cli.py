@@ -7,9 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Sequence
 
 import typer
+
+if TYPE_CHECKING:
+    from benchmark.record_schema import Record
 
 app = typer.Typer(
     name="compose-bench",
@@ -121,6 +124,7 @@ def run(
     from benchmark.metrics import compute_composability, write_composability
     from benchmark.paths import baselines_dir
     from benchmark.profiles import ProfileError, load_profile
+    from benchmark.record_schema import Record
     from benchmark.runner import summary_table
     from benchmark.submissions import SubmissionError, discover, load_submission
 
@@ -179,7 +183,7 @@ def run(
             state_dir=state_dir,
             unsafe_no_sandbox=unsafe_no_sandbox,
         )
-        records = runner.run()
+        records = [Record.of(r) for r in runner.run()]
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _die(str(exc))
     table = summary_table(records)
@@ -196,16 +200,18 @@ def run(
         records, out_dir, {"n_bootstrap": bootstrap, "seed": prof.seed, "confidence": 0.95}, bootstrap, prof.seed, 0.95
     )
     typer.echo(f"\nrecords: {runner.records_path}\ncomposability: {csv_path}")
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r.status != "ok"]
     if failed:
         typer.secho(f"{len(failed)} cell(s) failed; their reasons are in the records.", fg=typer.colors.YELLOW)
 
 
-SHOWN_CRITERIA = ["edit_success", "wmdp", "wmdp_prob", "mmlu", "mmlu_prob", "perplexity"]
-
-
 def _sequences(
-    records: list[dict], out_dir: Path, settings: dict, bootstrap: int, seed: int, confidence: float
+    records: Sequence[Record | Mapping[str, Any]],
+    out_dir: Path,
+    settings: dict,
+    bootstrap: int,
+    seed: int,
+    confidence: float,
 ) -> None:
     """Sequences of three (benchmark/sequence_metrics.py): written and printed only where the records hold a triple."""
     from benchmark.sequence_metrics import ORDERS, compute_sequences, write_sequences
@@ -217,7 +223,9 @@ def _sequences(
         paths = write_sequences(table, swap_table, out_dir, settings)
     except (ValueError, OSError) as exc:
         _die(" ".join(str(exc).split()))
-    view = table[table["criterion"].isin(SHOWN_CRITERIA)]
+    from benchmark.metrics import headline_criteria
+
+    view = table[table["criterion"].isin(headline_criteria())]
     typer.echo(
         "\nSequences of three (scores of the six orders, a b c = the labels sorted; OFE over all orders; "
         "OS = max - min; * = beyond evaluation noise):"
@@ -228,7 +236,7 @@ def _sequences(
             scores = "  ".join(f"{o} {_metric_text(getattr(row, f'score_{o}'))}" for o in ORDERS)
             mark = {"beyond_noise": "*", "unknown": "?"}.get(row.significance, "")
             typer.echo(
-                f"    {row.criterion:<13} {scores}  OFE {_metric_text(row.order_free_error)}"
+                f"    {row.criterion:<14} {scores}  OFE {_metric_text(row.order_free_error)}"
                 f"  OS {_metric_text(row.order_sensitivity)}{mark}"
             )
     typer.echo(f"sequences: {paths[0]} (swap terms: {paths[1]})")
@@ -238,9 +246,10 @@ def _print_composability(df) -> None:
     if df.empty:
         typer.echo("\nno pair has both orders recorded yet: no composability metrics")
         return
-    from benchmark.metrics import power_summary
+    from benchmark.metrics import headline_criteria, power_summary
 
-    view = df[df["criterion"].isin(SHOWN_CRITERIA)].copy()
+    shown = headline_criteria()  # tasks/criteria.yaml: the one list of what summaries show first
+    view = df[df["criterion"].isin(shown)].copy()
     view["pair"] = view["a"] + " | " + view["b"]
     view["OFE"] = view["order_free_error"].map(_metric_text)
     marks = {"beyond_noise": "*", "unknown": "?", "diverged": "", "within_noise": ""}
@@ -253,7 +262,7 @@ def _print_composability(df) -> None:
         " ? = significance unknown: no per-item scores):"
     )
     typer.echo(wide.to_string())
-    typer.echo("\n" + power_summary(df, SHOWN_CRITERIA))
+    typer.echo("\n" + power_summary(df, shown))
 
 
 def _metric_text(value: float) -> str:

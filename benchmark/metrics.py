@@ -55,7 +55,9 @@ Honest handling of what a record cannot give (docs/FORMATS.md):
 
 The direction, the error rule and the resampling rule of every criterion are data,
 in ``tasks/criteria.yaml`` (see :func:`load_criteria`). Records follow the
-``records.jsonl`` format of ``docs/FORMATS.md``; the output follows its
+``records.jsonl`` format of ``docs/FORMATS.md`` and are read as
+:class:`benchmark.record_schema.Record` (a dict from a file or a store is validated once, on
+entry, by :meth:`Record.of <benchmark.record_schema.Record.of>`); the output follows its
 ``composability.csv`` columns.
 """
 
@@ -74,7 +76,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.records import DIVERGED, atomic_write_text, group_key
+from benchmark.record_schema import Record
+from benchmark.records import DIVERGED, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +157,13 @@ class Criterion:
     error: str  # one_minus | value | none
     items: str  # mean | mean_of | perplexity | none
     items_keys: tuple[str, ...] = ()
+    headline: bool = False  # shown first by every summary (:func:`headline_criteria`)
+    short: str = ""  # a short column header; the key when empty (:attr:`header`)
+
+    @property
+    def header(self) -> str:
+        """The column header of this criterion in a table of scores per cell."""
+        return self.short or self.key
 
     @property
     def has_error(self) -> bool:
@@ -194,7 +204,7 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
             raise CriteriaError(f"{path}: criterion keys must be non-empty strings, got {key!r}")
         if not isinstance(spec, dict):
             raise CriteriaError(f"{where}: expected a mapping with description, direction, error, items")
-        unknown = set(spec) - {"description", "direction", "error", "items"}
+        unknown = set(spec) - {"description", "direction", "error", "items", "headline", "short"}
         if unknown:
             raise CriteriaError(f"{where}: unknown field(s) {sorted(unknown)}")
         description = spec.get("description")
@@ -212,6 +222,12 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
                 f"{where}: field 'error' is {error!r} but direction {direction!r} needs {expected_error[direction]!r}"
             )
         rule, keys = _parse_items(where, key, spec.get("items", "__missing__"))
+        headline = spec.get("headline", False)
+        if not isinstance(headline, bool):
+            raise CriteriaError(f"{where}: field 'headline' must be true or false, got {headline!r}")
+        short = spec.get("short", "")
+        if not isinstance(short, str) or (short != "" and not short.strip()):
+            raise CriteriaError(f"{where}: field 'short' must be a non-empty string, got {short!r}")
         criteria[key] = Criterion(
             key=key,
             description=" ".join(description.split()),
@@ -219,6 +235,8 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
             error=error,
             items=rule,
             items_keys=keys,
+            headline=headline,
+            short=short.strip(),
         )
 
     for crit in criteria.values():
@@ -236,6 +254,28 @@ def load_criteria(path: Path | None = None) -> dict[str, Criterion]:
                         f"must have items 'mean', not {other.items!r}"
                     )
     return criteria
+
+
+def headline_criteria(criteria: Mapping[str, Criterion] | None = None) -> list[str]:
+    """The headline criteria (``headline: true`` in ``tasks/criteria.yaml``), in file order.
+
+    The one list of what every summary shows first: the run's printout, the pull-request
+    summary, the per-cell table and the leaderboard's default selection.
+    """
+    criteria = criteria if criteria is not None else load_criteria()
+    return [key for key, crit in criteria.items() if crit.headline]
+
+
+def per_cell_columns(criteria: Mapping[str, Criterion] | None = None) -> list[Criterion]:
+    """The columns of a table of scores per cell: the headline criteria, then the descriptive ones.
+
+    The descriptive criteria (``avg_bits``, ``sparsity``) are the compression level as
+    measured on the final weights: what a reader of one cell's row needs beside its scores.
+    """
+    criteria = criteria if criteria is not None else load_criteria()
+    return [c for c in criteria.values() if c.headline] + [
+        c for c in criteria.values() if c.direction == "descriptive" and not c.headline
+    ]
 
 
 def _parse_items(where: str, key: str, value: Any) -> tuple[str, tuple[str, ...]]:
@@ -293,16 +333,6 @@ def _errors_array(criterion: Criterion, scores: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- pairing
 
 
-def _labels(record: Mapping[str, Any]) -> tuple[str, ...]:
-    out = []
-    for entry in record.get("sequence") or []:
-        label = entry.get("label") or entry.get("name")
-        if not label:
-            raise ValueError(f"record {record.get('cell_id')!r}: a sequence entry has no label or name")
-        out.append(str(label))
-    return tuple(out)
-
-
 @dataclass(frozen=True)
 class IncompletePair:
     """An unordered pair of which only one order has a successful record."""
@@ -317,7 +347,7 @@ class IncompletePair:
 
 @dataclass(frozen=True)
 class Pairing:
-    pairs: list[tuple[dict, dict]]
+    pairs: list[tuple[Record, Record]]
     incomplete: list[IncompletePair]
 
 
@@ -325,36 +355,41 @@ def _sort_key(value: Any) -> tuple[int, str]:
     return (0, "") if value is None else (1, str(value))
 
 
-def _warn_replaced(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+def _warn_replaced(old: Record, new: Record) -> None:
     """Say which of two records of the same ordered pair the metrics keep, and why."""
-    if old.get("cell_id") == new.get("cell_id") and old == new:
+    if old.cell_id == new.cell_id and old == new:
         return  # the same record twice (published twice): nothing was chosen
     logger.warning(
         "two records of the ordered pair %s: kept %s (finished %s), dropped %s (finished %s): "
         "the later record in the input wins (records files are in write order, stores oldest first)",
-        new.get("label", "?"),
+        new.label,
         _describe_record(new),
-        new.get("finished_at", "?"),
+        new.finished_at or "?",
         _describe_record(old),
-        old.get("finished_at", "?"),
+        old.finished_at or "?",
     )
 
 
-def find_pairs(records: Iterable[Mapping[str, Any]]) -> Pairing:
+def typed(records: Iterable[Record | Mapping[str, Any]]) -> list[Record]:
+    """The records as :class:`Record` (dicts validated once; a wrong one is a one-line error naming its cell)."""
+    return [Record.of(r) for r in records]
+
+
+def find_pairs(records: Iterable[Record | Mapping[str, Any]]) -> Pairing:
     """Pair the two orders of every two-intervention sequence; see :func:`pair_records`."""
-    cells: dict[tuple[Any, ...], dict] = {}
-    for record in records:
-        if record.get("status") != "ok":
+    cells: dict[tuple[Any, ...], Record] = {}
+    for record in typed(records):
+        if record.status != "ok":
             continue
-        labels = _labels(record)
+        labels = record.labels
         if len(labels) != 2 or labels[0] == labels[1]:
             continue
-        key = (*group_key(record), labels[0], labels[1])
+        key = (*record.group, labels[0], labels[1])
         if key in cells and cells[key] is not record:
             _warn_replaced(cells[key], record)
         cells[key] = record  # the last record of a cell wins
 
-    pairs: list[tuple[dict, dict]] = []
+    pairs: list[tuple[Record, Record]] = []
     incomplete: list[IncompletePair] = []
     seen: set[tuple[Any, ...]] = set()
     for *group, first, second in sorted(
@@ -375,7 +410,7 @@ def find_pairs(records: Iterable[Mapping[str, Any]]) -> Pairing:
     return Pairing(pairs, incomplete)
 
 
-def pair_records(records: list[dict]) -> list[tuple[dict, dict]]:
+def pair_records(records: Iterable[Record | Mapping[str, Any]]) -> list[tuple[Record, Record]]:
     """``(record_ab, record_ba)`` for every pair whose two orders both succeeded.
 
     Keeps ``status == "ok"`` records whose ``sequence`` has exactly two entries with
@@ -453,9 +488,8 @@ def _resampled_sums(values: np.ndarray, n_bootstrap: int, rng: np.random.Generat
     return out
 
 
-def _item_list(record: Mapping[str, Any], key: str) -> np.ndarray | None:
-    items = record.get("items") or {}
-    value = items.get(key)
+def _item_list(record: Record, key: str) -> np.ndarray | None:
+    value = record.items.get(key)
     if value is None:
         return None
     return np.asarray(value, dtype=float)  # None (a non-finite value in JSON) becomes NaN
@@ -464,7 +498,7 @@ def _item_list(record: Mapping[str, Any], key: str) -> np.ndarray | None:
 class _PairBootstrap:
     """Replicate scores of both orders of one pair, with one item draw per items key."""
 
-    def __init__(self, rec_ab: dict, rec_ba: dict, pair_id: tuple, n_bootstrap: int, seed: int):
+    def __init__(self, rec_ab: Record, rec_ba: Record, pair_id: tuple, n_bootstrap: int, seed: int):
         self.rec_ab, self.rec_ba = rec_ab, rec_ba
         self.pair_id = pair_id
         self.n_bootstrap = n_bootstrap
@@ -581,16 +615,15 @@ def _cis(samples: np.ndarray, confidence: float) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
-def _describe_record(record: Mapping[str, Any]) -> str:
-    return f"record {record.get('cell_id')!r} ({record.get('label', '?')})"
+def _describe_record(record: Record) -> str:
+    return f"record {record.cell_id!r} ({record.label})"
 
 
-def _has_null_item(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[str, Criterion]) -> bool:
+def _has_null_item(record: Record, criterion: Criterion, criteria: Mapping[str, Criterion]) -> bool:
     """Whether the per-item lists behind ``criterion`` hold a null (a non-finite value written as JSON null)."""
     if criterion.items == "mean_of":
         return any(_has_null_item(record, criteria[c], criteria) for c in criterion.items_keys if c in criteria)
-    items = record.get("items") or {}
-    return any(isinstance(items.get(k), list) and any(v is None for v in items[k]) for k in criterion.items_keys)
+    return any(any(v is None for v in record.items.get(k, ())) for k in criterion.items_keys)
 
 
 def worst_value(criterion: Criterion) -> float:
@@ -602,25 +635,21 @@ def worst_value(criterion: Criterion) -> float:
     return math.nan
 
 
-def _score(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[str, Criterion]) -> float | None:
+def _score(record: Record, criterion: Criterion, criteria: Mapping[str, Criterion]) -> float | None:
     """The record's score as a float; a diverged score as :func:`worst_value`; None when absent.
 
     A record written before ``"diverged"`` existed stored a diverged score as null: a null
     whose per-item values hold a null too (a non-finite window NLL) is read as diverged.
-    A value of any other type is an error naming the record (files are checked with line
-    numbers when read, :func:`benchmark.records.read_records`).
+    A value of any other type never gets here: :meth:`Record.of` refuses it, naming the cell
+    and the field (files are checked with line numbers when read,
+    :func:`benchmark.records.read_records`).
     """
-    value = (record.get("scores") or {}).get(criterion.key)
+    value = record.score(criterion.key)
     if value == DIVERGED or (value is None and _has_null_item(record, criterion, criteria)):
         worst = worst_value(criterion)
         return None if math.isnan(worst) else worst
-    if value is None:
+    if value is None or isinstance(value, str):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"{_describe_record(record)}: scores.{criterion.key} is {value!r} "
-            f"({type(value).__name__}); expected a number, null or {DIVERGED!r}"
-        )
     value = float(value)
     if math.isnan(value):
         return None
@@ -630,9 +659,8 @@ def _score(record: Mapping[str, Any], criterion: Criterion, criteria: Mapping[st
     return value
 
 
-def _category(record: Mapping[str, Any], position: int) -> str | None:
-    seq = record.get("sequence") or []
-    return seq[position].get("category") if len(seq) > position else None
+def _category(record: Record, position: int) -> str | None:
+    return record.sequence[position].category if len(record.sequence) > position else None
 
 
 def _z(probability: float) -> float:
@@ -778,7 +806,7 @@ def _warn_unknown_significance(rows: list[dict[str, Any]]) -> None:
 
 
 def compute_composability(
-    records: list[dict],
+    records: Iterable[Record | Mapping[str, Any]],
     n_bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -808,12 +836,10 @@ def compute_composability(
     rows: list[dict[str, Any]] = []
     unknown: set[str] = set()
     for rec_ab, rec_ba in pair_records(records):
-        model_id, profile, dtype = group_key(rec_ab)
-        a, b = _labels(rec_ab)
+        model_id, profile, dtype = rec_ab.group
+        a, b = rec_ab.labels
         boot = _PairBootstrap(rec_ab, rec_ba, (model_id, profile, dtype, a, b), n_bootstrap, seed)
-        scores_ab = rec_ab.get("scores") or {}
-        scores_ba = rec_ba.get("scores") or {}
-        unknown |= (set(scores_ab) | set(scores_ba)) - set(criteria)
+        unknown |= (set(rec_ab.scores) | set(rec_ba.scores)) - set(criteria)
         for crit in criteria.values():
             s_ab, s_ba = _score(rec_ab, crit, criteria), _score(rec_ba, crit, criteria)
             if s_ab is None or s_ba is None:
@@ -846,7 +872,7 @@ def compute_composability(
 
 
 def effects_against_base(
-    records: list[dict],
+    records: Iterable[Record | Mapping[str, Any]],
     criteria_keys: list[str],
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -862,15 +888,15 @@ def effects_against_base(
     ``diff_ci_high``, ``significance``, ``mde``, ``n_items``.
     """
     criteria = dict(criteria) if criteria is not None else load_criteria()
-    ok = [r for r in records if r.get("status") == "ok"]
-    bases = {group_key(r): r for r in ok if not r.get("sequence")}
+    ok = [r for r in typed(records) if r.status == "ok"]
+    bases = {r.group: r for r in ok if not r.sequence}
     rows = []
     for rec in ok:
-        base = bases.get(group_key(rec))
+        base = bases.get(rec.group)
         if base is None or rec is base:
             continue
-        model_id, profile, dtype = group_key(rec)
-        boot = _PairBootstrap(rec, base, (model_id, profile, dtype, rec.get("label"), "base"), n_bootstrap, seed)
+        model_id, profile, dtype = rec.group
+        boot = _PairBootstrap(rec, base, (model_id, profile, dtype, rec.label, "base"), n_bootstrap, seed)
         for key in criteria_keys:
             crit = criteria[key]
             s_cell, s_base = _score(rec, crit, criteria), _score(base, crit, criteria)
@@ -879,7 +905,7 @@ def effects_against_base(
             stats = _pair_statistics(boot, crit, criteria, s_cell, s_base, confidence)
             rows.append(
                 {
-                    "label": rec.get("label"),
+                    "label": rec.label,
                     "criterion": key,
                     "score": s_cell,
                     "base": s_base,

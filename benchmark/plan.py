@@ -18,11 +18,8 @@ from typing import Any
 
 from benchmark.api import Category
 from benchmark.profiles import Profile
+from benchmark.record_schema import sequence_label, step_label
 from benchmark.submissions import Submission
-
-
-def _level_text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -53,10 +50,8 @@ class Step:
 
     @property
     def label(self) -> str:
-        levels = self.submission.spec.levels
-        if levels is None or self.level is None:
-            return self.submission.name
-        return f"{self.submission.name}({levels.parameter}={_level_text(self.level)})"
+        """``name`` or ``name(parameter=value)``: :func:`benchmark.record_schema.step_label`, the one definition."""
+        return step_label(self.submission.name, self.level_dict())
 
     @property
     def category(self) -> Category:
@@ -76,10 +71,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        if not self.steps:
-            return "base"
-        text = " -> ".join(s.label for s in self.steps)
-        return text + (f" -> {self.recompress.label} (re-applied)" if self.recompress else "")
+        """``a -> b`` (``-> c (re-applied)``), ``base`` without steps: :func:`benchmark.record_schema.sequence_label`."""
+        return sequence_label([s.label for s in self.steps], self.recompress.label if self.recompress else None)
 
     @property
     def first(self) -> Step | None:

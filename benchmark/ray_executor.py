@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from benchmark.plan import Cell, build_plan, steps_for
+from benchmark.record_schema import Record
 from benchmark.records import append_record, finished_cells, read_records
 from benchmark.run_inputs import RunInputs
 from benchmark.runner import Runner, _entry_from_file, cell_ids, state_key, write_state
@@ -90,7 +91,7 @@ class _WorkerRunner(Runner):
         self.loaded_lines.append(line)
         log.info(line)
 
-    def _emit(self, record: dict) -> None:
+    def _emit(self, record: Record) -> None:
         return None
 
 
@@ -173,7 +174,7 @@ def _read_state(first: dict) -> dict[str, torch.Tensor]:
     return load(data)
 
 
-def cell_task(spec: RunSpec, cell_index: int, expected_id: str, first: dict | None) -> dict:
+def cell_task(spec: RunSpec, cell_index: int, expected_id: str, first: dict | None) -> Record:
     """One cell's remaining steps and evaluation; returns its record (the driver writes it)."""
     runner, inputs = _worker(spec)
     cell = runner.cells[cell_index]
@@ -295,8 +296,8 @@ class RayRunner(Runner):
             append_record(self.records_path, record)
             finished += 1
             self.echo(
-                f"[{finished}/{total}] {record['status']} {cell.label}"
-                + (f": {record['error']}" if record["status"] != "ok" else "")
+                f"[{finished}/{total}] {record.status} {cell.label}"
+                + (f": {record.error}" if record.status != "ok" else "")
             )
             path = state_of.get(cell)
             if path in open_states:

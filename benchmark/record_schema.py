@@ -11,22 +11,90 @@ harness's records load without loss. ``docs/FORMATS.md`` documents the same fiel
 (tests/test_record_schema.py) checks the two agree.
 
 The grouping key and the record's sequence labels are defined here once (:meth:`Record.group`,
-:meth:`Record.labels`); :func:`benchmark.records.group_key` reads through it.
+:meth:`Record.labels`, :func:`step_label`, :func:`sequence_label`): the plan, the paper's imported
+table and the leaderboard name steps and orders through them, and
+:func:`benchmark.records.group_key` reads through the same key.
+
+Scores and per-item values are strict numbers: a string or a boolean where a number belongs is an
+error naming the cell and the field (:class:`RecordError`), never coerced, so a hand-edited record
+cannot move a metric without a word.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-__all__ = ["DIVERGED", "Score", "SequenceStep", "Provenance", "Timings", "Record", "GroupKey", "group_of"]
+__all__ = [
+    "ARROW",
+    "DIVERGED",
+    "Score",
+    "SequenceStep",
+    "Provenance",
+    "Timings",
+    "Record",
+    "RecordError",
+    "validation_problem",
+    "GroupKey",
+    "group_of",
+    "level_text",
+    "step_label",
+    "sequence_label",
+]
 
-DIVERGED = "diverged"
+DIVERGED: Literal["diverged"] = "diverged"
 """The score of a model that was evaluated and broke (NaN or infinite outputs); see benchmark/metrics.py."""
 
-Score = float | Literal["diverged"] | None
+Number = StrictInt | StrictFloat
+"""A number as JSON holds it: an int stays an int (``perplexity_tokens``), a bool or a string is refused."""
+
+Score = Number | Literal["diverged"] | None
 """A criterion's score: a number, ``"diverged"`` (the model broke), or null (not measured)."""
+
+ARROW = " -> "
+"""Between the steps of a cell's label (``ft -> wanda(sparsity=0.25)``); the leaderboard shows its own arrow."""
+
+REAPPLIED = " (re-applied)"
+"""After a compressor applied again at the end of a cell (the protocol's re-application rule)."""
+
+
+class RecordError(ValueError):
+    """A record (a dict from a file or a store) that is not a :class:`Record`; one line naming the cell and field."""
+
+
+def level_text(value: Any) -> str:
+    """A level as labels write it: ``0.25``, ``4``, ``1e-05`` (``%g`` for floats, so 0.250 and 0.25 agree)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def step_label(name: str, level: Mapping[str, Any] | None) -> str:
+    """The label of one step: ``name`` alone, or ``name(parameter=value)`` at a level.
+
+    The one definition: the plan names its steps with it, the paper's imported table names
+    its rows with it, so a reported record and a re-run of the same step pair on the same label.
+    """
+    if not level:
+        return name
+    (parameter, value), *rest = level.items()
+    if rest:
+        raise ValueError(f"step {name!r}: a level has one parameter, got {sorted(level)}")
+    return f"{name}({parameter}={level_text(value)})"
+
+
+def sequence_label(
+    labels: Sequence[str], reapplied: str | None = None, *, arrow: str = ARROW, empty: str = "base"
+) -> str:
+    """A cell's label from its steps' labels: ``a -> b`` (plus ``-> c (re-applied)``); ``empty`` for the base model.
+
+    The one definition of how an order is named: the plan's cells and the paper's imported
+    records write it with the default arrow, the leaderboard shows it with its own.
+    """
+    if not labels:
+        return empty
+    text = arrow.join(labels)
+    return f"{text}{arrow}{reapplied}{REAPPLIED}" if reapplied else text
+
 
 GroupKey = tuple[str | None, str | None, str | None]
 """(model_id, profile, dtype): records that may be paired and ranked together."""
@@ -42,6 +110,23 @@ def group_of(provenance: Mapping[str, Any] | None) -> GroupKey:
     prov = provenance or {}
     dtype = prov.get("dtype")
     return prov.get("model_id"), prov.get("profile"), None if dtype is None else str(dtype)
+
+
+def validation_problem(exc: ValidationError) -> str:
+    """``field 'scores.mmlu': <why> (got '0.5')`` for the first wrong field of a validation error.
+
+    A value that matches no member of a union (a score: integer, number, ``"diverged"`` or
+    null) gives one error per member, each with the member's name appended to the field's
+    path; they are folded back into one line about the field itself.
+    """
+    errors = exc.errors()
+    first = errors[0]
+    if first["type"] == "missing":
+        return f"field '{'.'.join(str(p) for p in first['loc'])}' is missing"
+    same = [e for e in errors if e["loc"][:-1] == first["loc"][:-1] and e.get("input") is first.get("input")]
+    loc = first["loc"][:-1] if len(same) > 1 else first["loc"]
+    why = "; ".join(dict.fromkeys(e["msg"] for e in same))
+    return f"field '{'.'.join(str(p) for p in loc)}': {why} (got {first.get('input')!r:.60})"
 
 
 class _Open(BaseModel):
@@ -112,7 +197,7 @@ class Record(BaseModel):
     sequence: list[SequenceStep] = Field(default_factory=list)  # [] is the base model
     recompressed_with: str | None = None
     scores: dict[str, Score] = Field(default_factory=dict)
-    items: dict[str, list[float | None]] = Field(default_factory=dict)
+    items: dict[str, list[Number | None]] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)
     timings: Timings = Field(default_factory=Timings)
     peak_memory_mb: float | None = None
@@ -136,10 +221,27 @@ class Record(BaseModel):
         """Figures reported by someone else (the paper's table), not re-run by this harness."""
         return self.reported is not None
 
+    def order(self, *, arrow: str = ARROW, empty: str = "base") -> str:
+        """The cell's order from its steps (:func:`sequence_label`), with the re-applied compressor if any."""
+        return sequence_label(self.labels, self.recompressed_with, arrow=arrow, empty=empty)
+
+    def score(self, key: str) -> Score:
+        """The score of criterion ``key``: a number, ``"diverged"``, or None when not measured."""
+        return self.scores.get(key)
+
     @classmethod
     def of(cls, record: "Record | Mapping[str, Any]") -> "Record":
-        """``record`` as a :class:`Record` (a dict read from a file or store is validated once)."""
-        return record if isinstance(record, Record) else cls.model_validate(record)
+        """``record`` as a :class:`Record` (a dict read from a file or store is validated once).
+
+        Raises :class:`RecordError` naming the cell and the first wrong field.
+        """
+        if isinstance(record, Record):
+            return record
+        try:
+            return cls.model_validate(record)
+        except ValidationError as exc:
+            cell = record.get("cell_id") if isinstance(record, Mapping) else None
+            raise RecordError(f"record {cell!r}: {validation_problem(exc)}") from None
 
     def to_json(self) -> dict[str, Any]:
         """The record as the file stores it (keys the harness did not set are left out)."""

@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from benchmark.record_schema import DIVERGED, GroupKey, Record, group_of
+from pydantic import ValidationError
+
+from benchmark.record_schema import DIVERGED, GroupKey, Record, validation_problem
 
 RECORDS_FILE = "records.jsonl"
 SCHEMA_VERSION = 1
@@ -32,7 +34,6 @@ __all__ = [
     "DIVERGED",
     "GroupKey",
     "Record",
-    "record_problem",
     "read_records",
     "read_typed_records",
     "append_record",
@@ -47,78 +48,57 @@ class RecordsError(ValueError):
     """A records file that cannot be read; the message names the file and line."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _read_lines(path: Path) -> list[tuple[dict[str, Any], Record]]:
+    """Every record line of ``path`` as (the dict as stored, the same record typed): one validation per line.
 
-
-def record_problem(record: dict[str, Any]) -> str | None:
-    """What is wrong with the types of a record's ``scores`` and ``items``, or None.
-
-    A score is a number, null (not measured) or ``"diverged"``; ``items`` maps a key to a
-    list of numbers or nulls (a non-finite per-item value). Anything else would make the
-    metrics drop that criterion without a word, so reading the file refuses it.
+    The dict is what a rewrite of the file writes back (byte for byte what was read, keys a
+    newer harness added included); the :class:`Record` is what every reader reads.
     """
-    scores = record.get("scores")
-    if scores is not None:
-        if not isinstance(scores, dict):
-            return f"'scores' is a {type(scores).__name__}, expected a mapping of criterion -> number"
-        for key, value in scores.items():
-            if value is not None and value != DIVERGED and not _is_number(value):
-                return (
-                    f"scores.{key} is {json.dumps(value)[:60]} ({type(value).__name__}); "
-                    f"expected a number, null or {DIVERGED!r}"
-                )
-    items = record.get("items")
-    if items is not None:
-        if not isinstance(items, dict):
-            return f"'items' is a {type(items).__name__}, expected a mapping of key -> list of numbers"
-        for key, values in items.items():
-            if not isinstance(values, list):
-                return f"items.{key} is a {type(values).__name__}, expected a list of numbers"
-            for k, value in enumerate(values):
-                if value is not None and not _is_number(value):
-                    return f"items.{key}[{k}] is {json.dumps(value)[:60]} ({type(value).__name__}); expected a number"
-    return None
-
-
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a records file; a missing file is an empty list.
-
-    Raises :class:`RecordsError` naming the file and line for a line that is not JSON,
-    not a record, holds a score or item of the wrong type (:func:`record_problem`), or
-    repeats a ``cell_id`` of an earlier line (the harness replaces a cell's record, so a
-    repeat means the file was edited or concatenated by hand: which one counts is not ours
-    to guess).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / RECORDS_FILE
-    if not path.exists():
-        return []
-    records = []
+    out: list[tuple[dict[str, Any], Record]] = []
     first_line: dict[str, int] = {}
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordsError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or "cell_id" not in record:
-                raise RecordsError(f"{path}:{lineno}: not a result record (no 'cell_id')")
-            problem = record_problem(record)
-            if problem:
-                raise RecordsError(f"{path}:{lineno}: {problem}")
-            cell = str(record["cell_id"])
-            if cell in first_line:
+            if not isinstance(raw, dict):
+                raise RecordsError(f"{path}:{lineno}: not a result record (a {type(raw).__name__}, not an object)")
+            try:
+                record = Record.model_validate(raw)
+            except ValidationError as exc:
+                cell = f"cell {raw['cell_id']!r}: " if "cell_id" in raw else ""  # only to name it in the message
+                raise RecordsError(f"{path}:{lineno}: {cell}{validation_problem(exc)}") from None
+            if record.cell_id in first_line:
                 raise RecordsError(
-                    f"{path}:{lineno}: duplicate cell {cell!r} ({record.get('label', '?')}), "
-                    f"already recorded at line {first_line[cell]}"
+                    f"{path}:{lineno}: duplicate cell {record.cell_id!r} ({record.label}), "
+                    f"already recorded at line {first_line[record.cell_id]}"
                 )
-            first_line[cell] = lineno
-            records.append(record)
-    return records
+            first_line[record.cell_id] = lineno
+            out.append((raw, record))
+    return out
+
+
+def _records_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path / RECORDS_FILE if path.is_dir() else path
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a records file, as stored; a missing file is an empty list.
+
+    Every line is validated as a :class:`~benchmark.record_schema.Record` (read
+    :func:`read_typed_records` to get them typed). Raises :class:`RecordsError` naming the
+    file and line for a line that is not JSON, not a record, holds a field of the wrong
+    type (a score that is a string: never converted, it would move a metric without a word),
+    or repeats a ``cell_id`` of an earlier line (the harness replaces a cell's record, so a
+    repeat means the file was edited or concatenated by hand: which one counts is not ours
+    to guess).
+    """
+    path = _records_path(path)
+    return [raw for raw, _ in _read_lines(path)] if path.exists() else []
 
 
 @contextlib.contextmanager
@@ -159,48 +139,40 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+def append_record(path: str | os.PathLike, record: Record | dict[str, Any]) -> None:
     """Append one record atomically; a record with the same ``cell_id`` is replaced.
 
+    A :class:`Record` is written as :meth:`Record.to_json` gives it (the runner builds one);
+    a dict is validated as one first, so a wrong record fails here, before anything is written.
     Non-finite floats (a destroyed model's perplexity) are stored as null.
     """
-    record = json_safe(record)
-    path = Path(path)
-    if path.is_dir():
-        path = path / RECORDS_FILE
+    data: dict[str, Any] = json_safe(record.to_json() if isinstance(record, Record) else record)
+    cell = Record.of(data).cell_id
+    path = _records_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, allow_nan=False)
+    line = json.dumps(data, sort_keys=True, allow_nan=False)
     with _locked(path):
-        kept = [r for r in read_records(path) if r["cell_id"] != record["cell_id"]]
+        kept = [raw for raw, typed in (_read_lines(path) if path.exists() else []) if typed.cell_id != cell]
         body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept) + line + "\n"
         atomic_write_text(path, body)
 
 
-def finished_cells(records: list[dict[str, Any]], retry_failed: bool = False) -> set[str]:
+def finished_cells(records: list[Record] | list[dict[str, Any]], retry_failed: bool = False) -> set[str]:
     """Cell ids that need no new run."""
-    return {r["cell_id"] for r in records if r.get("status") == "ok" or not retry_failed}
+    return {r.cell_id for r in map(Record.of, records) if r.status == "ok" or not retry_failed}
 
 
-def group_key(record: Mapping[str, Any]) -> GroupKey:
-    """The group of a record held as a dict (:func:`benchmark.record_schema.group_of`, the one definition)."""
-    return group_of(record.get("provenance"))
+def group_key(record: Record | Mapping[str, Any]) -> GroupKey:
+    """The group of a record, typed or a dict (:func:`benchmark.record_schema.group_of`, the one definition)."""
+    return Record.of(record).group
 
 
 def read_typed_records(path: str | os.PathLike) -> list[Record]:
     """:func:`read_records`, each record as a :class:`~benchmark.record_schema.Record`.
 
     A record that does not match the schema is a :class:`RecordsError` naming the file,
-    the record's cell and the field; every record the harness has written loads (the
-    schema's later fields are optional).
+    the line, the record's cell and the field; every record the harness has written loads
+    (the schema's later fields are optional).
     """
-    from pydantic import ValidationError
-
-    out = []
-    for record in read_records(path):
-        try:
-            out.append(Record.model_validate(record))
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            field = ".".join(str(p) for p in e["loc"])
-            raise RecordsError(f"{path}: cell {record.get('cell_id')!r}: field '{field}': {e['msg']}") from None
-    return out
+    path = _records_path(path)
+    return [typed for _, typed in _read_lines(path)] if path.exists() else []

@@ -33,6 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from benchmark.record_schema import Provenance, Record, Score, SequenceStep, sequence_label, step_label
 from benchmark.records import DIVERGED
 
 REPORTED_DTYPE = "reported"
@@ -78,15 +79,6 @@ class ReportedError(ValueError):
     """A reported-results file that cannot be imported; the message names the file, line and field."""
 
 
-def is_reported(record: Mapping[str, Any]) -> bool:
-    """Whether a record (held as a dict) holds figures reported by someone else (:attr:`Record.is_reported`)."""
-    return isinstance(record.get("reported"), Mapping)
-
-
-def _level_text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _number(path: Path, line: int, column: str, text: str) -> float:
     try:
         value = float(text)
@@ -99,7 +91,7 @@ def _number(path: Path, line: int, column: str, text: str) -> float:
 
 def _step(
     path: Path, line: int, row: Mapping[str, str], which: str, baselines: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any] | None:
+) -> SequenceStep | None:
     name_text = (row.get(which) or "").strip()
     level_text = (row.get(f"{which}_level") or "").strip()
     if which == "second" and name_text in ("", "None"):
@@ -120,13 +112,15 @@ def _step(
     if not parameter and level_text:
         raise ReportedError(f"{path}:{line}: field '{which}_level' is {level_text!r} but {name_text} has no levels")
     level = None
-    label = name
     if parameter:
         value = _number(path, line, f"{which}_level", level_text)
         value = int(value) if parameter == "bits" and value.is_integer() else value
         level = {parameter: value}
-        label = f"{name}({parameter}={_level_text(value)})"
-    return {"name": name, "label": label, "category": meta.get("category"), "level": level, "submission_sha256": None}
+    label = step_label(name, level)  # the plan's own label of this step: a re-run pairs with it
+    category = meta.get("category")
+    if category not in ("editing", "unlearning", "compression", "multi"):
+        raise ReportedError(f"{path}:{line}: field '{which}': baseline {name!r} has no known category ({category!r})")
+    return SequenceStep(name=name, label=label, category=category, level=level, submission_sha256=None)
 
 
 def _cell_id(labels: Iterable[str]) -> str:
@@ -160,7 +154,7 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
             for s in (_step(path, line, row, "first", baselines), _step(path, line, row, "second", baselines))
             if s is not None
         ]
-        scores: dict[str, float | str | None] = {}
+        scores: dict[str, Score] = {}
         diverged = []
         for column, criterion in SCORE_COLUMNS.items():
             value = _number(path, line, column, (row.get(column) or "").strip())
@@ -169,49 +163,48 @@ def records_from_csv(path: str | Path, baselines: Mapping[str, Mapping[str, Any]
                 scores[criterion] = DIVERGED  # as the harness stores a non-finite score
             else:
                 scores[criterion] = value
-        labels = [s["label"] for s in steps]
+        labels = [s.label for s in steps]
         again = (
-            steps[0]["label"]
-            if (len(steps) == 2 and steps[0]["category"] == "compression" and steps[0]["name"] in PAPER_REAPPLIED)
+            steps[0].label
+            if (len(steps) == 2 and steps[0].category == "compression" and steps[0].name in PAPER_REAPPLIED)
             else None
         )
-        label = " -> ".join(labels) + (f" -> {again} (re-applied)" if again else "")
+        label = sequence_label(labels, again)
         if label in seen:
             raise ReportedError(f"{path}:{line}: duplicate row for {label!r} (first at line {seen[label]})")
         seen[label] = line
-        records.append(
-            {
-                "cell_id": _cell_id(labels),
-                "label": label,
-                "status": "ok",
-                "error": None,
-                "finished_at": None,
-                "items": {},
-                "scores": scores,
-                "sequence": steps,
-                "recompressed_with": again,
-                "schema_version": 1,
-                "provenance": {
-                    "model_id": PAPER_MODEL,
-                    "profile": PAPER_PROFILE,
-                    "dtype": REPORTED_DTYPE,
-                    "harness_version": None,
-                    "model_source": "reported in the paper",
-                    "weights_sha256": None,
-                },
-                "reported": {
-                    "source": PAPER_SOURCE,
-                    "data": PAPER_DATA,
-                    "file": path.name,
-                    "file_sha256": file_sha,
-                    "line": line,
-                    "re_run": False,
-                    "per_item_scores": False,
-                    "printed": {k: row[k] for k in (*STEP_COLUMNS, *SCORE_COLUMNS)},
-                    "diverged": diverged,
-                },
-            }
+        record = Record(
+            cell_id=_cell_id(labels),
+            label=label,
+            status="ok",
+            error=None,
+            finished_at=None,
+            items={},
+            scores=scores,
+            sequence=steps,
+            recompressed_with=again,
+            schema_version=1,
+            provenance=Provenance(
+                model_id=PAPER_MODEL,
+                profile=PAPER_PROFILE,
+                dtype=REPORTED_DTYPE,
+                harness_version=None,
+                model_source="reported in the paper",
+                weights_sha256=None,
+            ),
+            reported={
+                "source": PAPER_SOURCE,
+                "data": PAPER_DATA,
+                "file": path.name,
+                "file_sha256": file_sha,
+                "line": line,
+                "re_run": False,
+                "per_item_scores": False,
+                "printed": {k: row[k] for k in (*STEP_COLUMNS, *SCORE_COLUMNS)},
+                "diverged": diverged,
+            },
         )
+        records.append(record.to_json())  # built through the type every reader uses, stored as the file holds it
     if not records:
         raise ReportedError(f"{path}: no rows")
     return records

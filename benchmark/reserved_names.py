@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.paths import baselines_dir
+from benchmark.record_schema import Record
 
 __all__ = ["ReservedNames", "reserved_names", "baseline_names", "published_names"]
 
@@ -70,12 +71,10 @@ def published_names(store_spec: str) -> dict[str, frozenset[str]]:
 
     snapshot = open_store(store_spec).read(n_bootstrap=10)
     hashes: dict[str, set[str]] = {name: set() for name in snapshot.interventions}
-    for record in snapshot.records:
-        for step in record.get("sequence") or []:
-            name = step.get("name")
-            if isinstance(name, str):
-                sha = step.get("submission_sha256")
-                hashes.setdefault(name, set()).update({sha} if isinstance(sha, str) else set())
+    for record in map(Record.of, snapshot.records):
+        for step in record.sequence:
+            sha = step.submission_sha256
+            hashes.setdefault(step.name, set()).update({sha} if sha is not None else set())
     return {name: frozenset(values) for name, values in hashes.items()}
 
 

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,6 +39,7 @@ from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
 from benchmark.prefixes import PrefixKeeper, prefix_of
 from benchmark.profiles import Profile
 from benchmark.provenance import hardware, harness_version, library_versions
+from benchmark.record_schema import Provenance, Record, SequenceStep, Timings
 from benchmark.records import RECORDS_FILE, SCHEMA_VERSION, append_record, finished_cells, read_records
 from benchmark.resources import measure
 from benchmark.run_inputs import RunInputs, load_run_inputs
@@ -127,71 +128,80 @@ class Runner:
         cell: Cell,
         cid: str,
         hps: list[dict],
-        status: str,
+        status: Literal["ok", "failed"],
         error: str | None,
         scores: dict | None = None,
         items: dict | None = None,
         timings: dict | None = None,
         peak_mb: float | None = None,
         weights_sha: str | None = None,
-    ) -> dict:
-        sequence = []
-        for step, hp in zip(cell.steps, hps):
-            sequence.append(
-                {
-                    "name": step.submission.name,
-                    "category": step.category.value,
-                    "level": step.level_dict(),
-                    "label": step.label,
-                    "submission_sha256": step.submission.sha256,
-                    "hyperparameters": hp,
-                    "license": step.submission.spec.license,
-                    "authors": step.submission.spec.authors,
-                    "link": step.submission.spec.link,
-                }
+        **later: Any,
+    ) -> Record:
+        """The cell's :class:`Record`, built through the type that every reader uses.
+
+        Every field is passed, so the written record holds the same keys as ever
+        (``Record.to_json`` leaves out only what was not set); ``later`` carries the fields
+        only an evaluated cell has (``cache``, ``compression_check``). A value of the wrong
+        type (a score that is not a number) fails here, before anything is written.
+        """
+        sequence = [
+            SequenceStep(
+                name=step.submission.name,
+                category=step.category.value,
+                level=step.level_dict(),
+                label=step.label,
+                submission_sha256=step.submission.sha256,
+                hyperparameters=hp,
+                license=step.submission.spec.license,
+                authors=step.submission.spec.authors,
+                link=step.submission.spec.link,
             )
+            for step, hp in zip(cell.steps, hps)
+        ]
         p = self.profile
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "cell_id": cid,
-            "status": status,
-            "error": error,
-            "label": cell.label,
-            "sequence": sequence,
-            "recompressed_with": cell.recompress.label if cell.recompress else None,
-            "scores": scores or {},
-            "items": items or {},
-            "provenance": {
-                "harness_version": harness_version(),
-                "profile": p.name,
-                "model_id": inputs.resolved.model_id,
-                "model_source": inputs.resolved.source,
-                "model_family": inputs.family,
-                "base_weights_sha256": inputs.base_sha,
-                "weights_sha256": weights_sha,
-                "dtype": inputs.numerics.name,
-                "dtype_requested": p.dtype,
-                "numerics": inputs.numerics.describe(),
-                "device": str(inputs.device),
-                "seed": p.seed,
-                "tasks": inputs.suite.provenance,
-                "prompt_format": p.evaluation.prompt_format,
-                "forget_corpus": inputs.forget.describe(),
-                "retain_corpus": inputs.retain.describe(),
-                "calibration": inputs.calibration.describe(),
-                "protocol": p.protocol.model_dump(mode="json"),
-                "profile_settings": p.settings(),
-                "hardware": hardware(),
-                "libraries": library_versions(),
-            },
-            "timings": timings or {},
-            "peak_memory_mb": peak_mb,
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        provenance = Provenance(
+            harness_version=harness_version(),
+            profile=p.name,
+            model_id=inputs.resolved.model_id,
+            model_source=inputs.resolved.source,
+            model_family=inputs.family,
+            base_weights_sha256=inputs.base_sha,
+            weights_sha256=weights_sha,
+            dtype=inputs.numerics.name,
+            dtype_requested=p.dtype,
+            numerics=inputs.numerics.describe(),
+            device=str(inputs.device),
+            seed=p.seed,
+            tasks=inputs.suite.provenance,
+            prompt_format=p.evaluation.prompt_format,
+            forget_corpus=inputs.forget.describe(),
+            retain_corpus=inputs.retain.describe(),
+            calibration=inputs.calibration.describe(),
+            protocol=p.protocol.model_dump(mode="json"),
+            profile_settings=p.settings(),
+            hardware=hardware(),
+            libraries=library_versions(),
+        )
+        return Record(
+            schema_version=SCHEMA_VERSION,
+            cell_id=cid,
+            status=status,
+            error=error,
+            label=cell.label,
+            sequence=sequence,
+            recompressed_with=cell.recompress.label if cell.recompress else None,
+            scores=scores or {},
+            items=items or {},
+            provenance=provenance,
+            timings=Timings(**(timings or {})),
+            peak_memory_mb=peak_mb,
+            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **later,
+        )
 
     def _evaluate_and_record(
         self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], model: torch.nn.Module, entries: list[dict]
-    ) -> dict:
+    ) -> Record:
         bits = [e["weight_bits"] for e in entries if e.get("weight_bits") is not None]
         weights_sha = weights_sha256(model)
         ev = self._evaluate(inputs, cell, cid, model, min(bits) if bits else None, weights_sha)
@@ -203,10 +213,20 @@ class Runner:
         }
         peak = max([ev.peak_rss_mb] + [e["peak_rss_mb"] for e in entries])
         record = self._record(
-            inputs, cell, cid, hps, "ok", None, ev.scores, ev.items, timings, round(peak, 1), weights_sha
+            inputs,
+            cell,
+            cid,
+            hps,
+            "ok",
+            None,
+            ev.scores,
+            ev.items,
+            timings,
+            round(peak, 1),
+            weights_sha,
+            cache=ev.mark,
+            compression_check=ev.compression,  # the steps' claimed bits beside the measured ones
         )
-        record["cache"] = ev.mark
-        record["compression_check"] = ev.compression  # the steps' claimed bits beside the measured ones
         self._emit(record)
         return record
 
@@ -222,13 +242,15 @@ class Runner:
             scores, items, parts, compression = inputs.suite.evaluate(model, inputs.tokenizer, bits, inputs.base_model)
         return Evaluated(scores, items, parts, usage.seconds, usage.peak_rss_mb, {"evaluation": "off"}, compression)
 
-    def _fail(self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], reason: str, entries: list[dict]) -> dict:
+    def _fail(
+        self, inputs: RunInputs, cell: Cell, cid: str, hps: list[dict], reason: str, entries: list[dict]
+    ) -> Record:
         record = self._record(inputs, cell, cid, hps, "failed", reason, timings={"interventions": entries})
         self._emit(record)
         self.echo(f"FAILED {cell.label}: {reason}")
         return record
 
-    def _emit(self, record: dict) -> None:
+    def _emit(self, record: Record) -> None:
         """Append one finished cell's record (the Ray executor's workers return it to the driver instead)."""
         append_record(self.records_path, record)
 
@@ -242,7 +264,7 @@ class Runner:
         state: dict[str, torch.Tensor] | None,
         first_error: str | None = None,
         prefixes: PrefixKeeper | None = None,
-    ) -> dict:
+    ) -> Record:
         """One cell from the state after its first step (or its first two, kept in ``prefixes``): the rest, the evaluation, its record."""
         if first_error is not None:
             reason = first_error if len(cell.steps) == 1 else f"first intervention failed: {first_error}"
@@ -516,32 +538,23 @@ def _entry_from_file(path: Path) -> dict | None:
     return json.loads(meta["entry"]) if "entry" in meta else None
 
 
-def summary_table(records: list[dict]):
-    """One row per evaluated model with its main scores (pandas DataFrame)."""
+def summary_table(records: Iterable[Record | Mapping[str, Any]]):
+    """One row per evaluated model with its main scores (pandas DataFrame).
+
+    The columns are the headline criteria, then the descriptive ones, under their short
+    headers (:func:`benchmark.metrics.per_cell_columns`, from tasks/criteria.yaml).
+    """
     import pandas as pd
 
+    from benchmark.metrics import per_cell_columns
+
+    columns = per_cell_columns()
     rows = []
-    for r in records:
-        s = r.get("scores") or {}
-        rows.append(
-            {
-                "cell": r["label"],
-                "status": r["status"],
-                "edit": s.get("edit_success"),
-                "gen": s.get("generalization"),
-                "loc": s.get("locality"),
-                "wmdp": s.get("wmdp"),
-                "mmlu": s.get("mmlu"),
-                "mmlu_p": s.get(
-                    "mmlu_prob"
-                ),  # the continuous forms (tasks/criteria.yaml): signal where acc is at chance
-                "wmdp_p": s.get("wmdp_prob"),
-                "ppl": s.get("perplexity"),
-                "bits": s.get("avg_bits"),
-                "sparsity": s.get("sparsity"),
-                "seconds": (r.get("timings") or {}).get("total_s"),
-            }
-        )
+    for r in map(Record.of, records):
+        row: dict[str, Any] = {"cell": r.label, "status": r.status}
+        row.update({c.header: r.score(c.key) for c in columns})
+        row["seconds"] = r.timings.total_s
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

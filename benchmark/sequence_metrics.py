@@ -44,7 +44,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, cast
+from typing import Any, Iterable, Mapping, cast
 
 import numpy as np
 import pandas as pd
@@ -57,14 +57,15 @@ from benchmark.metrics import (
     _errors_array,
     _item_list,
     _json_value,
-    _labels,
     _resampled_sums,
     _score,
     _sort_key,
     error_of,
     load_criteria,
+    typed,
 )
-from benchmark.records import atomic_write_text, group_key
+from benchmark.record_schema import Record
+from benchmark.records import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -136,24 +137,24 @@ class Triple:
 
     group: tuple[Any, ...]
     labels: tuple[str, str, str]  # a < b < c
-    records: dict[str, dict]
+    records: dict[str, Record]
 
 
-def find_triples(records: Sequence[Mapping[str, Any]]) -> tuple[list[Triple], list[str]]:
+def find_triples(records: Iterable[Record | Mapping[str, Any]]) -> tuple[list[Triple], list[str]]:
     """Triples whose six orders all have an ``ok`` record, and a line for each that lacks some.
 
     A record of three distinct labels is one order; the last record of an ordered cell wins,
     as for pairs.
     """
-    cells: dict[tuple[Any, ...], dict] = {}
-    for record in records:
-        if record.get("status") != "ok":
+    cells: dict[tuple[Any, ...], Record] = {}
+    for record in typed(records):
+        if record.status != "ok":
             continue
-        labels = _labels(record)
+        labels = record.labels
         if len(labels) != LENGTH or len(set(labels)) != LENGTH:
             continue
-        cells[(*group_key(record), *labels)] = dict(record)
-    grouped: dict[tuple[Any, ...], dict[str, dict]] = {}
+        cells[(*record.group, *labels)] = record
+    grouped: dict[tuple[Any, ...], dict[str, Record]] = {}
     for key, record in cells.items():
         group, labels = key[:-LENGTH], key[-LENGTH:]
         names = tuple(sorted(labels))
@@ -313,7 +314,7 @@ def _unknown() -> dict[str, Any]:
 
 
 def compute_sequences(
-    records: list[dict],
+    records: Iterable[Record | Mapping[str, Any]],
     n_bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -334,10 +335,7 @@ def compute_sequences(
     rows, swap_rows = [], []
     for triple in triples:
         boot = _OrdersBootstrap(triple, n_bootstrap, seed)
-        cats = {
-            entry.get("label") or entry.get("name"): entry.get("category")
-            for entry in triple.records["abc"].get("sequence") or []
-        }
+        cats = {step.label: step.category for step in triple.records["abc"].sequence}
         for crit in criteria.values():
             point = [_score(triple.records[o], crit, criteria) for o in ORDERS]
             if any(p is None for p in point):

@@ -8,18 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from benchmark.metrics import per_cell_columns
 from benchmark.record_schema import Record
-
-COLUMNS = [
-    ("edit_success", "edit"),
-    ("locality", "locality"),
-    ("wmdp", "WMDP"),
-    ("wmdp_prob", "WMDP p"),
-    ("mmlu", "MMLU"),
-    ("mmlu_prob", "MMLU p"),
-    ("perplexity", "ppl"),
-    ("avg_bits", "bits"),
-]
 
 
 def _cell(text: Any) -> str:
@@ -45,15 +35,16 @@ def markdown_summary(records: Sequence[Record | Mapping[str, Any]], reports: lis
             lines.append(f"- **{_cell(rep.get('folder', '?'))}**: {mark}")
             lines += [f"  - {_cell(p)}" for p in rep.get("problems", [])]
         lines.append("")
+    columns = [(c.key, c.header) for c in per_cell_columns()]  # tasks/criteria.yaml: headline, then descriptive
     typed = [Record.of(r) for r in records]
     shown = [r for r in typed if not only or {s.name for s in r.sequence} & only or not r.sequence]
     failed = [r for r in shown if r.status != "ok"]
     lines += [f"### Smoke grid: {len(shown) - len(failed)} of {len(shown)} cells ok", ""]
-    lines.append("| cell | status | " + " | ".join(h for _, h in COLUMNS) + " | reason |")
-    lines.append("|" + " --- |" * (len(COLUMNS) + 3))
+    lines.append("| cell | status | " + " | ".join(h for _, h in columns) + " | reason |")
+    lines.append("|" + " --- |" * (len(columns) + 3))
     for r in shown:
         row = [_cell(r.label), _cell(r.status)]
-        row += [_number(r.scores.get(key)) for key, _ in COLUMNS]
+        row += [_number(r.score(key)) for key, _ in columns]
         row.append(_cell(r.error or ""))
         lines.append("| " + " | ".join(row) + " |")
     lines += [

@@ -23,11 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.record_schema import Record
+from benchmark.metrics import headline_criteria
 from benchmark.results import failures_frame, records_frame
 from benchmark.stores import Snapshot
 from leaderboard import about, curves, detail, downloads, matrices, ranking, runs, sequences
-from leaderboard.data import HEADLINE_CRITERIA, Board, build_board
+from leaderboard.data import Board, build_board
 from leaderboard.safe import md
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -91,14 +91,14 @@ def source_mark(board: Board) -> str:
     if not board.records:
         return "_Nothing in this selection._"
     if board.reported:
-        first = board.records[0].get("reported") or {}
+        first = board.records[0].reported or {}
         return (
             f"### REPORTED IN THE PAPER, NOT RE-RUN\n\n{md(first.get('source'))}. Figures as printed "
             f"(two decimals), imported with `compose-bench import-reported`; no per-item scores, so no confidence "
             f"intervals and the significance of every order effect is **unknown**. Re-run results are never "
             f"shown in the same table: pick another model, profile or dtype."
         )
-    versions = sorted({str(Record.of(r).provenance.harness_version) for r in board.records})
+    versions = sorted({str(r.provenance.harness_version) for r in board.records})
     return f"### Re-run by this harness\n\nHarness version(s): {md(', '.join(versions))}."
 
 
@@ -300,7 +300,8 @@ def build_app(source: BoardSource):
     model0, profile0, dtype0 = source.defaults()
     board0 = source.select(model0, profile0, dtype0)
     criteria_choices = list(source.board.criteria)
-    headline = [c for c in HEADLINE_CRITERIA if c in criteria_choices]
+    # the headline criteria (tasks/criteria.yaml) the first selection has scores for; all of them for an empty store
+    headline = board0.headline() or headline_criteria(source.board.criteria)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\n\n{INTRO}")

@@ -1,7 +1,8 @@
 """A store snapshot as the tables every view reads, filtered by model and profile.
 
 The views never touch raw records: they read a :class:`Board`, which holds the
-successful two-step cells of one (model, profile) with their interventions resolved
+records of one (model, profile, dtype) as :class:`benchmark.record_schema.Record` (the store's
+dicts are validated once, in :func:`build_board`) with their interventions resolved
 to names, categories and levels, plus the composability rows of the same group.
 Filtering happens here once so that every view shows the same subset.
 """
@@ -15,15 +16,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from benchmark.metrics import Criterion, load_criteria
-from benchmark.records import group_key
-from benchmark.reported import is_reported
+from benchmark.metrics import Criterion, headline_criteria, load_criteria
+from benchmark.record_schema import Record
 from benchmark.stores import Snapshot
 
 GROUP_COLUMNS = ("model_id", "profile", "dtype")  # what benchmark.records.group_key returns
-
-HEADLINE_CRITERIA = ("edit_success", "generalization", "locality", "wmdp", "mmlu", "perplexity")
-"""The criteria shown by default: the paper's (token-set F1 for zsRE), plus perplexity."""
 
 CATEGORY_ORDER = ("editing", "unlearning", "compression", "multi")
 ARROW = " → "
@@ -64,20 +61,13 @@ class Intervention:
         return float(value) if isinstance(value, (int, float)) else None
 
 
-def _steps(record: Mapping[str, Any]) -> list[Intervention]:
-    out = []
-    for step in record.get("sequence") or []:
-        label = str(step.get("label") or step.get("name"))
-        level = step.get("level") if isinstance(step.get("level"), dict) else None
-        out.append(Intervention(label, str(step.get("name") or label), str(step.get("category") or "?"), level))
-    return out
+def _steps(record: Record) -> list[Intervention]:
+    return [Intervention(step.label, step.name, step.category, step.level) for step in record.sequence]
 
 
-def order_label(steps: list[Intervention], record: Mapping[str, Any]) -> str:
-    """``a → b`` (plus the re-applied compressor, if any): how the views name an order."""
-    text = ARROW.join(s.label for s in steps) if steps else "base model"
-    again = record.get("recompressed_with")
-    return f"{text}{ARROW}{again} (re-applied)" if again else text
+def order_label(record: Record) -> str:
+    """``a → b`` (plus the re-applied compressor, if any): how the views name an order (:func:`sequence_label`)."""
+    return record.order(arrow=ARROW, empty="base model")
 
 
 def fmt(value: Any, digits: int = 3) -> float | None:
@@ -121,7 +111,7 @@ def resolvable_text(row: Any) -> str:
 class Board:
     """Records and metrics of one (model, profile), or of the whole store when unfiltered."""
 
-    records: list[dict]
+    records: list[Record]
     metrics: pd.DataFrame
     interventions_meta: dict[str, dict]
     criteria: dict[str, Criterion]
@@ -133,7 +123,7 @@ class Board:
     @cached_property
     def groups(self) -> pd.DataFrame:
         """(model_id, profile, dtype, records) of every group, the largest first."""
-        rows = [group_key(r) for r in self.records]
+        rows = [r.group for r in self.records]
         df = pd.DataFrame(rows, columns=list(GROUP_COLUMNS)).astype(str)
         counts = df.value_counts().rename("records").reset_index()
         return counts.sort_values(["records", *GROUP_COLUMNS], ascending=[False, True, True, True], ignore_index=True)
@@ -159,8 +149,8 @@ class Board:
             dtype = dtypes[0] if dtypes else None
         wanted = (str(model_id), str(profile), str(dtype))
 
-        def keep(record: dict) -> bool:
-            return tuple(str(part) for part in group_key(record)) == wanted
+        def keep(record: Record) -> bool:
+            return tuple(str(part) for part in record.group) == wanted
 
         metrics = self.metrics
         if not metrics.empty:
@@ -186,7 +176,7 @@ class Board:
         A board is one (model, profile, dtype) group and reported records carry their own dtype
         (``reported``), so a board is either all reported or all re-run.
         """
-        return bool(self.records) and all(is_reported(r) for r in self.records)
+        return bool(self.records) and all(r.is_reported for r in self.records)
 
     def level_values(self, parameter: str) -> list[float]:
         """The values of a level parameter (``bits``, ``sparsity``) present in this board, ascending."""
@@ -227,8 +217,8 @@ class Board:
     # ------------------------------------------------------------------ tables
 
     @cached_property
-    def ok_records(self) -> list[dict]:
-        return [r for r in self.records if r.get("status") == "ok"]
+    def ok_records(self) -> list[Record]:
+        return [r for r in self.records if r.status == "ok"]
 
     @cached_property
     def interventions(self) -> dict[str, Intervention]:
@@ -263,24 +253,24 @@ class Board:
         rows = []
         for record in self.records:
             steps = _steps(record)
-            prov = record.get("provenance") or {}
-            row = {
-                "cell_id": record.get("cell_id"),
-                "status": record.get("status"),
-                "error": record.get("error"),
-                "order": order_label(steps, record),
+            prov = record.provenance
+            row: dict[str, Any] = {
+                "cell_id": record.cell_id,
+                "status": record.status,
+                "error": record.error,
+                "order": order_label(record),
                 "n_steps": len(steps),
                 "first": steps[0].label if steps else None,
                 "second": steps[1].label if len(steps) > 1 else None,
                 "first_name": steps[0].name if steps else None,
                 "second_name": steps[1].name if len(steps) > 1 else None,
-                "recompressed_with": record.get("recompressed_with"),
-                "finished_at": record.get("finished_at"),
-                "model_id": prov.get("model_id"),
-                "profile": prov.get("profile"),
-                "dtype": prov.get("dtype"),
+                "recompressed_with": record.recompressed_with,
+                "finished_at": record.finished_at,
+                "model_id": prov.model_id,
+                "profile": prov.profile,
+                "dtype": prov.dtype,
             }
-            for key, value in (record.get("scores") or {}).items():
+            for key, value in record.scores.items():
                 row[f"score:{key}"] = fmt(value, 6)
             rows.append(row)
         return pd.DataFrame(rows)
@@ -298,8 +288,8 @@ class Board:
             return [], *compute_sequences([], criteria=self.criteria)
         return triples, *compute_sequences(self.ok_records, criteria=self.criteria)
 
-    def record(self, cell_id: str) -> dict | None:
-        return next((r for r in self.records if r.get("cell_id") == cell_id), None)
+    def record(self, cell_id: str) -> Record | None:
+        return next((r for r in self.records if r.cell_id == cell_id), None)
 
     def criteria_with_scores(self) -> list[str]:
         """Criteria present in the metrics (or, without pairs, in the scores), in criteria.yaml order."""
@@ -309,6 +299,15 @@ class Board:
             else {c.removeprefix("score:") for c in self.cells.columns if c.startswith("score:")}
         )
         return [k for k in self.criteria if k in present]
+
+    def headline(self) -> list[str]:
+        """The headline criteria (tasks/criteria.yaml) this board has scores for: the default selection.
+
+        The paper's table has no probabilities, so its view shows the paper's six; a re-run adds
+        the continuous MCQ probabilities.
+        """
+        present = set(self.criteria_with_scores())
+        return [k for k in headline_criteria(self.criteria) if k in present]
 
 
 META_FROM_RECORDS = ("name", "category", "authors", "link", "license")
@@ -321,18 +320,17 @@ def metadata_with_records(snapshot: Snapshot) -> dict[str, dict]:
     newest record describing a name is used where the store holds no metadata for it.
     """
     meta = {name: dict(m) for name, m in snapshot.interventions.items()}
-    for record in reversed(snapshot.records):
-        for step in record.get("sequence") or []:
-            name = step.get("name")
-            if name and name not in meta and any(step.get(k) for k in ("authors", "link", "license")):
-                meta[str(name)] = {k: step.get(k) for k in META_FROM_RECORDS}
+    for record in map(Record.of, reversed(snapshot.records)):
+        for step in record.sequence:
+            if step.name not in meta and (step.authors or step.link or step.license):
+                meta[step.name] = {k: getattr(step, k) for k in META_FROM_RECORDS}
     return meta
 
 
 def build_board(snapshot: Snapshot, criteria: dict[str, Criterion] | None = None) -> Board:
-    """The unfiltered board of a store snapshot."""
+    """The unfiltered board of a store snapshot (its records validated once, as :class:`Record`)."""
     return Board(
-        records=list(snapshot.records),
+        records=[Record.of(r) for r in snapshot.records],
         metrics=snapshot.metrics.reset_index(drop=True),
         interventions_meta=metadata_with_records(snapshot),
         criteria=dict(criteria) if criteria is not None else load_criteria(),

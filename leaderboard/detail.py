@@ -17,7 +17,6 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from benchmark.record_schema import Record
 from leaderboard.data import Board, fmt, resolvable_text, significance_text
 from leaderboard.safe import cell, link_text, md
 
@@ -133,10 +132,9 @@ def provenance_table(board: Board, name: str) -> pd.DataFrame:
     """A summary of each record's provenance (harness, model weights, data, hardware, cost)."""
     rows = []
     for cell_id in _involving(board, name)["cell_id"] if not board.cells.empty else []:
-        raw = board.record(cell_id)
-        if raw is None:
+        record = board.record(cell_id)
+        if record is None:
             continue
-        record = Record.of(raw)
         prov, timings = record.provenance, record.timings
         hardware = prov.hardware or {}
         rows.append(
@@ -184,4 +182,5 @@ def record_details(board: Board, cell_id: str | None) -> dict[str, Any]:
         "finished_at",
         "schema_version",
     )
-    return {k: record.get(k) for k in keep if k in record}
+    stored = record.to_json()
+    return {k: stored[k] for k in keep if k in stored}

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from benchmark.sequence_metrics import ORDERS
-from leaderboard.data import Board, _steps, fmt, order_label
+from leaderboard.data import Board, fmt, order_label
 from leaderboard.safe import cell
 
 SEPARATOR = " / "
@@ -58,8 +58,7 @@ def _in_words(significance: Any) -> str:
 
 def _order_text(triple: Any, order: str) -> str:
     """An order's full label as the records name it (with a re-applied compressor)."""
-    record = triple.records[order]
-    return order_label(_steps(record), record)
+    return order_label(triple.records[order])
 
 
 def orders_table(board: Board, choice: str | None, criteria: Iterable[str]) -> pd.DataFrame:
@@ -72,8 +71,8 @@ def orders_table(board: Board, choice: str | None, criteria: Iterable[str]) -> p
         record = triple.records[order]
         row: dict[str, Any] = {"order": cell(_order_text(triple, order)), "positions": order}
         for criterion in criteria:
-            row[criterion] = fmt((record.get("scores") or {}).get(criterion))
-        row["cell_id"] = cell(record.get("cell_id"))
+            row[criterion] = fmt(record.score(criterion))
+        row["cell_id"] = cell(record.cell_id)
         rows.append(row)
     return pd.DataFrame(rows)
 

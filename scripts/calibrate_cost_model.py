@@ -61,48 +61,45 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
     from benchmark.cost import SCORERS, count_tokens
     from benchmark.models import load_model, resolve_model
     from benchmark.profiles import Profile
-    from benchmark.records import read_records
+    from benchmark.records import read_typed_records
     from benchmark.suite import EvaluationSuite
 
     samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for folder in run_dirs:
         records = [
-            r
-            for r in read_records(folder)
-            if r.get("status") == "ok" and not (r.get("cache") or {}).get("evaluation") == "hit"
+            r for r in read_typed_records(folder) if r.status == "ok" and not (r.cache or {}).get("evaluation") == "hit"
         ]
         if not records:
             continue
-        prov = records[0]["provenance"]
-        numerics = prov.get("numerics") or {}
+        prov = records[0].provenance
+        numerics = prov.numerics or {}
         dtype, rate = numerics.get("dtype"), (numerics.get("gflops") or {}).get(numerics.get("dtype"))
-        if not rate:
+        if not rate or not prov.model_id:
             continue
-        profile = Profile.model_validate(prov["profile_settings"])
-        model, tok = load_model(resolve_model(prov["model_id"]), torch.float32, torch.device("cpu"))
+        profile = Profile.model_validate(prov.profile_settings)
+        model, tok = load_model(resolve_model(prov.model_id), torch.float32, torch.device("cpu"))
         n_params = sum(t.numel() for t in {id(t): t for t in model.state_dict().values()}.values())
-        suite = EvaluationSuite.build(profile.evaluation, profile.seed, data_dir, prov["forget_corpus"]["name"])
+        suite = EvaluationSuite.build(profile.evaluation, profile.seed, data_dir, (prov.forget_corpus or {})["name"])
         tokens = count_tokens(suite, tok)
         for record in records:
-            timings = record.get("timings") or {}
-            parts = timings.get("evaluation_parts_s") or {}
+            parts = record.timings.evaluation_parts_s
             for k in SCORERS:
                 if parts.get(k):
                     samples[dtype][k].append(2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9))
-            if parts and timings.get("evaluation_s"):
-                samples[dtype]["overhead_s"].append(timings["evaluation_s"] - sum(parts.values()))
+            if parts and record.timings.evaluation_s:
+                samples[dtype]["overhead_s"].append(record.timings.evaluation_s - sum(parts.values()))
         # the harness's own work per cell (copies, hashes, checks, state files): the wall time between two
         # finished cells less what their timings account for
         import datetime as dt
 
-        ordered = sorted(records, key=lambda r: r["finished_at"])
+        ordered = sorted(records, key=lambda r: str(r.finished_at))
         for before, after in zip(ordered, ordered[1:]):
             gap = (
-                dt.datetime.fromisoformat(after["finished_at"]) - dt.datetime.fromisoformat(before["finished_at"])
+                dt.datetime.fromisoformat(str(after.finished_at)) - dt.datetime.fromisoformat(str(before.finished_at))
             ).total_seconds()
-            t = after.get("timings") or {}
-            entries = [e for e in t.get("interventions") or [] if not e.get("reused_from_disk") and not e.get("cached")]
-            accounted = (t.get("evaluation_s") or 0) + sum(
+            t = after.timings
+            entries = [e for e in t.interventions if not e.get("reused_from_disk") and not e.get("cached")]
+            accounted = (t.evaluation_s or 0) + sum(
                 (e.get("seconds") or 0) + (e.get("isolation_overhead_s") or 0) for e in entries
             )
             samples[dtype]["cell_overhead_s"].append(gap - accounted)
@@ -113,30 +110,30 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
 
 
 def calibrate_steps(run_dirs: list[str]) -> dict:
-    from benchmark.records import read_records
+    from benchmark.records import read_typed_records
 
     points: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for folder in run_dirs:
-        for record in read_records(folder):
-            prov = record.get("provenance") or {}
-            numerics = prov.get("numerics") or {}
+        for record in read_typed_records(folder):
+            prov = record.provenance
+            numerics = prov.numerics or {}
             rate = (numerics.get("gflops") or {}).get(numerics.get("dtype"))
             if not rate:
                 continue
-            settings = prov.get("profile_settings") or {}
+            settings = prov.profile_settings or {}
             ev, corpora = settings.get("evaluation") or {}, settings.get("corpora") or {}
             items = {
                 "editing": ev.get("n_edits"),
                 "unlearning": (corpora.get("forget_n") or 0) + (corpora.get("retain_n") or 0),
                 "compression": corpora.get("calibration_n"),
             }
-            by_label = {s["label"]: s for s in record.get("sequence") or []}
-            for entry in (record.get("timings") or {}).get("interventions") or []:
+            by_label = {s.label: s for s in record.sequence}
+            for entry in record.timings.interventions:  # a step's timing entry: open, as the executor wrote it
                 step = by_label.get(entry.get("label"))
                 if not step or not entry.get("seconds") or entry.get("reused_from_disk") or entry.get("cached"):
                     continue
-                points[(numerics.get("dtype"), step["name"])].append(
-                    (items.get(step["category"]) or 1, entry["seconds"] * rate)
+                points[(numerics.get("dtype"), step.name)].append(
+                    (items.get(step.category) or 1, entry["seconds"] * rate)
                 )
     out = {}
     for (dtype, name), pts in sorted(points.items()):

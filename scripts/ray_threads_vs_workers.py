@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmark.paths import baselines_dir
 from benchmark.profiles import Profile, TaskResources, load_profile
+from benchmark.record_schema import Record
 from benchmark.submissions import discover
 
 
@@ -81,7 +82,7 @@ def main() -> None:
             for name in list(configs) if round_ % 2 == 0 else list(configs)[::-1]:
                 before = os.getloadavg()[0]
                 wall, records = time_grid(configs[name], out / f"{name}-{round_}", args.data_dir, args.sandbox)
-                failed = [r["label"] for r in records if r["status"] != "ok"]
+                failed = [r.label for r in map(Record.of, records) if r.status != "ok"]
                 if failed:
                     raise SystemExit(f"{name}: cells failed {failed}; the timing would not be comparable")
                 seconds[name].append(wall)

@@ -18,7 +18,7 @@ from benchmark.records import read_records
 from benchmark.sequence_metrics import ORDERS, compute_sequences
 from benchmark.stores import LocalStore
 from leaderboard import sequences
-from leaderboard.data import HEADLINE_CRITERIA, build_board
+from leaderboard.data import build_board
 from leaderboard.detail import orders_table as detail_orders
 from leaderboard_helpers import served_leaderboard
 
@@ -66,7 +66,7 @@ def test_orders_side_by_side(board):
 
 
 def test_summary_and_swaps_match_the_metrics(board):
-    summary = sequences.summary_table(board, CHOICE, HEADLINE_CRITERIA).set_index("criterion")
+    summary = sequences.summary_table(board, CHOICE, board.headline()).set_index("criterion")
     table, _ = compute_sequences(board.ok_records, criteria=load_criteria())
     ppl = table.set_index("criterion").loc["perplexity"]
     assert summary.loc["perplexity", "Order Sensitivity (max - min)"] == pytest.approx(round(ppl.order_sensitivity, 3))
@@ -103,10 +103,10 @@ def test_a_board_without_triples_says_how_to_get_them():
     smoke = build_board(LocalStore(fixtures).read()).select(MODEL, "smoke")
     assert sequences.triple_choices(smoke) == []
     assert "protocol.sequence_length: 3" in sequences.note_markdown(smoke)
-    assert sequences.summary_table(smoke, None, HEADLINE_CRITERIA).empty
+    assert sequences.summary_table(smoke, None, smoke.headline()).empty
 
 
-def test_browser_shows_the_six_orders(tmp_path):
+def test_browser_shows_the_six_orders(tmp_path, board):
     """The served app's Sequences tab: six orders, the summary and 6 swaps per chosen criterion, in Chromium."""
     if not CHROMIUM.exists():
         pytest.fail(f"Debian's Chromium is missing at {CHROMIUM}: `apt-get install chromium`")
@@ -131,7 +131,7 @@ def test_browser_shows_the_six_orders(tmp_path):
             )
 
         wait_rows("#sequence-orders", 6)
-        headline = len([c for c in HEADLINE_CRITERIA if c in load_criteria()])
+        headline = len(board.headline())  # the app's default selection: the headline criteria with scores
         wait_rows("#sequence-summary", headline)
         wait_rows("#sequence-swaps", 6 * headline)
         assert "ft → ga → wanda(sparsity=0.25)" in page.inner_text("#sequence-orders")

@@ -15,7 +15,7 @@ from benchmark.metrics import load_criteria
 from benchmark.stores import LocalStore
 from leaderboard.about import about_markdown
 from leaderboard.curves import curve_figure, curve_pairs, curve_traces
-from leaderboard.data import HEADLINE_CRITERIA, build_board
+from leaderboard.data import build_board
 from leaderboard.detail import header_markdown, orders_table, pairs_table, provenance_table, record_details
 from leaderboard.matrices import heatmap_figure, pair_matrix
 from leaderboard.ranking import SCORE_COLUMN, categories, category_ranking
@@ -45,7 +45,7 @@ def test_filters_list_models_and_profiles_largest_first(board):
 
 def test_ranking_has_one_table_per_category_with_its_criteria_first(board, smoke):
     assert categories(smoke) == ["editing", "unlearning", "compression"]
-    editing = category_ranking(smoke, "editing", HEADLINE_CRITERIA)
+    editing = category_ranking(smoke, "editing", smoke.headline())
     assert editing["intervention"].tolist() == ["ft"] and editing["rank"].tolist() == [1]
     metric_columns = [c for c in editing.columns if c.endswith((" OFE", " OS")) and c != SCORE_COLUMN]
     assert metric_columns[:6] == [
@@ -68,11 +68,11 @@ def test_ranking_has_one_table_per_category_with_its_criteria_first(board, smoke
     ]
     assert ft[SCORE_COLUMN] == pytest.approx(round(own["order_free_error"].mean(), 3))
     assert ft["partners"] == 2 and "git checkout 2d83e08c608d" in ft["reproduce"]
-    compression = category_ranking(smoke, "compression", HEADLINE_CRITERIA, {"sparsity": 0.25})
+    compression = category_ranking(smoke, "compression", smoke.headline(), {"sparsity": 0.25})
     assert compression["intervention"].tolist() == ["wanda(sparsity=0.25)"]
     assert list(compression.columns[3:7]) == ["mmlu OFE", "mmlu OS", "perplexity OFE", "perplexity OS"]
-    assert category_ranking(smoke, "compression", HEADLINE_CRITERIA, {"sparsity": 0.5}).empty  # no such level
-    micro = category_ranking(board.select(MODEL, "micro"), "unlearning", HEADLINE_CRITERIA)
+    assert category_ranking(smoke, "compression", smoke.headline(), {"sparsity": 0.5}).empty  # no such level
+    micro = category_ranking(board.select(MODEL, "micro"), "unlearning", smoke.headline())
     assert micro["intervention"].tolist() == ["ga"]
 
 
@@ -89,13 +89,13 @@ def test_pair_matrices_are_symmetric_and_cross_category(smoke):
 
 
 def test_detail_shows_every_partner_in_both_orders(smoke):
-    orders = orders_table(smoke, "ft", HEADLINE_CRITERIA)
+    orders = orders_table(smoke, "ft", smoke.headline())
     assert {"ft → ga", "ga → ft", "ft → wanda(sparsity=0.25)"} <= set(orders["order"])
     assert any(o.startswith("wanda(sparsity=0.25) → ft") and o.endswith("(re-applied)") for o in orders["order"])
     assert set(orders["role"]) == {"reference: base model", "alone", "ft first", "ft second"}
     assert orders.loc[orders["order"] == "ft → ga", "edit_success"].item() == pytest.approx(0.782, abs=1e-3)
-    pairs = pairs_table(smoke, "ft", HEADLINE_CRITERIA)
-    assert len(pairs) == 2 * len(HEADLINE_CRITERIA)
+    pairs = pairs_table(smoke, "ft", smoke.headline())
+    assert len(pairs) == 2 * len(smoke.headline())
     assert set(pairs["beyond noise"]) <= {"yes", "no"} and pairs["OFE 95% CI"].str.startswith("[").all()
     ga = pairs[(pairs["partner"] == "ga") & (pairs["criterion"] == "edit_success")].iloc[0]
     assert (ga["score, intervention first"], ga["score, partner first"]) == pytest.approx((0.782, 0.9), abs=1e-3)

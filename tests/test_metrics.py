@@ -159,6 +159,24 @@ def test_criteria_file_declares_every_score_key(criteria):
         assert criteria[key].items == "none"
 
 
+def test_headline_criteria_are_data_in_criteria_yaml(criteria):
+    """The one list every summary shows first (run printout, pr-summary, per-cell table, leaderboard default)."""
+    from benchmark.metrics import headline_criteria, per_cell_columns
+
+    assert headline_criteria(criteria) == [
+        "edit_success",
+        "generalization",
+        "locality",
+        "wmdp",
+        "mmlu",
+        "mmlu_prob",
+        "wmdp_prob",
+        "perplexity",
+    ]
+    headers = [c.header for c in per_cell_columns(criteria)]
+    assert headers == ["edit", "gen", "loc", "WMDP", "MMLU", "MMLU p", "WMDP p", "ppl", "bits", "sparsity"]
+
+
 def test_error_of(criteria):
     assert error_of(criteria["edit_success"], 0.8) == pytest.approx(0.2)
     assert error_of(criteria["mmlu"], 0.3) == pytest.approx(0.7)
@@ -181,6 +199,14 @@ def test_error_of(criteria):
             "'items.mean_of'",
         ),
         ("mmlu:\n  description: x\n  direction: higher_is_better\n  error: one_minus\n  items: median\n", "'items'"),
+        (
+            "mmlu:\n  description: x\n  direction: higher_is_better\n  headline: 'yes'\n  error: one_minus\n  items: mean\n",
+            "'headline'",
+        ),
+        (
+            "mmlu:\n  description: x\n  direction: higher_is_better\n  short: 3\n  error: one_minus\n  items: mean\n",
+            "'short'",
+        ),
     ],
 )
 def test_bad_criteria_file_names_file_and_field(tmp_path, text, field):
@@ -417,7 +443,7 @@ def test_failed_records_and_missing_orders_are_skipped(criteria, caplog):
         record(["ft", "gptq"], items),  # the other order never ran
     ]
     pairing = find_pairs(recs)
-    assert [(ab["label"], ba["label"]) for ab, ba in pairing.pairs] == [("ft -> wanda", "wanda -> ft")]
+    assert [(ab.label, ba.label) for ab, ba in pairing.pairs] == [("ft -> wanda", "wanda -> ft")]
     assert {(i.a, i.b, i.present) for i in pairing.incomplete} == {
         ("ft", "gptq", "ft -> gptq"),
         ("rmu", "wanda", "rmu -> wanda"),
@@ -437,7 +463,7 @@ def test_pairs_grouped_by_model_and_profile():
         record(["ft", "wanda"], items, profile="default"),  # no ba in this profile
     ]
     pairing = find_pairs(recs)
-    assert [ab["provenance"]["model_id"] for ab, _ in pairing.pairs] == ["m1", "m2"]
+    assert [ab.provenance.model_id for ab, _ in pairing.pairs] == ["m1", "m2"]
     assert len(pairing.incomplete) == 1 and pairing.incomplete[0].profile == "default"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.paths import PROJECT_ROOT, baselines_dir
-from benchmark.record_schema import Provenance, Record, SequenceStep, Timings
+from benchmark.record_schema import Provenance, Record, RecordError, SequenceStep, Timings, sequence_label, step_label
 from benchmark.records import RecordsError, group_key, read_records, read_typed_records
 from benchmark.reported import PAPER_CSV, records_from_csv
 from benchmark.stores.metadata import metadata_from_folders
@@ -76,3 +76,63 @@ def test_formats_md_states_the_record_schema():
     assert documented <= set(Provenance.model_fields), documented - set(Provenance.model_fields)
     timings = block.split('"timings": {', 1)[1].split("\n  },", 1)[0]
     assert _documented_keys(timings, 4) <= set(Timings.model_fields)
+
+
+# ----------------------------------------------------------------------------- strict numbers, one-line errors
+
+
+@pytest.mark.parametrize(
+    "field, value, where",
+    [
+        ("scores", {"mmlu": "0.5"}, "scores.mmlu"),
+        ("scores", {"mmlu": True}, "scores.mmlu"),
+        ("items", {"mmlu": [1, "x"]}, "items.mmlu.1"),
+        ("status", "done", "status"),
+    ],
+)
+def test_a_wrong_field_is_one_line_naming_the_cell_and_field_never_coerced(field, value, where):
+    record = read_records(FIXTURES / "micro" / "records.jsonl")[0]
+    record[field] = value
+    with pytest.raises(RecordError) as info:
+        Record.of(record)
+    message = str(info.value)
+    assert "\n" not in message and f"record {record['cell_id']!r}" in message and f"field '{where}" in message
+
+
+def test_numbers_keep_their_json_type():
+    record = read_records(FIXTURES / "micro" / "records.jsonl")[0]
+    record["items"] = {"perplexity_tokens": [32, 31], "mmlu": [1.0, 0.0, None]}
+    record["scores"] = {"mmlu": 0.5, "perplexity": "diverged", "wmdp": None, "avg_bits": 16}
+    stored = Record.of(record).to_json()
+    assert json.dumps(stored["items"]) == '{"perplexity_tokens": [32, 31], "mmlu": [1.0, 0.0, null]}'
+    assert json.dumps(stored["scores"]) == '{"mmlu": 0.5, "perplexity": "diverged", "wmdp": null, "avg_bits": 16}'
+
+
+# ----------------------------------------------------------------------------- labels, defined once
+
+
+def test_labels_of_steps_and_orders():
+    assert step_label("ft", None) == "ft" and step_label("wanda", {"sparsity": 0.25}) == "wanda(sparsity=0.25)"
+    assert step_label("gptq", {"bits": 4}) == "gptq(bits=4)" and step_label("x", {"lr": 1e-05}) == "x(lr=1e-05)"
+    assert sequence_label([]) == "base" and sequence_label(["ft", "ga"]) == "ft -> ga"
+    assert sequence_label(["gptq(bits=4)", "ft"], "gptq(bits=4)") == "gptq(bits=4) -> ft -> gptq(bits=4) (re-applied)"
+    assert sequence_label(["ft", "ga"], arrow=" → ", empty="base model") == "ft → ga"
+    with pytest.raises(ValueError, match="one parameter"):
+        step_label("x", {"a": 1, "b": 2})
+
+
+def test_the_papers_imported_labels_are_the_plans_labels(data_dir):
+    """A reported record and a re-run of the paper profile name the same steps and orders alike (both call
+    step_label / sequence_label), so a re-run's cells line up with the paper's rows."""
+    from benchmark.plan import build_plan, steps_for
+    from benchmark.profiles import load_profile
+    from benchmark.submissions import discover
+
+    profile = load_profile("paper")
+    steps = steps_for([s for s in discover(baselines_dir()) if s.name in profile.interventions], profile, "smollm2")
+    planned = {cell.label for cell in build_plan(steps, profile.protocol.recompress_when_first)}
+    reported = [Record.of(r) for r in records_from_csv(data_dir / PAPER_CSV, metadata_from_folders([baselines_dir()]))]
+    step_labels = {step.label for cell in build_plan(steps, "never") for step in cell.steps}
+    assert {label for r in reported for label in r.labels} <= step_labels
+    assert {r.label for r in reported} <= planned
+    assert all(r.order() == r.label for r in reported)

@@ -22,7 +22,8 @@ import json
 import re
 from typing import Any, Mapping
 
-from benchmark.records import GroupKey, group_key, json_safe
+from benchmark.record_schema import Record
+from benchmark.records import GroupKey, json_safe
 
 RECORDS_DIR = "records"
 METRICS_DIR = "metrics"
@@ -50,24 +51,15 @@ def slug(value: Any) -> str:
     return cleaned
 
 
-def provenance(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    return record.get("provenance") or {}
+def group_of(record: Record | Mapping[str, Any]) -> Group:
+    return Record.of(record).group
 
 
-def group_of(record: Mapping[str, Any]) -> Group:
-    return group_key(record)
-
-
-def record_key(record: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+def record_key(record: Record | Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     """What identifies a stored record: profile, model, dtype, harness version and cell id."""
-    prov = provenance(record)
-    return (
-        str(prov.get("profile")),
-        str(prov.get("model_id")),
-        str(prov.get("dtype")),
-        str(prov.get("harness_version")),
-        str(record["cell_id"]),
-    )
+    typed = Record.of(record)
+    prov = typed.provenance
+    return (str(prov.profile), str(prov.model_id), str(prov.dtype), str(prov.harness_version), typed.cell_id)
 
 
 def group_prefix(group: Group) -> str:
@@ -75,9 +67,9 @@ def group_prefix(group: Group) -> str:
     return f"{RECORDS_DIR}/{slug(profile)}/{slug(model_id)}/{slug(dtype)}/"
 
 
-def record_path(record: Mapping[str, Any]) -> str:
-    prov = provenance(record)
-    return f"{group_prefix(group_of(record))}{slug(prov.get('harness_version'))}/{slug(record['cell_id'])}.json"
+def record_path(record: Record | Mapping[str, Any]) -> str:
+    typed = Record.of(record)
+    return f"{group_prefix(typed.group)}{slug(typed.provenance.harness_version)}/{slug(typed.cell_id)}.json"
 
 
 def metrics_paths(group: Group) -> tuple[str, str]:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 
 from benchmark.metrics import COLUMNS, compute_composability, write_composability
-from benchmark.stores.layout import Group, group_of, is_intervention_path, is_metrics_csv, is_record_path, provenance
+from benchmark.record_schema import Record
+from benchmark.stores.layout import Group, is_intervention_path, is_metrics_csv, is_record_path
 
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_CONFIDENCE = 0.95
@@ -33,7 +34,8 @@ _STRING_COLUMNS = ["model_id", "profile", "dtype", "a", "a_category", "b", "b_ca
 
 
 def _rank(record: Mapping[str, Any]) -> tuple[bool, str]:
-    return record.get("status") == "ok", str(record.get("finished_at") or "")
+    typed = Record.of(record)
+    return typed.status == "ok", typed.finished_at or ""
 
 
 def replaces(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -47,7 +49,8 @@ def replaces(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 def cell_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
     """One cell of one grid, whatever harness version produced it."""
-    return (*group_of(record), str(record["cell_id"]))
+    typed = Record.of(record)
+    return (*typed.group, typed.cell_id)
 
 
 def best_by_cell(
@@ -63,7 +66,11 @@ def best_by_cell(
 
 
 def oldest_first(records: Iterable[Mapping[str, Any]]) -> list[dict]:
-    return sorted(records, key=lambda r: (str(r.get("finished_at") or ""), str(r["cell_id"])))
+    def when(record: Mapping[str, Any]) -> tuple[str, str]:
+        typed = Record.of(record)
+        return typed.finished_at or "", typed.cell_id
+
+    return sorted(records, key=when)
 
 
 def select_latest(records: Iterable[Mapping[str, Any]]) -> list[dict]:
@@ -78,14 +85,14 @@ def select_latest(records: Iterable[Mapping[str, Any]]) -> list[dict]:
 def by_group(records: Iterable[Mapping[str, Any]]) -> dict[Group, list[dict]]:
     groups: dict[Group, list[dict]] = {}
     for record in records:
-        groups.setdefault(group_of(record), []).append(dict(record))
+        groups.setdefault(Record.of(record).group, []).append(dict(record))
     return groups
 
 
 def _group_seed(records: list[dict]) -> int:
     for record in records:
-        seed = provenance(record).get("seed")
-        if isinstance(seed, int) and seed >= 0:
+        seed = Record.of(record).provenance.seed
+        if seed is not None and seed >= 0:
             return seed
     return 0
 
@@ -101,7 +108,7 @@ def group_metrics(
     records = select_latest(records)
     seed = _group_seed(records)
     df = compute_composability(records, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
-    cells = "\n".join(sorted(f"{r['cell_id']}:{r.get('finished_at')}:{r.get('status')}" for r in records))
+    cells = "\n".join(sorted(f"{r.cell_id}:{r.finished_at}:{r.status}" for r in map(Record.of, records)))
     settings = {
         "n_bootstrap": n_bootstrap,
         "seed": seed,
@@ -236,8 +243,9 @@ def layout_source(name: str, files: Mapping[str, bytes]) -> Source:
         try:
             if is_record_path(path):
                 record = json.loads(data)
-                if not isinstance(record, dict) or "cell_id" not in record:
-                    raise ValueError("not a result record (no 'cell_id')")
+                if not isinstance(record, dict):
+                    raise ValueError(f"not a result record (a {type(record).__name__}, not an object)")
+                Record.of(record)  # validated here, so a wrong record names its store and file
                 source.records.append(record)
             elif is_metrics_csv(path):
                 source.metrics.update(read_metrics_csv(data))

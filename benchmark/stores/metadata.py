@@ -9,9 +9,11 @@ every field it shows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
+
+from benchmark.record_schema import Record
 
 SUBMISSION_FILE = "submission.yaml"
 DISPLAY_FIELDS = ("name", "category", "description", "authors", "link", "license")
@@ -52,6 +54,6 @@ def metadata_from_folders(folders: Iterable[str | Path]) -> dict[str, dict[str, 
     return out
 
 
-def names_in(records: Iterable[dict]) -> set[str]:
+def names_in(records: Iterable[Record | Mapping[str, Any]]) -> set[str]:
     """Names of the interventions applied in ``records``."""
-    return {str(step.get("name")) for r in records for step in (r.get("sequence") or []) if step.get("name")}
+    return {step.name for record in map(Record.of, records) for step in record.sequence}
