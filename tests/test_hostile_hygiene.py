@@ -84,7 +84,14 @@ def test_a_published_name_is_reserved_for_the_submission_that_published_it(tmp_p
     record["sequence"] = (
         [{**record["sequence"][0], "name": "published-method", "submission_sha256": "f" * 64}]
         if record["sequence"]
-        else [{"name": "published-method", "submission_sha256": "f" * 64, "category": "editing"}]
+        else [
+            {
+                "name": "published-method",
+                "label": "published-method",
+                "submission_sha256": "f" * 64,
+                "category": "editing",
+            }
+        ]
     )
     run = tmp_path / "store" / "run"
     run.mkdir(parents=True)
