@@ -34,7 +34,7 @@ if _WORKER_THREADS is not None:
 
 # Tests that share one session-scoped grid or Ray instance run on one xdist worker (``--dist loadgroup``
 # in pyproject): otherwise each worker would compute the smoke grid, or start Ray, for itself.
-SHARED_SESSION_FIXTURES = {"suite_grid": "grid", "ray_local": "grid"}
+SHARED_SESSION_FIXTURES = {"suite_grid": "grid", "ray_local": "grid", "tiny_reference": "grid"}
 
 from benchmark.paths import ENV_DATA_DIR, PROJECT_ROOT  # noqa: E402
 
@@ -109,6 +109,7 @@ def private_results_cache(tmp_path_factory):
 
 
 SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"
+TINY_PROFILE = Path(__file__).parent / "fixtures" / "tiny" / "profile.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +154,36 @@ def suite_grid(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory, data_dir) -> list[dict]:
+    """The tiny grid (tests/fixtures/tiny/profile.yaml) run once per session, uninterrupted, by the local executor
+    in this process: the reference of the kill tests (tests/test_ray_kill.py, tests/test_resume_after_kill.py)."""
+    import torch
+
+    from benchmark.paths import baselines_dir
+    from benchmark.profiles import load_profile
+    from benchmark.runner import Runner
+    from benchmark.submissions import discover
+
+    prof = load_profile(str(TINY_PROFILE))
+    threads = torch.get_num_threads()  # the profile pins one thread: give the session its own back
+    try:
+        records = Runner(
+            prof,
+            [s for s in discover(baselines_dir()) if s.name in prof.interventions],
+            tmp_path_factory.mktemp("tiny-local"),
+            data_dir=data_dir,
+            isolate=False,
+            use_cache=False,
+            echo=print,
+        ).run()
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(r["label"] for r in records) == ["base", "ga"]
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    return records
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """Ray started once per test session on this machine (``ray.init(num_cpus=2)``), shut down at its end."""
     import ray
@@ -167,7 +198,7 @@ def ray_local():
 # served app), or fresh harness processes, get the `slow` marker here, at collection, so that `pytest -m "not slow"` runs the rest without a
 # model load; CI runs everything. Decided from the fixtures a test uses, then from the modules (or single tests)
 # that load the model by other means, so no test file has to say it.
-MODEL_FIXTURES = {"default_model", "fresh_model", "suite_grid", "ray_local", "tiny_runner"}
+MODEL_FIXTURES = {"default_model", "fresh_model", "suite_grid", "tiny_reference", "ray_local", "tiny_runner"}
 MODEL_MODULES = {
     "test_grid_end_to_end",
     "test_resume_after_kill",

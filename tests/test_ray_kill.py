@@ -2,8 +2,9 @@
 
 Both runs use the smallest grid that shows it (``tests/fixtures/tiny/profile.yaml``: the base
 model and GA alone, one first step, a few items, one torch thread) on the session's Ray
-(``ray_local``), and are compared with one uninterrupted run of the local executor: the same
-cell ids, statuses, scores, per-item values and weight hashes, each cell recorded once.
+(``ray_local``), and are compared with one uninterrupted run of the local executor (``tiny_reference``
+in conftest.py, shared with tests/test_resume_after_kill.py): the same cell ids, statuses, scores,
+per-item values and weight hashes, each cell recorded once.
 
 Measured twice on the shared two-core AVX-512 machine under a load average of 6-11
 (contended): the reference with Ray's start 45 / 54 s, the worker kill 44 / 58 s, the driver
@@ -21,8 +22,6 @@ import threading
 import time
 
 import psutil
-import pytest
-import torch
 
 from benchmark.paths import PROJECT_ROOT, baselines_dir
 from benchmark.profiles import load_profile
@@ -50,30 +49,6 @@ def _essence(records: list[dict]) -> dict[str, tuple]:
 
 def _submissions(profile):
     return [s for s in discover(baselines_dir()) if s.name in profile.interventions]
-
-
-@pytest.fixture(scope="module")
-def tiny_reference(tmp_path_factory, data_dir) -> list[dict]:
-    """The tiny grid run once, uninterrupted, by the local executor in this process."""
-    from benchmark.runner import Runner
-
-    prof = load_profile(str(TINY))
-    threads = torch.get_num_threads()  # the profile pins one thread: give the session its own back
-    try:
-        records = Runner(
-            prof,
-            _submissions(prof),
-            tmp_path_factory.mktemp("tiny-local"),
-            data_dir=data_dir,
-            isolate=False,
-            use_cache=False,
-            echo=print,
-        ).run()
-    finally:
-        torch.set_num_threads(threads)
-    assert sorted(r["label"] for r in records) == ["base", "ga"]
-    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
-    return records
 
 
 def _our_process_titled(title: str) -> psutil.Process | None:

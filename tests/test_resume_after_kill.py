@@ -1,10 +1,17 @@
 """A run killed with SIGKILL and started again ends with the same records as an uninterrupted one.
 
-The uninterrupted reference is the session's grid (``suite_grid`` in conftest.py, in-process,
-computed once for the suite); the killed run is a run of two of its interventions (GA, Wanda: five
-of its cells) in a fresh process with an empty private cache. So one run shows two things: a killed
+The run is the tiny grid of the kill tests (``tests/fixtures/tiny/profile.yaml``: the base model and
+GA alone, one torch thread) through the real CLI, in a fresh process with an empty private cache,
+killed while GA is being applied (after the base model's record is written) and started again. The
+uninterrupted reference is the session's ``tiny_reference`` (conftest.py: the local executor in the
+test process), the same one the Ray kill tests compare with. So one run shows two things: a killed
 run resumes without losing or repeating a cell, and a fresh process without cached results
 recomputes bit-identical weights and per-item scores (seeded GA; determinism).
+
+It ran on five cells of the suite's grid until 2026-12-02 (140 s under the AVX2 emulation); the tiny
+grid shows the same with a tenth of the work. A killed run that finds a first state on disk and
+reuses it is tested for the driver of the Ray executor (tests/test_ray_kill.py), which writes every
+first state; the local executor writes one only for a first step shared by several cells.
 
 In-process like the reference: in bfloat16 (a CPU with fast bf16) GA applied in the sandbox gives
 weights that differ in the last bits from GA applied in the harness process (float32: identical;
@@ -26,9 +33,8 @@ import pytest
 from benchmark.caches.store import ENV_RESULTS_CACHE
 from benchmark.records import read_records
 
-SUBSET = ["--only", "ga", "--only", "wanda"]
-SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"  # the suite_grid fixture's profile
-N_CELLS = 5  # base, GA, Wanda, and the two orders of the pair
+TINY_PROFILE = Path(__file__).parent / "fixtures" / "tiny" / "profile.yaml"  # the tiny_reference fixture's profile
+N_CELLS = 2  # the base model and GA
 
 
 def _cmd(out: Path, data_dir: Path) -> list[str]:
@@ -38,8 +44,7 @@ def _cmd(out: Path, data_dir: Path) -> list[str]:
         "benchmark.cli",
         "run",
         "--profile",
-        str(SUITE_PROFILE),
-        *SUBSET,
+        str(TINY_PROFILE),
         "--out",
         str(out),
         "--data-dir",
@@ -61,8 +66,8 @@ def _essence(record: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(suite_grid, data_dir, tmp_path_factory):
-    """Kill the subset's run once two cells are recorded and the third is under way, then run it again."""
+def killed_and_resumed(tiny_reference, data_dir, tmp_path_factory):
+    """Kill the run once the base model is recorded and GA is under way, then run it again."""
     root = tmp_path_factory.mktemp("resume")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", ENV_RESULTS_CACHE: str(root / "cache")}
     killed = root / "killed"
@@ -72,43 +77,38 @@ def killed_and_resumed(suite_grid, data_dir, tmp_path_factory):
     )
     deadline = time.time() + 900
     while time.time() < deadline and proc.poll() is None:
-        if records_file.exists() and len(read_records(records_file)) >= 2:
+        if records_file.exists() and len(read_records(records_file)) >= 1:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be killed"
-    time.sleep(1.5)  # into the third cell: its first state may or may not be on disk, an entry half-written
+    time.sleep(0.5)  # into GA's application: its cell is not recorded yet
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     partial = read_records(records_file)  # readable: no half-written line
     resumed = subprocess.run(_cmd(killed, data_dir), env=env, capture_output=True, text=True, timeout=1800)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    grid = {
-        r["cell_id"]: r
-        for r in read_records(suite_grid[0] / "records.jsonl")
-        if {step["name"] for step in r["sequence"]} <= {"ga", "wanda"}
-    }
-    assert len(grid) == N_CELLS, sorted(r["label"] for r in grid.values())
-    return killed, partial, read_records(records_file), resumed.stdout, grid
+    reference = {r["cell_id"]: r for r in tiny_reference}
+    assert len(reference) == N_CELLS
+    return killed, partial, read_records(records_file), resumed.stdout, reference
 
 
 def test_killed_run_resumes_to_the_same_records(killed_and_resumed):
-    out, partial, final, stdout, grid = killed_and_resumed
-    assert 2 <= len(partial) < N_CELLS
+    out, partial, final, stdout, reference = killed_and_resumed
+    assert 1 <= len(partial) < N_CELLS
     assert f"{len(partial)} already recorded, {N_CELLS - len(partial)} to run" in stdout
-    assert sorted(r["cell_id"] for r in final) == sorted(grid)  # the subset's cells, none lost or repeated
+    assert sorted(r["cell_id"] for r in final) == sorted(reference)  # none lost or repeated
     assert [r["cell_id"] for r in final[: len(partial)]] == [r["cell_id"] for r in partial]  # kept as written
     for rec in final:
-        assert _essence(rec) == _essence(grid[rec["cell_id"]]), rec["label"]
+        assert _essence(rec) == _essence(reference[rec["cell_id"]]), rec["label"]
     assert not (out / "states").exists(), "state files of finished groups must be removed"
 
 
 def test_same_settings_give_identical_records(killed_and_resumed):
     """Determinism: a fresh process with an empty cache, seeded GA: bit-identical weights and identical
-    per-item scores to the suite grid's cells."""
-    _, partial, final, _, grid = killed_and_resumed
-    for rec in partial:
-        assert rec["cache"]["evaluation"] == "miss", rec["label"]  # evaluated afresh, not read from a cache
+    per-item scores to the reference computed in the test process."""
+    _, partial, final, _, reference = killed_and_resumed
     for rec in final:
-        twin = grid[rec["cell_id"]]
+        assert rec["cache"]["evaluation"] == "miss", rec["label"]  # evaluated afresh, not read from a cache
+        twin = reference[rec["cell_id"]]
         assert rec["provenance"]["weights_sha256"] == twin["provenance"]["weights_sha256"], rec["label"]
         assert rec["items"] == twin["items"] and rec["scores"] == twin["scores"], rec["label"]
