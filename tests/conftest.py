@@ -117,11 +117,11 @@ def suite_grid(tmp_path_factory, data_dir):
     """The suite's grid (tests/fixtures/suite/profile.yaml: the smoke plan with fewer items) through the real CLI,
     once per session, with the baselines in the harness process (``--in-process``).
 
-    Not the `smoke` profile itself: on an AVX2-only CPU that grid alone took 10 of the suite's 15 minutes,
+    Not the `smoke` profile itself: on an AVX2-only CPU that grid took 11 minutes of a 33-minute suite,
     and the README's main job already runs the real `default` grid (sandboxed) before the suite in CI. The
     sandboxed path of the same runner is exercised by the hostile-submission grid (tests/test_hostile_submissions.py).
-    Returns ``(out folder, CompletedProcess)``; tests/test_ray_executor.py and tests/test_resume_after_kill.py
-    compare their records with these, cell id by cell id.
+    Returns ``(out folder, CompletedProcess)``; tests/test_ray_executor.py compares Ray's records with these,
+    cell id by cell id.
     """
     import subprocess
     import sys

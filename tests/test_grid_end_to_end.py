@@ -9,14 +9,13 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
 from benchmark.records import read_records
+from tests.conftest import SUITE_PROFILE  # the suite_grid fixture's profile
 
 CLI = [sys.executable, "-m", "benchmark.cli"]
-SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"  # the suite_grid fixture's profile
 CRITERIA = {
     "edit_success",
     "generalization",
@@ -47,7 +46,7 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 2700)
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-# suite_grid (once per session) lives in conftest.py: the Ray executor's and the resume test compare with it
+# suite_grid (once per session) lives in conftest.py: the Ray executor's test compares with it
 
 
 def test_grid_records_every_cell(suite_grid):

@@ -17,9 +17,9 @@ from benchmark.paths import baselines_dir
 from benchmark.profiles import load_profile
 from benchmark.records import read_records
 from benchmark.submissions import discover
+from tests.conftest import SUITE_PROFILE  # the suite_grid fixture's profile
 
 CELLS = ["base", "ga", "ga -> wanda(sparsity=0.25)"]
-SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"  # the suite_grid fixture's profile
 
 
 def _ray_runner(out: Path, data_dir: Path, **kwargs):

@@ -23,12 +23,12 @@ import time
 
 import psutil
 
-from benchmark.paths import PROJECT_ROOT, baselines_dir
+from benchmark.paths import baselines_dir
 from benchmark.profiles import load_profile
 from benchmark.records import read_records
 from benchmark.submissions import discover
+from tests.conftest import TINY_PROFILE as TINY  # the tiny_reference fixture's profile
 
-TINY = PROJECT_ROOT / "tests" / "fixtures" / "tiny" / "profile.yaml"
 KILL_WAIT_S = 600  # on a slow, shared machine the first step may take minutes to start
 
 

@@ -32,8 +32,8 @@ import pytest
 
 from benchmark.caches.store import ENV_RESULTS_CACHE
 from benchmark.records import read_records
+from tests.conftest import TINY_PROFILE  # the tiny_reference fixture's profile
 
-TINY_PROFILE = Path(__file__).parent / "fixtures" / "tiny" / "profile.yaml"  # the tiny_reference fixture's profile
 N_CELLS = 2  # the base model and GA
 
 
