@@ -26,6 +26,19 @@ def test_shipped_ga_cost_scales_with_its_training_steps():
     assert source.endswith("(category:unlearning)") and other == pytest.approx(full)
 
 
+@pytest.mark.parametrize(
+    "name,category,setting,measured",
+    [("ft", "editing", "steps", 20), ("wanda", "compression", "calibration_samples", 16)],
+)
+def test_shipped_ft_and_wanda_costs_scale_with_their_work_settings(name, category, setting, measured):
+    """FT's work is its training steps (per edit), Wanda's its calibration windows: half of either costs half."""
+    model = CostModel.load("float32")
+    assert model.measured_at[name] == {setting: float(measured)}
+    full, _ = step_seconds(StepPlan(name, category, "k", 10, {setting: measured}), 100.0, model, {}, 0.0)
+    half, _ = step_seconds(StepPlan(name, category, "k", 10, {setting: measured // 2}), 100.0, model, {}, 0.0)
+    assert full > 0 and half == pytest.approx(full / 2)
+
+
 def test_history_is_per_hyperparameters(tmp_path, monkeypatch):
     """A step's recorded cost is reused only for the same resolved hyperparameters (12 GA steps are not 4)."""
     from benchmark.caches.store import ENV_RESULTS_CACHE
