@@ -248,6 +248,7 @@ evaluation:
   zsre_batch_size: 2
   mmlu_n: 2
   wmdp_n_per_subset: 1
+  mcq_max_chars: 300  # a quarter of the questions' tokens at seed 0 (3411 -> 799 characters): MCQ was half of each evaluation
   batch_size: 8
   perplexity_seq_len: 32
   perplexity_windows: 1
@@ -394,10 +395,10 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
     first, _ = run("first")
     assert sorted(first) == ["base", "ga", "ga -> template", "template", "template -> ga"]
     assert all(r["status"] == "ok" and r["cache"]["evaluation"] == "miss" for r in first.values())
-    # the submitter changes their intervention (5 -> 3 training steps for this model family) and runs again
+    # the submitter changes their intervention (5 -> 1 training step for this model family) and runs again
     yaml_file = mine / "submission.yaml"
     assert "  smollm2: {}" in yaml_file.read_text()
-    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 3}"))
+    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 1}"))
     second, stdout = run("second")
     steps = {
         label: [(e["label"], e.get("cached")) for e in r["timings"]["interventions"]] for label, r in second.items()
