@@ -364,6 +364,10 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
 
     (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
     mine = shutil.copytree(PROJECT_ROOT / "submissions" / "template", tmp_path / "mine")
+    yaml_file = mine / "submission.yaml"
+    assert "  smollm2: {}" in yaml_file.read_text()
+    # one training step for this model family (the template's apply ran 33-48 s of a contended run's 5 steps)
+    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 1}"))
     env = {**os.environ, ENV_RESULTS_CACHE: str(tmp_path / "results"), "PYTHONPATH": str(PROJECT_ROOT)}
 
     def run(out: str) -> dict[str, dict]:
@@ -395,10 +399,8 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
     first, _ = run("first")
     assert sorted(first) == ["base", "ga", "ga -> template", "template", "template -> ga"]
     assert all(r["status"] == "ok" and r["cache"]["evaluation"] == "miss" for r in first.values())
-    # the submitter changes their intervention (5 -> 1 training step for this model family) and runs again
-    yaml_file = mine / "submission.yaml"
-    assert "  smollm2: {}" in yaml_file.read_text()
-    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 1}"))
+    # the submitter changes their intervention (learning rate 1e-3 -> 2e-3 for this model family) and runs again
+    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {steps: 1}", "  smollm2: {steps: 1, lr: 2.0e-3}"))
     second, stdout = run("second")
     steps = {
         label: [(e["label"], e.get("cached")) for e in r["timings"]["interventions"]] for label, r in second.items()
