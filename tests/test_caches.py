@@ -4,7 +4,7 @@ concurrent use, damaged entries, the code digest, the `cache` command, and the r
 Every test points the caches at its own folder with $COMPOSE_BENCH_RESULTS_CACHE (or an
 explicit root); the converted default model in $COMPOSE_BENCH_CACHE/models is shared.
 The runner-level tests use the real default model, real data and the real GA baseline at
-tiny sizes (2 edits, 2 + 1 + 1 questions, one 32-token window; one GA step).
+tiny sizes (2 edits, 2 + 1 + 1 questions of at most 300 characters, one 32-token window; one GA step).
 """
 
 from __future__ import annotations
