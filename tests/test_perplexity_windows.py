@@ -7,7 +7,11 @@ and a caller that writes into its windows cannot change what the next evaluation
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+# the default model's tokenizer: on a machine without the converted model, resolving it converts the GGUF once
+pytestmark = pytest.mark.slow
 
 
 def test_windows_come_from_one_tokenization_and_equal_a_fresh_one(data_dir):
