@@ -248,7 +248,7 @@ evaluation:
   zsre_batch_size: 2
   mmlu_n: 2
   wmdp_n_per_subset: 1
-  mcq_max_chars: 300  # a quarter of the questions' tokens at seed 0 (3411 -> 799 characters): MCQ was half of each evaluation
+  mcq_max_chars: 300  # a quarter of the questions' characters at seed 0 (3411 -> 799): MCQ was half of each evaluation
   batch_size: 8
   perplexity_seq_len: 32
   perplexity_windows: 1
