@@ -4,7 +4,7 @@ concurrent use, damaged entries, the code digest, the `cache` command, and the r
 Every test points the caches at its own folder with $COMPOSE_BENCH_RESULTS_CACHE (or an
 explicit root); the converted default model in $COMPOSE_BENCH_CACHE/models is shared.
 The runner-level tests use the real default model, real data and the real GA baseline at
-tiny sizes (2 edits, 2 + 1 + 1 questions, one 32-token window; one GA step).
+tiny sizes (2 edits, 2 + 1 + 1 questions of at most 300 characters, one 32-token window; one GA step).
 """
 
 from __future__ import annotations
@@ -248,6 +248,7 @@ evaluation:
   zsre_batch_size: 2
   mmlu_n: 2
   wmdp_n_per_subset: 1
+  mcq_max_chars: 300  # a quarter of the questions' characters at seed 0 (3411 -> 799): MCQ was half of each evaluation
   batch_size: 8
   perplexity_seq_len: 32
   perplexity_windows: 1
@@ -363,6 +364,10 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
 
     (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
     mine = shutil.copytree(PROJECT_ROOT / "submissions" / "template", tmp_path / "mine")
+    yaml_file = mine / "submission.yaml"
+    assert "  smollm2: {}" in yaml_file.read_text()
+    # one training step for this model family (the template's apply ran 33-48 s of a contended run's 5 steps)
+    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 1}"))
     env = {**os.environ, ENV_RESULTS_CACHE: str(tmp_path / "results"), "PYTHONPATH": str(PROJECT_ROOT)}
 
     def run(out: str) -> dict[str, dict]:
@@ -394,10 +399,8 @@ def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, 
     first, _ = run("first")
     assert sorted(first) == ["base", "ga", "ga -> template", "template", "template -> ga"]
     assert all(r["status"] == "ok" and r["cache"]["evaluation"] == "miss" for r in first.values())
-    # the submitter changes their intervention (5 -> 3 training steps for this model family) and runs again
-    yaml_file = mine / "submission.yaml"
-    assert "  smollm2: {}" in yaml_file.read_text()
-    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {}", "  smollm2: {steps: 3}"))
+    # the submitter changes their intervention (learning rate 1e-3 -> 2e-3 for this model family) and runs again
+    yaml_file.write_text(yaml_file.read_text().replace("  smollm2: {steps: 1}", "  smollm2: {steps: 1, lr: 2.0e-3}"))
     second, stdout = run("second")
     steps = {
         label: [(e["label"], e.get("cached")) for e in r["timings"]["interventions"]] for label, r in second.items()
