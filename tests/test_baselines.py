@@ -218,7 +218,7 @@ def test_select_parameters_freezes_the_rest(fresh_model):
 def test_ft_installs_a_made_up_fact_and_leaves_unrelated_prompts(fresh_model, data_dir):
     model, tok = fresh_model
     sub, cls = _submission("ft")
-    hp = sub.hyperparameters_for("smollm2")
+    hp = {**sub.hyperparameters_for("smollm2"), "steps": 10}  # 20 in the block: the fact held by 9.3 logits
     prompt, target = "The favourite colour of the wizard Zorblax is", "turquoise"
     unrelated = "The capital of France is"
 
