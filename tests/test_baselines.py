@@ -237,7 +237,9 @@ def test_ft_installs_a_made_up_fact_and_leaves_unrelated_prompts(fresh_model, da
     assert out is model
     with torch.no_grad():
         top = model(**tok(prompt, return_tensors="pt")).logits[0, -1].float().topk(2).values
-    print(f"ft: {intervention.last_result.steps} steps, first-token logit margin of the fact {float(top[0] - top[1]):.2f}")
+    print(
+        f"ft: {intervention.last_result.steps} steps, first-token logit margin of the fact {float(top[0] - top[1]):.2f}"
+    )
     assert _greedy(model, tok, prompt).strip().startswith(target)
     assert before_unrelated and answer(_greedy(model, tok, unrelated, 4)) == before_unrelated
     assert torch.equal(model.model.layers[20].mlp.down_proj.weight, untouched)  # outside the chosen layers

@@ -87,7 +87,9 @@ def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(
     out = sub.instantiate().apply(
         model,
         tok,
-        _context({**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, N_REAL_EDITS))),
+        _context(
+            {**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, N_REAL_EDITS))
+        ),
     )
     out = out.to(RUN_DTYPE)
     print(
