@@ -218,7 +218,7 @@ def test_select_parameters_freezes_the_rest(fresh_model):
 def test_ft_installs_a_made_up_fact_and_leaves_unrelated_prompts(fresh_model, data_dir):
     model, tok = fresh_model
     sub, cls = _submission("ft")
-    hp = sub.hyperparameters_for("smollm2")
+    hp = {**sub.hyperparameters_for("smollm2"), "steps": 10}  # 20 in the block: the fact held by 9.3 logits
     prompt, target = "The favourite colour of the wizard Zorblax is", "turquoise"
     unrelated = "The capital of France is"
 
@@ -228,12 +228,18 @@ def test_ft_installs_a_made_up_fact_and_leaves_unrelated_prompts(fresh_model, da
     before_unrelated = answer(_greedy(model, tok, unrelated, 4))
     assert not _greedy(model, tok, prompt).strip().startswith(target)
     untouched = model.model.layers[20].mlp.down_proj.weight.detach().clone()
-    edits = [EditRequest(prompt=prompt, target=target, subject="Zorblax"), *_zsre_edits(data_dir, 9)]
+    # the made-up fact and 3 real edits at once (9 before issue 13: a third of the cost on an AVX2-only CPU)
+    edits = [EditRequest(prompt=prompt, target=target, subject="Zorblax"), *_zsre_edits(data_dir, 3)]
 
     intervention = cls()
     out = intervention.apply(model, tok, _context(hp, edits=tuple(edits)))
 
     assert out is model
+    with torch.no_grad():
+        top = model(**tok(prompt, return_tensors="pt")).logits[0, -1].float().topk(2).values
+    print(
+        f"ft: {intervention.last_result.steps} steps, first-token logit margin of the fact {float(top[0] - top[1]):.2f}"
+    )
     assert _greedy(model, tok, prompt).strip().startswith(target)
     assert before_unrelated and answer(_greedy(model, tok, unrelated, 4)) == before_unrelated
     assert torch.equal(model.model.layers[20].mlp.down_proj.weight, untouched)  # outside the chosen layers
@@ -259,15 +265,19 @@ def test_ft_rejects_bad_input(fresh_model, data_dir):
 def test_ga_lowers_forget_likelihood_more_than_retain(fresh_model, data_dir):
     model, tok = fresh_model
     sub, cls = _submission("ga")
-    hp = sub.hyperparameters_for("smollm2")
-    forget = _wmdp_texts(data_dir, 16)
-    retain = _wikitext(data_dir, 12)
-    before = (mean_log_likelihood(model, tok, forget, 128), mean_log_likelihood(model, tok, retain, 128))
+    # smaller than before issue 13 (16 forget and 12 retain texts scored on 128 tokens, batches of 8 x 128
+    # tokens): under the AVX2 emulation the drops were 3.69 (forget) and 0.04 (retain) nats then, and are
+    # about as far apart at these sizes; the test prints them
+    hp = {**sub.hyperparameters_for("smollm2"), "batch_size": 4, "max_len": 64}
+    forget = _wmdp_texts(data_dir, 8)
+    retain = _wikitext(data_dir, 6)
+    before = (mean_log_likelihood(model, tok, forget, 64), mean_log_likelihood(model, tok, retain, 64))
 
     cls().apply(model, tok, _context(hp, forget_texts=tuple(forget), retain_texts=tuple(retain)))
 
-    after = (mean_log_likelihood(model, tok, forget, 128), mean_log_likelihood(model, tok, retain, 128))
+    after = (mean_log_likelihood(model, tok, forget, 64), mean_log_likelihood(model, tok, retain, 64))
     drop_forget, drop_retain = before[0] - after[0], before[1] - after[1]
+    print(f"ga: log-likelihood drop: forget {drop_forget:.3f}, retain {drop_retain:.3f} nats per token")
     assert drop_forget > 0.2
     assert drop_forget > drop_retain
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -39,6 +39,14 @@ def _greedy(model, tokenizer, prompt: str, n: int = 6) -> str:
     return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip().split("\n")[0]
 
 
+@torch.no_grad()
+def _first_token_margin(model, tokenizer, prompt: str) -> float:
+    """Top logit minus the runner-up's at the first generated position: how firmly the greedy answer is held."""
+    enc = tokenizer(prompt, return_tensors="pt")
+    top = model(**enc).logits[0, -1].float().topk(2).values
+    return float(top[0] - top[1])
+
+
 def _edits(data_dir: Path, n: int) -> list[EditRequest]:
     from benchmark.data.zsre import load_zsre, sample_edits
 
@@ -52,11 +60,19 @@ def tmp_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+# Sizes (issue 13: the suite within 15 minutes on an AVX2-only CPU): the made-up fact plus 3 real edits, not 9;
+# LoRA 15 steps (not 25); MEMIT's key statistics over 2000 tokens (more than the 1536 key dimensions, so C has
+# full rank), not 6000, and 15 value steps (not 25). Measured under the AVX2 emulation (float32): mean target
+# loss 4.74 -> 0.62 (LoRA) and 4.74 -> 1.06 (MEMIT's value optimisation), the fact's greedy answer "turquoise"
+# and "Paris" kept for both; the test prints the first-token logit margins.
+N_REAL_EDITS = 3
+
+
 @pytest.mark.parametrize(
     "name, overrides, dtype",
     [
-        ("lora", {}, RUN_DTYPE),
-        ("memit", {"mom2_n_tokens": 6000}, RUN_DTYPE),
+        ("lora", {"steps": 15}, RUN_DTYPE),
+        ("memit", {"mom2_n_tokens": 2000, "v_steps": 15}, RUN_DTYPE),
     ],
 )
 def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(
@@ -71,9 +87,15 @@ def test_editor_installs_a_made_up_fact_and_leaves_an_unrelated_prompt(
     out = sub.instantiate().apply(
         model,
         tok,
-        _context({**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, 9))),
+        _context(
+            {**sub.hyperparameters_for("smollm2"), **overrides}, dtype, edits=tuple(_edits(data_dir, N_REAL_EDITS))
+        ),
     )
     out = out.to(RUN_DTYPE)
+    print(
+        f"{name}: first-token logit margins: fact {_first_token_margin(out, tok, FACT[0]):.2f}, "
+        f"unrelated {_first_token_margin(out, tok, UNRELATED):.2f}"
+    )
     assert _greedy(out, tok, FACT[0]).startswith(FACT[1])
     # the unrelated question keeps its answer (the first word: "Paris")
     assert before_unrelated and _greedy(out, tok, UNRELATED, 4).split()[0].strip(

@@ -137,7 +137,7 @@ def _suite(data_dir, probes: list[str]) -> EvaluationSuite:
         zsre_batch_size=2,
         mmlu_n=3,
         wmdp_n_per_subset=4,
-        mcq_max_chars=600,
+        mcq_max_chars=300,  # 600 drew questions of up to 150 tokens; three evaluations read them (issue 13)
         perplexity_seq_len=64,
         perplexity_windows=1,
         probes={

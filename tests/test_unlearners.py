@@ -57,10 +57,13 @@ def test_unlearner_lowers_forget_likelihood_more_than_retain(fresh_model, data_d
     hp = {**sub.hyperparameters_for("smollm2"), **overrides}
     retain = _retain(data_dir, 16)
     held_out_retain = _retain(data_dir, 24)[16:]
-    before = [mean_log_likelihood(model, tok, t, 128) for t in (forget_texts, held_out_retain)]
+    # scored on each text's first 64 tokens (128 before issue 13: the scoring was over half of this test's time
+    # under the AVX2 emulation); the drops at 128 were 1.03 / -0.17 (gd) and 0.26 / 0.01 (rmu) nats per token
+    before = [mean_log_likelihood(model, tok, t, 64) for t in (forget_texts, held_out_retain)]
     sub.instantiate().apply(model, tok, _context(hp, forget_texts=tuple(forget_texts), retain_texts=tuple(retain)))
-    after = [mean_log_likelihood(model, tok, t, 128) for t in (forget_texts, held_out_retain)]
+    after = [mean_log_likelihood(model, tok, t, 64) for t in (forget_texts, held_out_retain)]
     drop_forget, drop_retain = before[0] - after[0], before[1] - after[1]
+    print(f"{name}: log-likelihood drop: forget {drop_forget:.3f}, held-out retain {drop_retain:.3f} nats per token")
     assert drop_forget > 0.05, (before, after)
     assert drop_forget > 2 * max(drop_retain, 0.0), (before, after)
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -20,7 +20,10 @@ import torch
 from benchmark.data.zsre import load_zsre, sample_edits
 from benchmark.evaluation.zsre import _greedy_and_forced, _Query, _query, locality_reference, score_edits, token_set_f1
 
-N_EDITS = 8  # 24 prompts + the built ones: several batches (of 8) that mix lengths; the plain reference is one token at a time
+# 15 prompts + the 6 built ones: three batches (of 8) that mix lengths. The plain reference re-runs the whole
+# sequence for every token, for two float32 models: 8 edits made this module's fixtures cost 49 s under the
+# AVX2 emulation (issue 13), and every check below holds at 5.
+N_EDITS = 5
 BATCH = 8
 # bf16 logits of this model lie within about +-30, where the bf16 spacing is 0.125-0.25;
 # the same logit computed by two matmul shapes differs by a few spacings at most
