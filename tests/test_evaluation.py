@@ -187,14 +187,14 @@ def cyber_short_and_long(default_model, data_dir):
 
     _, tokenizer = default_model
     cyber, _ = load_wmdp("cyber", data_dir)
-    by_length = sorted(cyber, key=lambda it: (_context_tokens(tokenizer, it), it.question))
-    long = [
-        it
-        for it in by_length
-        if _context_tokens(tokenizer, it) > LONG_TOKENS
-        and max(len(tokenizer(f" {c}").input_ids) for c in it.choices) <= 16
-    ]
-    return by_length[:6] + long[:2]
+    sized = sorted(((_context_tokens(tokenizer, it), it.question, k) for k, it in enumerate(cyber)))
+    by_length = [cyber[k] for _, _, k in sized]
+    long = (
+        cyber[k]
+        for n, _, k in sized
+        if n > LONG_TOKENS and max(len(tokenizer(f" {c}").input_ids) for c in cyber[k].choices) <= 16
+    )
+    return by_length[:6] + [next(long), next(long)]
 
 
 def test_mcq_reads_each_question_once(default_model, cyber_short_and_long):
