@@ -103,9 +103,7 @@ def test_validate_smoke_application(tmp_path, data_dir):
     multi = validate_folder(TEMPLATE.parent / "examples" / "edit_unlearn", smoke=True, data_dir=data_dir)
     assert multi.ok, multi.problems  # the `multi` example: edits and unlearns in one sandboxed step
     assert "same architecture" in multi.passed[-1]
-    # one runtime fault through validate (the grid test below feeds all of them through the runner)
-    bad = validate_folder(HOSTILE / "network", smoke=True, data_dir=data_dir)
-    assert len(bad.problems) == 1 and RUNTIME["network"] in bad.problems[0], bad.problems
+    # runtime faults through validate: tests/test_submissions.py; all of these through the runner: the grid test below
 
 
 @pytest.fixture()

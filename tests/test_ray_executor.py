@@ -1,7 +1,7 @@
 """The Ray executor: the same numbers as the local executor, records written once, by the driver.
 
 Budget: the suite must fit 15 minutes on a slow two-core AVX2 machine, so Ray does not run the
-suite's grid a second time: it runs three of its cells (the base model, GA alone, GA -> Wanda:
+suite's grid a second time: it runs three of its cells (the base model, FT alone, FT -> Wanda:
 one first state through the state folder, read by two cells) and they are compared with the
 records of the session's local grid (``suite_grid`` in conftest.py), cell id by cell id, score
 by score.
@@ -19,7 +19,7 @@ from benchmark.records import read_records
 from benchmark.submissions import discover
 from tests.conftest import SUITE_PROFILE  # the suite_grid fixture's profile
 
-CELLS = ["base", "ga", "ga -> wanda(sparsity=0.25)"]
+CELLS = ["base", "ft", "ft -> wanda(sparsity=0.25)"]
 
 
 def _ray_runner(out: Path, data_dir: Path, **kwargs):
@@ -47,8 +47,8 @@ def test_ray_cells_equal_the_local_grid(suite_grid, ray_local, data_dir, tmp_pat
         assert rec["items"] == twin["items"], rec["label"]
         assert rec["provenance"]["weights_sha256"] == twin["provenance"]["weights_sha256"], rec["label"]
         assert rec["cache"] == {"evaluation": "off"}  # computed by the workers, not read from a cache
-    ga_then_wanda = next(r for r in records if r["label"] == CELLS[2])
-    assert [e["label"] for e in ga_then_wanda["timings"]["interventions"]] == ["ga", "wanda(sparsity=0.25)"]
+    ft_then_wanda = next(r for r in records if r["label"] == CELLS[2])
+    assert [e["label"] for e in ft_then_wanda["timings"]["interventions"]] == ["ft", "wanda(sparsity=0.25)"]
     assert not list((tmp_path / "states").glob("*.safetensors"))  # the first state is gone once its cells are recorded
 
     # a second run of the same command resumes: nothing to run, nothing written twice
