@@ -41,6 +41,8 @@ def _setup(verbose: bool) -> None:
     )
     for noisy in ("lm_eval", "lm-eval", "llmcompressor", "transformers", "datasets", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    import benchmark.transformers_setup  # noqa: F401  (first: transformers then skips scikit-learn, ~1.3 s)
+
     if not verbose:
         from transformers.utils import logging as hf_logging
 

@@ -76,6 +76,7 @@ _PRELOAD_PREFIXES = ("transformers", "tokenizers", "safetensors", "huggingface_h
 _BASE_PRELOAD = (
     "torch",
     "safetensors.torch",
+    "benchmark.transformers_setup",  # before transformers: it then skips scikit-learn (~1.3 s per box)
     "transformers",
     "transformers.models.llama.modeling_llama",
     "benchmark.api",

@@ -26,6 +26,7 @@ from typing import Iterable
 
 import torch
 
+import benchmark.transformers_setup  # noqa: F401  (before transformers loads: no scikit-learn import)
 from benchmark.hub import hub_reachable
 from benchmark.numerics import DTYPES, parse_dtype  # noqa: F401  (re-exported: the sandbox child and scripts import them from here)
 from benchmark.paths import cache_dir

@@ -1,8 +1,9 @@
 """The Ray executor: the same numbers as the local executor, records written once, by the driver.
 
 Budget: the suite must fit 15 minutes on a slow two-core AVX2 machine, so Ray does not run the
-suite's grid a second time: it runs three of its cells (the base model, FT alone, FT -> Wanda:
-one first state through the state folder, read by two cells) and they are compared with the
+suite's grid a second time: it runs two of its cells (FT alone, FT -> Wanda:
+one first state through the state folder, read by both; the stepless base cell under Ray is
+compared in tests/test_ray_kill.py) and they are compared with the
 records of the session's local grid (``suite_grid`` in conftest.py), cell id by cell id, score
 by score.
 """
@@ -19,7 +20,7 @@ from benchmark.records import read_records
 from benchmark.submissions import discover
 from tests.conftest import SUITE_PROFILE  # the suite_grid fixture's profile
 
-CELLS = ["base", "ft", "ft -> wanda(sparsity=0.25)"]
+CELLS = ["ft", "ft -> wanda(sparsity=0.25)"]
 
 
 def _ray_runner(out: Path, data_dir: Path, **kwargs):
@@ -47,7 +48,7 @@ def test_ray_cells_equal_the_local_grid(suite_grid, ray_local, data_dir, tmp_pat
         assert rec["items"] == twin["items"], rec["label"]
         assert rec["provenance"]["weights_sha256"] == twin["provenance"]["weights_sha256"], rec["label"]
         assert rec["cache"] == {"evaluation": "off"}  # computed by the workers, not read from a cache
-    ft_then_wanda = next(r for r in records if r["label"] == CELLS[2])
+    ft_then_wanda = next(r for r in records if r["label"] == CELLS[1])
     assert [e["label"] for e in ft_then_wanda["timings"]["interventions"]] == ["ft", "wanda(sparsity=0.25)"]
     assert not list((tmp_path / "states").glob("*.safetensors"))  # the first state is gone once its cells are recorded
 
