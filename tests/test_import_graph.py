@@ -138,26 +138,21 @@ def test_fresh_interpreter_import(module, absent):
     assert module in loaded and not (loaded & set(absent)), sorted(loaded & set(absent))
 
 
-def _modules_after(code: str) -> set[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", code + "; import json, sys; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PROJECT_ROOT,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def test_model_loading_processes_skip_transformers_sklearn_import():
     """transformers imports scikit-learn (~1.3 s) for assisted generation only; our processes skip it
     (benchmark/transformers_setup.py), and the zygote preloads the switch before transformers."""
     from benchmark.isolation import _BASE_PRELOAD
 
-    model_class = "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_config"
-    plain = _modules_after(model_class)
-    assert "sklearn" in plain  # installed (lm-eval needs it) and imported by transformers without the switch
-    ours = _modules_after("import benchmark.models; " + model_class + "; import transformers.generation")
-    assert "transformers.generation.candidate_generator" in ours and not {"sklearn", "scipy.stats"} & ours
+    code = (
+        "import json, sys, benchmark.models; from transformers import AutoModelForCausalLM; "
+        "AutoModelForCausalLM.from_config; import transformers.generation.candidate_generator as cg; "
+        "from transformers.utils import import_utils; "
+        "print(json.dumps([sorted(sys.modules), import_utils.is_sklearn_available(), cg.is_sklearn_available()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded, installed, as_transformers_saw_it = json.loads(out.stdout.strip().splitlines()[-1])
+    # the control: scikit-learn is installed (lm-eval needs it), so without the switch transformers imports it
+    assert installed is True and as_transformers_saw_it is False
+    assert not {"sklearn", "scipy.stats"} & set(loaded)
     assert _BASE_PRELOAD.index("benchmark.transformers_setup") < _BASE_PRELOAD.index("transformers")
