@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from leaderboard_helpers import fixture_records
 
 from benchmark.data.corpora import load_retain_corpus
 from benchmark.paths import cache_dir
@@ -25,7 +26,7 @@ from benchmark.step_cache import open_step_cache
 from benchmark.submissions import SubmissionError, load_submission
 from benchmark.toolkit import key_second_moments
 from benchmark.validate import validate_folder
-from leaderboard_helpers import fixture_records
+from tests.test_hostile_submissions import MICRO as HOSTILE_MICRO
 
 HOSTILE = Path(__file__).parent / "hostile"
 
@@ -141,23 +142,8 @@ def test_planted_statistics_of_one_submission_are_never_read_by_another(default_
     honest.discard()
 
 
-MICRO = {
-    "name": "micro-hygiene",
-    "description": "tiny grid for the hygiene hostile submissions",
-    "seed": 0,
-    "evaluation": {
-        "n_edits": 2,
-        "zsre_batch_size": 2,
-        "mmlu_n": 4,
-        "wmdp_n_per_subset": 1,
-        "mcq_max_chars": 300,  # a quarter of the questions' characters at seed 0 (4755 -> 1171): MCQ led each evaluation
-        "perplexity_seq_len": 64,
-        "perplexity_windows": 1,
-        "batch_size": 8,
-        "mcq_batch_tokens": 512,
-    },
-    "corpora": {"forget_n": 4, "retain_n": 4, "calibration_n": 2},
-}
+# the hostile-submission test's micro grid (same sizes), under this test's own name
+MICRO = {**HOSTILE_MICRO, "name": "micro-hygiene", "description": "tiny grid for the hygiene hostile submissions"}
 PLANTED = "planted-by-hostile-submission"
 
 
