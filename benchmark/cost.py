@@ -12,8 +12,12 @@ The estimate is a cost model, not a guess:
   (seconds x the matmul rate of the machine and dtype it ran on) divided by this
   machine's rate. Recorded work comes from this machine's own history (every applied step
   appends its cost to ``<results cache>/costs/steps.jsonl``, per dtype), else from the shipped table of
-  ``tasks/cost_model.yaml`` (the baselines, measured), else from the category's typical cost;
-  the sandbox's start-up is added per sandboxed step.
+  ``tasks/cost_model.yaml`` (the baselines, measured), else from the category's typical cost.
+  A shipped cost has a ``setup`` part that does not grow with the step's work settings (a
+  compressor's pipeline is built once per model however few calibration windows it sees)
+  and a part that does. Added per step: the sandbox's call when sandboxed, and writing the
+  result to the state cache when the step is a cached (trusted) one: its bytes, hashed and
+  serialized.
 
 Scaling seconds by the matmul rate is what lets a cost measured on a machine with fast
 bf16 predict one with AVX2 only: both the steps and the scorers are dominated by dense
@@ -53,10 +57,11 @@ class CostModel:
     efficiency: dict[str, float]  # scorer -> achieved fraction of the matmul rate
     evaluation_overhead_s: float
     step_overhead_s: dict[str, float]  # "sandboxed" / "in_process" -> seconds per step
-    steps: dict[str, dict[str, float]]  # name (or "category:<c>") -> {fixed, per_item} in GFLOP-equivalents
+    steps: dict[str, dict[str, float]]  # name (or "category:<c>") -> {setup, fixed, per_item} in GFLOP-equivalents
     measured_at: dict[str, dict[str, float]] = field(
         default_factory=dict
     )  # name -> hyperparameters the work scales with
+    state_cache_s_per_gb: float = 0.0  # a cached step's output: key hash, serialization, file hash
 
     @classmethod
     def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
@@ -69,7 +74,7 @@ class CostModel:
                 evaluation_overhead_s=float(table["evaluation_overhead_s"]),
                 step_overhead_s={k: float(v) for k, v in raw["step_overhead_s"].items()},
                 steps={
-                    str(k): {"fixed": float(v.get("fixed", 0.0)), "per_item": float(v.get("per_item", 0.0))}
+                    str(k): {part: float(v.get(part, 0.0)) for part in ("setup", "fixed", "per_item")}
                     for k, v in table["steps"].items()
                 },
                 measured_at={
@@ -77,6 +82,7 @@ class CostModel:
                     for k, v in table["steps"].items()
                     if v.get("measured_at")
                 },
+                state_cache_s_per_gb=float(raw["state_cache_s_per_gb"]),
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -187,6 +193,7 @@ class StepPlan:
     key: str
     items: int
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False  # its output goes to the state cache (a trusted step, caching on)
 
 
 @dataclass
@@ -231,7 +238,7 @@ def step_seconds(
         (f"category:{step.category}", model.steps.get(f"category:{step.category}")),
     ):
         if entry is not None:
-            work = (entry["fixed"] + entry["per_item"] * step.items) * work_scale(
+            work = entry["setup"] + (entry["fixed"] + entry["per_item"] * step.items) * work_scale(
                 step, model.measured_at.get(source, {})
             )
             return work / gflops + overhead_s, "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
@@ -246,8 +253,10 @@ def estimate(
     steps: Iterable[tuple[str, StepPlan]],
     sandboxed: bool,
     dtype: str,
+    weights_gb: float = 0.0,
 ) -> GridEstimate:
-    """The grid's cost in ``dtype``: ``n_evaluations`` evaluated models and the ``(label, step)`` applications."""
+    """The grid's cost in ``dtype``: ``n_evaluations`` evaluated models and the ``(label, step)`` applications
+    (``weights_gb``: the model's weights in that dtype, what a cached step writes)."""
     model = CostModel.load(dtype)
     parts = evaluation_seconds(tokens, n_params, gflops, model)
     history = read_history(dtype)
@@ -257,6 +266,8 @@ def estimate(
     )
     for label, step in steps:
         seconds, source = step_seconds(step, gflops, model, history, overhead)
+        if step.cached:
+            seconds += model.state_cache_s_per_gb * weights_gb
         out.steps_s.append((label, seconds, source))
     return out
 

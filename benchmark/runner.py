@@ -349,14 +349,17 @@ class Runner:
             items += len(inputs.calibration.texts)
         items = max(1, round(items * scale)) if scale != 1.0 else items
         key = step_cost_key(step.submission.name, step.submission.sha256, step.level, items, step.settings_json)
-        return StepPlan(step.submission.name, category.value, key, items, step.hyperparameters)
+        cached = self.caches is not None and self.caches.stores_step(step)
+        return StepPlan(step.submission.name, category.value, key, items, step.hyperparameters, cached)
 
     def _estimate(self, inputs: RunInputs, todo: list[Cell]) -> dict[Cell, float]:
         """Estimated seconds per cell still to run (its first step counted in the first cell of its group); prints the total."""
         if not todo:
             return {}
         rate = _matmul_rate(inputs)
-        n_params = sum(t.numel() for t in {id(t): t for t in inputs.base_model.state_dict().values()}.values())
+        tensors = {id(t): t for t in inputs.base_model.state_dict().values()}.values()
+        n_params = sum(t.numel() for t in tensors)
+        weights_gb = sum(t.numel() * t.element_size() for t in tensors) / 1e9
         inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
         tokens = _with_probes(inputs)
         applications: list[tuple[Cell, Step]] = []
@@ -384,6 +387,7 @@ class Runner:
             [(step.label, self._step_plan(inputs, step)) for _, step in applications],
             sandboxed=self.isolate,
             dtype=inputs.numerics.name,
+            weights_gb=weights_gb,
         )
         per_cell = {cell: est.evaluation_s for cell in todo}
         for (cell, _), (_, seconds, _) in zip(applications, est.steps_s):
@@ -396,11 +400,13 @@ class Runner:
             f"perplexity {est.evaluation_parts_s['perplexity']:.0f} s) + {len(est.steps_s)} intervention "
             f"applications {sum(s for _, s, _ in est.steps_s):.0f} s (costs from {', '.join(sources) or '-'})"
         )
-        if sooner := self._sooner(inputs, est.total_s, rate, n_params):
+        if sooner := self._sooner(inputs, est.total_s, rate, n_params, weights_gb):
             self.echo(sooner)
         return per_cell
 
-    def _sooner(self, inputs: RunInputs, total_s: float, rate: float, n_params: int) -> str | None:
+    def _sooner(
+        self, inputs: RunInputs, total_s: float, rate: float, n_params: int, weights_gb: float
+    ) -> str | None:
         """One line naming the quickest other profile for the same model, when one is at least twice as quick."""
         from benchmark.paths import baselines_dir
         from benchmark.profiles import ProfileError, available_profiles, load_profile
@@ -438,7 +444,14 @@ class Runner:
             scale = _sizes_ratio(other, self.profile)
             plans = [(s.label, self._step_plan(inputs, s, scale.get(s.category, 1.0))) for s in [*firsts, *steps]]
             est = estimate(
-                tokens, n_params, rate, len(cells), plans, sandboxed=self.isolate, dtype=inputs.numerics.name
+                tokens,
+                n_params,
+                rate,
+                len(cells),
+                plans,
+                sandboxed=self.isolate,
+                dtype=inputs.numerics.name,
+                weights_gb=weights_gb,
             )
             if best is None or est.total_s < best[0]:
                 best = (est.total_s, name)

@@ -23,8 +23,8 @@ import torch
 def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     from benchmark.cost import SCORERS, count_tokens
     from benchmark.data.corpora import STANDIN_NAME
-    from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
     from benchmark.hardware import matmul_gflops
+    from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
     from benchmark.numerics import choose_dtype
     from benchmark.profiles import load_profile
     from benchmark.suite import EvaluationSuite
@@ -106,7 +106,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
             samples[dtype]["isolation_overhead_s"] += [
                 e["isolation_overhead_s"] for e in entries if e.get("isolation_overhead_s")
             ]
-    return {dtype: {k: round(statistics.median(v), 3) for k, v in by.items()} for dtype, by in samples.items()}
+    return {dtype: {k: round(statistics.median(v), 3) for k, v in by.items() if v} for dtype, by in samples.items()}
 
 
 def calibrate_steps(run_dirs: list[str]) -> dict:

@@ -31,12 +31,28 @@ def test_shipped_ga_cost_scales_with_its_training_steps():
     [("ft", "editing", "steps", 20), ("wanda", "compression", "calibration_samples", 16)],
 )
 def test_shipped_ft_and_wanda_costs_scale_with_their_work_settings(name, category, setting, measured):
-    """FT's work is its training steps (per edit), Wanda's its calibration windows: half of either costs half."""
-    model = CostModel.load("float32")
-    assert model.measured_at[name] == {setting: float(measured)}
-    full, _ = step_seconds(StepPlan(name, category, "k", 10, {setting: measured}), 100.0, model, {}, 0.0)
-    half, _ = step_seconds(StepPlan(name, category, "k", 10, {setting: measured // 2}), 100.0, model, {}, 0.0)
-    assert full > 0 and half == pytest.approx(full / 2)
+    """FT's work is its training steps (per edit), Wanda's its calibration windows: half of either costs half of
+    the part that scales; Wanda's pipeline set-up is paid whatever the windows."""
+    for dtype in ("float32", "bfloat16"):
+        model = CostModel.load(dtype)
+        assert model.measured_at[name] == {setting: float(measured)}
+        setup = model.steps[name]["setup"] / 100.0
+        full, _ = step_seconds(StepPlan(name, category, "k", 10, {setting: measured}), 100.0, model, {}, 0.0)
+        half, _ = step_seconds(StepPlan(name, category, "k", 10, {setting: measured // 2}), 100.0, model, {}, 0.0)
+        assert full > setup and half - setup == pytest.approx((full - setup) / 2)
+        assert (setup > 0) == (name == "wanda"), (name, dtype)
+
+
+def test_a_cached_step_costs_writing_the_model_to_the_state_cache():
+    """A trusted step's output is hashed and written to the state cache: seconds per GB of the model's weights."""
+    from benchmark.cost import EvaluationTokens, estimate
+
+    tokens = EvaluationTokens({"mcq": 0, "zsre": 0, "perplexity": 0}, {"mcq": 0, "zsre": 0, "perplexity": 0})
+    steps = [("ga", _ga(12)), ("ga cached", StepPlan("ga", "unlearning", "k", 128, {"steps": 12}, cached=True))]
+    est = estimate(tokens, 1, 100.0, 0, steps, sandboxed=False, dtype="float32", weights_gb=0.5)
+    (_, plain, _), (_, cached, _) = est.steps_s
+    per_gb = CostModel.load("float32").state_cache_s_per_gb
+    assert per_gb > 0 and cached - plain == pytest.approx(per_gb * 0.5)
 
 
 def test_history_is_per_hyperparameters(tmp_path, monkeypatch):

@@ -207,6 +207,10 @@ class RunCaches:
         self.states.put(key, material, state, entry)
         return out, {**entry, "cached": False, "cache_key": key}
 
+    def stores_step(self, step: "Step") -> bool:
+        """Whether applying ``step`` writes its output to the state cache (what the pre-run estimate counts)."""
+        return is_trusted(step.submission.folder) and self.states.store.limit_bytes > 0
+
     def _step_material(self, step: "Step", model: torch.nn.Module, context: "InterventionContext") -> dict[str, Any]:
         from benchmark.models import weights_sha256
 
