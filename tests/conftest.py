@@ -115,7 +115,7 @@ TINY_PROFILE = Path(__file__).parent / "fixtures" / "tiny" / "profile.yaml"
 @pytest.fixture(scope="session")
 def suite_grid(tmp_path_factory, data_dir):
     """The suite's grid (tests/fixtures/suite/profile.yaml: the smoke plan with fewer items) through the real CLI,
-    once per session, with the baselines in the harness process (``--in-process``).
+    once per session, with the baselines in the harness process (``--in-process``) and no cache (``--no-cache``).
 
     Not the `smoke` profile itself: on an AVX2-only CPU that grid took 11 minutes of a 33-minute suite,
     and the README's main job already runs the real `default` grid (sandboxed) before the suite in CI. The
@@ -143,6 +143,7 @@ def suite_grid(tmp_path_factory, data_dir):
             "--bootstrap",
             "300",
             "--in-process",
+            "--no-cache",  # the caches have their own tests (tests/test_caches.py); writing 5 states cost 14 s under AVX2
         ],
         capture_output=True,
         text=True,
