@@ -72,6 +72,48 @@ def default_model(run_dtype):
     return model, tokenizer
 
 
+SHORT_MODEL_BLOCKS = 12  # the most any baseline's smollm2 layers reach: GA trains blocks 4-11
+
+
+@pytest.fixture(scope="session")
+def short_model_dir(tmp_path_factory) -> Path:
+    """The real default model cut to its first 12 of 30 blocks, as a local model folder (``--model`` / ``model:``).
+
+    For the tests whose subject is the harness's plumbing (the caches, the sandbox's containment), not the
+    model's behaviour: the same tokenizer, embeddings and block weights, byte for byte, at 287 of 538 MB.
+    Every sandboxed step streams the weights into the box and back and every cached step hashes and writes
+    them, so those tests' fixed costs halve (under the AVX2 emulation a one-step GA was ~1 s of a ~8 s step).
+    The folder is named after the model so that its hyperparameter family stays ``smollm2``.
+    """
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from benchmark.models import DEFAULT_MODEL_ID, resolve_model
+
+    source = Path(resolve_model(DEFAULT_MODEL_ID).path)
+    target = tmp_path_factory.mktemp("models") / f"SmolLM2-135M-Instruct-first-{SHORT_MODEL_BLOCKS}-blocks"
+    target.mkdir()
+    config = json.loads((source / "config.json").read_text())
+    assert config["num_hidden_layers"] > SHORT_MODEL_BLOCKS, config["num_hidden_layers"]
+    config["num_hidden_layers"] = SHORT_MODEL_BLOCKS
+    if config.get("layer_types"):
+        config["layer_types"] = config["layer_types"][:SHORT_MODEL_BLOCKS]
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    for file in source.iterdir():
+        if file.is_file() and not file.name.endswith(".safetensors") and file.name != "config.json":
+            shutil.copyfile(file, target / file.name)
+
+    def kept(name: str) -> bool:
+        parts = name.split(".")
+        return not (parts[:2] == ["model", "layers"] and int(parts[2]) >= SHORT_MODEL_BLOCKS)
+
+    weights = load_file(str(source / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if kept(k)}, str(target / "model.safetensors"), {"format": "pt"})
+    return target
+
+
 @pytest.fixture()
 def fresh_model(default_model):
     """A private deep copy of the default model that a test may change."""

@@ -235,9 +235,11 @@ def test_only_the_baselines_are_trusted(tmp_path):
 
 # ------------------------------------------------------------------ the runner, on the real model
 
+# {model}: the session's short model (conftest.py `short_model_dir`): what is tested is what the caches
+# reuse, and the full model's weights only made each cached or sandboxed step slower
 TINY_PROFILE = """
 name: cache-test
-model: HuggingFaceTB/SmolLM2-135M-Instruct
+model: {model}
 dtype: auto
 seed: 0
 threads: 2
@@ -258,14 +260,14 @@ corpora: {forget_n: 4, retain_n: 4, calibration_n: 2}
 
 
 @pytest.fixture(scope="module")
-def tiny_runner(tmp_path_factory, data_dir):
+def tiny_runner(tmp_path_factory, data_dir, short_model_dir):
     """A runner over the tiny profile with GA and a copy of the template (untrusted), inputs loaded."""
     from benchmark.profiles import load_profile
     from benchmark.runner import Runner
     from benchmark.submissions import load_submission
 
     root = tmp_path_factory.mktemp("tiny")
-    (root / "tiny.yaml").write_text(TINY_PROFILE)
+    (root / "tiny.yaml").write_text(TINY_PROFILE.replace("{model}", str(short_model_dir)))
     template = shutil.copytree(PROJECT_ROOT / "submissions" / "template", root / "template")
     subs = [load_submission(baselines_dir() / "ga"), load_submission(template)]
     runner = Runner(
@@ -358,11 +360,11 @@ def test_cache_command_shows_and_clears(tmp_path):
 # ------------------------------------------------------------------ a second run of a tiny grid
 
 
-def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, data_dir):
+def test_second_run_with_a_changed_submission_pays_only_for_its_cells(tmp_path, data_dir, short_model_dir):
     """GA (trusted) and a copy of the template (submitted), both orders: run, change the submission, run again."""
     from benchmark.records import read_records
 
-    (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
+    (tmp_path / "tiny.yaml").write_text(TINY_PROFILE.replace("{model}", str(short_model_dir)))
     mine = shutil.copytree(PROJECT_ROOT / "submissions" / "template", tmp_path / "mine")
     yaml_file = mine / "submission.yaml"
     assert "  smollm2: {}" in yaml_file.read_text()
