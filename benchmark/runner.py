@@ -404,9 +404,7 @@ class Runner:
             self.echo(sooner)
         return per_cell
 
-    def _sooner(
-        self, inputs: RunInputs, total_s: float, rate: float, n_params: int, weights_gb: float
-    ) -> str | None:
+    def _sooner(self, inputs: RunInputs, total_s: float, rate: float, n_params: int, weights_gb: float) -> str | None:
         """One line naming the quickest other profile for the same model, when one is at least twice as quick."""
         from benchmark.paths import baselines_dir
         from benchmark.profiles import ProfileError, available_profiles, load_profile

@@ -197,8 +197,17 @@ def suite_grid(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="session")
-def tiny_reference(tmp_path_factory, data_dir) -> list[dict]:
-    """The tiny grid (tests/fixtures/tiny/profile.yaml) run once per session, uninterrupted, by the local executor
+def tiny_profile(short_model_dir, tmp_path_factory) -> Path:
+    """tests/fixtures/tiny/profile.yaml on the short model (``short_model_dir``): the kill tests' grid, whose
+    subject is what a kill leaves behind, not the model."""
+    file = tmp_path_factory.mktemp("tiny-profile") / "profile.yaml"
+    file.write_text(TINY_PROFILE.read_text() + f"model: {short_model_dir}\n")
+    return file
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory, data_dir, tiny_profile) -> list[dict]:
+    """The tiny grid (``tiny_profile``) run once per session, uninterrupted, by the local executor
     in this process: the reference of the kill tests (tests/test_ray_kill.py, tests/test_resume_after_kill.py)."""
     import torch
 
@@ -207,7 +216,7 @@ def tiny_reference(tmp_path_factory, data_dir) -> list[dict]:
     from benchmark.runner import Runner
     from benchmark.submissions import discover
 
-    prof = load_profile(str(TINY_PROFILE))
+    prof = load_profile(str(tiny_profile))
     threads = torch.get_num_threads()  # the profile pins one thread: give the session its own back
     try:
         records = Runner(
@@ -241,7 +250,15 @@ def ray_local():
 # served app), or fresh harness processes, get the `slow` marker here, at collection, so that `pytest -m "not slow"` runs the rest without a
 # model load; CI runs everything. Decided from the fixtures a test uses, then from the modules (or single tests)
 # that load the model by other means, so no test file has to say it.
-MODEL_FIXTURES = {"default_model", "fresh_model", "suite_grid", "tiny_reference", "ray_local", "tiny_runner"}
+MODEL_FIXTURES = {
+    "default_model",
+    "fresh_model",
+    "suite_grid",
+    "tiny_reference",
+    "ray_local",
+    "tiny_runner",
+    "short_model_dir",
+}
 MODEL_MODULES = {
     "test_grid_end_to_end",
     "test_resume_after_kill",

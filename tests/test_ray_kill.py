@@ -1,6 +1,6 @@
 """``kill -9`` under the Ray executor: of a worker during a step, and of the driver during a grid.
 
-Both runs use the smallest grid that shows it (``tests/fixtures/tiny/profile.yaml``: the base
+Both runs use the smallest grid that shows it (``tests/fixtures/tiny/profile.yaml`` on the short model: the base
 model and GA alone, one first step, a few items, one torch thread) on the session's Ray
 (``ray_local``), and are compared with one uninterrupted run of the local executor (``tiny_reference``
 in conftest.py, shared with tests/test_resume_after_kill.py): the same cell ids, statuses, scores,
@@ -27,7 +27,6 @@ from benchmark.paths import baselines_dir
 from benchmark.profiles import load_profile
 from benchmark.records import read_records
 from benchmark.submissions import discover
-from tests.conftest import TINY_PROFILE as TINY  # the tiny_reference fixture's profile
 
 KILL_WAIT_S = 600  # on a slow, shared machine the first step may take minutes to start
 
@@ -83,10 +82,12 @@ def _kill_worker_when_it_runs(title: str, killed: dict) -> None:
         time.sleep(0.05)
 
 
-def test_worker_killed_during_a_step_is_retried_and_nothing_changes(ray_local, tiny_reference, data_dir, tmp_path):
+def test_worker_killed_during_a_step_is_retried_and_nothing_changes(
+    ray_local, tiny_reference, tiny_profile, data_dir, tmp_path
+):
     from benchmark.ray_executor import RayRunner
 
-    prof = load_profile(str(TINY))
+    prof = load_profile(str(tiny_profile))
     killed: dict = {}
     killer = threading.Thread(target=_kill_worker_when_it_runs, args=("ray::first_step_task", killed), daemon=True)
     killer.start()
@@ -132,7 +133,9 @@ def test_worker_killed_during_a_step_is_retried_and_nothing_changes(ray_local, t
     assert _essence(again) == _essence(on_disk) and len(read_records(tmp_path / "run" / "records.jsonl")) == 1
 
 
-def test_driver_killed_during_a_grid_resumes_like_the_local_executor(ray_local, tiny_reference, data_dir, tmp_path):
+def test_driver_killed_during_a_grid_resumes_like_the_local_executor(
+    ray_local, tiny_reference, tiny_profile, data_dir, tmp_path
+):
     address = ray_local.get_runtime_context().gcs_address  # the driver joins the session's Ray
     out, states = tmp_path / "run", tmp_path / "states"
     cmd = [
@@ -141,7 +144,7 @@ def test_driver_killed_during_a_grid_resumes_like_the_local_executor(ray_local, 
         "benchmark.cli",
         "run",
         "--profile",
-        str(TINY),
+        str(tiny_profile),
         "--out",
         str(out),
         "--data-dir",

@@ -1,6 +1,6 @@
 """A run killed with SIGKILL and started again ends with the same records as an uninterrupted one.
 
-The run is the tiny grid of the kill tests (``tests/fixtures/tiny/profile.yaml``: the base model and
+The run is the tiny grid of the kill tests (``tests/fixtures/tiny/profile.yaml`` on the short model: the base model and
 GA alone, one torch thread) through the real CLI, in a fresh process with an empty private cache,
 killed while GA is being applied (after the base model's record is written) and started again. The
 uninterrupted reference is the session's ``tiny_reference`` (conftest.py: the local executor in the
@@ -32,19 +32,18 @@ import pytest
 
 from benchmark.caches.store import ENV_RESULTS_CACHE
 from benchmark.records import read_records
-from tests.conftest import TINY_PROFILE  # the tiny_reference fixture's profile
 
 N_CELLS = 2  # the base model and GA
 
 
-def _cmd(out: Path, data_dir: Path) -> list[str]:
+def _cmd(out: Path, data_dir: Path, profile: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
         "benchmark.cli",
         "run",
         "--profile",
-        str(TINY_PROFILE),
+        str(profile),
         "--out",
         str(out),
         "--data-dir",
@@ -66,14 +65,18 @@ def _essence(record: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tiny_reference, data_dir, tmp_path_factory):
+def killed_and_resumed(tiny_reference, tiny_profile, data_dir, tmp_path_factory):
     """Kill the run once the base model is recorded and GA is under way, then run it again."""
     root = tmp_path_factory.mktemp("resume")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", ENV_RESULTS_CACHE: str(root / "cache")}
     killed = root / "killed"
     records_file = killed / "records.jsonl"
     proc = subprocess.Popen(
-        _cmd(killed, data_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        _cmd(killed, data_dir, tiny_profile),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 900
     while time.time() < deadline and proc.poll() is None:
@@ -85,7 +88,9 @@ def killed_and_resumed(tiny_reference, data_dir, tmp_path_factory):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     partial = read_records(records_file)  # readable: no half-written line
-    resumed = subprocess.run(_cmd(killed, data_dir), env=env, capture_output=True, text=True, timeout=1800)
+    resumed = subprocess.run(
+        _cmd(killed, data_dir, tiny_profile), env=env, capture_output=True, text=True, timeout=1800
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     reference = {r["cell_id"]: r for r in tiny_reference}
     assert len(reference) == N_CELLS
