@@ -280,6 +280,9 @@ def _metric_text(value: float) -> str:
 def validate(
     folder: Path = typer.Argument(..., help="A submission folder (holding submission.yaml)."),
     smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="Also apply it once to the default model."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Hub id or local folder to smoke-apply it to instead of the default model."
+    ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     store: Optional[str] = typer.Option(
@@ -304,7 +307,7 @@ def validate(
     if refused:
         _die(refused)
     allow_unsafe(unsafe_no_sandbox)
-    report = validate_folder(folder, smoke=smoke, data_dir=data_dir, store=store)
+    report = validate_folder(folder, smoke=smoke, data_dir=data_dir, store=store, model=model)
     if as_json:
         typer.echo(report_json(report))
     else:

@@ -8,8 +8,8 @@ Checks, in order (a later check needs the earlier ones to pass):
 3. in the same process, every hyperparameter block of ``submission.yaml`` at every level
    against the class's declared :class:`benchmark.api.Hyperparameters` model (types,
    ranges, unknown names), before any model loads;
-4. optionally, a smoke application on the default model with a few real edits / texts in
-   the step sandbox, through the grid's step executor (:mod:`benchmark.step_executor`): it must return the same
+4. optionally, a smoke application on the default model (or ``--model``: a Hub id or local folder)
+   with a few real edits / texts in the step sandbox, through the grid's step executor (:mod:`benchmark.step_executor`): it must return the same
    architecture with finite weights within its time and memory budget.
 """
 
@@ -73,8 +73,11 @@ def check_import_and_api(
     return None, None, message, hp_problem
 
 
-def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: int = 4) -> str:
-    """Apply the submission once to the default model through the step executor, sandboxed; a summary line, or StepFailed.
+def smoke_apply(
+    sub: Submission, data_dir: str | Path | None = None, n_items: int = 4, model_id: str | None = None
+) -> str:
+    """Apply the submission once to ``model_id`` (default: the default model) through the step executor, sandboxed;
+    a summary line, or StepFailed.
 
     The same executor as a grid step (benchmark.step_executor), with the default model's
     family resolving the settings and a few real edits / texts; the step's cache is a
@@ -91,7 +94,7 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
     from benchmark.plan import Step
     from benchmark.step_executor import StepExecutor, copies_of, materials_for
 
-    resolved = resolve_model(DEFAULT_MODEL_ID)
+    resolved = resolve_model(model_id or DEFAULT_MODEL_ID)
     dtype = choose_dtype("auto", "cpu").dtype  # as the CPU profiles compute: bf16 only where it is fast
     model, tokenizer = load_model(resolved, dtype, torch.device("cpu"))
     records, _ = load_zsre(data_dir)
@@ -117,7 +120,8 @@ def smoke_apply(sub: Submission, data_dir: str | Path | None = None, n_items: in
         _, entry = executor.apply(step, fresh(None))
     sandbox = "sandboxed" if str(entry["isolation"].get("sandbox", "")).startswith("bubblewrap") else "NOT sandboxed"
     return (
-        f"smoke application on the default model: {entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
+        f"smoke application on {'the default model' if model_id is None else resolved.model_id}: "
+        f"{entry['seconds']:.1f} s of {res.time_budget_s:g} s, "
         f"peak {entry['peak_rss_mb']:.0f} MB of {res.memory_budget_gb:g} GB, finite weights, same architecture, "
         f"{sandbox}"
     )
@@ -128,8 +132,10 @@ def validate_folder(
     smoke: bool = True,
     data_dir: str | Path | None = None,
     store: str | None = None,
+    model: str | None = None,
 ) -> ValidationReport:
-    """Every check of the module docstring; ``store`` names the results store whose published names are reserved."""
+    """Every check of the module docstring; ``store`` names the results store whose published names are reserved,
+    ``model`` the model of the smoke application (a Hub id or local folder; default: the default model)."""
     report = ValidationReport(Path(folder))
     if smoke:
         from benchmark.paths import data_dir as resolve_data_dir
@@ -165,11 +171,12 @@ def validate_folder(
         return report
     report.passed.append("hyperparameters of every block and level match the class's declared types and ranges")
     if smoke:
+        from benchmark.models import ModelLoadError
         from benchmark.step_checks import StepFailed
 
         try:
-            report.passed.append(smoke_apply(sub, data_dir))
-        except (StepFailed, SubmissionError) as exc:
+            report.passed.append(smoke_apply(sub, data_dir, model_id=model))
+        except (StepFailed, SubmissionError, ModelLoadError) as exc:
             report.problems.append(str(exc))
         except (OSError, ValueError) as exc:  # the data folder lacks a file, or holds a malformed one
             report.problems.append(

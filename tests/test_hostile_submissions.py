@@ -96,13 +96,19 @@ def test_validate_names_each_static_problem():
         assert report.ok, (folder, report.problems)
 
 
-def test_validate_smoke_application(tmp_path, data_dir):
-    good = validate_folder(_renamed_template(tmp_path), smoke=True, data_dir=data_dir)
+def test_validate_smoke_application(tmp_path, data_dir, short_model_dir):
+    """On the short model (``--model``): what is tested is validate's sandboxed application and its checks; the
+    default model's smoke application is in tests/test_submissions.py."""
+    good = validate_folder(_renamed_template(tmp_path), smoke=True, data_dir=data_dir, model=str(short_model_dir))
     assert good.ok, good.problems
     assert "same architecture" in good.passed[-1] and "NOT sandboxed" not in good.passed[-1]
-    multi = validate_folder(TEMPLATE.parent / "examples" / "edit_unlearn", smoke=True, data_dir=data_dir)
+    assert good.passed[-1].startswith(f"smoke application on {short_model_dir}: "), good.passed[-1]
+    example = TEMPLATE.parent / "examples" / "edit_unlearn"
+    multi = validate_folder(example, smoke=True, data_dir=data_dir, model=str(short_model_dir))
     assert multi.ok, multi.problems  # the `multi` example: edits and unlearns in one sandboxed step
     assert "same architecture" in multi.passed[-1]
+    unknown = validate_folder(example, smoke=True, data_dir=data_dir, model="no-such-org/no-such-model")
+    assert len(unknown.problems) == 1 and "'no-such-org/no-such-model'" in unknown.problems[0], unknown.problems
     # runtime faults through validate: tests/test_submissions.py; all of these through the runner: the grid test below
 
 
