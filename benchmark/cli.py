@@ -592,7 +592,7 @@ app.add_typer(cache_app, name="cache")
 
 
 def _open_caches_or_die():
-    from benchmark.caches.run import open_caches
+    from benchmark.caches.folders import open_caches  # no torch: the command answers at once
     from benchmark.caches.store import CacheConfigError
 
     try:

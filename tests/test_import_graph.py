@@ -128,6 +128,7 @@ def test_scorers_use_the_model_layout_helpers_below_the_toolkit():
     [
         ("benchmark.sandbox", ["benchmark.isolation", "benchmark.submissions", "benchmark.api", "torch"]),
         ("benchmark.isolation", ["benchmark.runner", "benchmark.step_executor", "benchmark.run_inputs"]),
+        ("benchmark.caches.folders", ["torch", "safetensors", "transformers"]),  # `compose-bench cache` answers at once
     ],
 )
 def test_fresh_interpreter_import(module, absent):

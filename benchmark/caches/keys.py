@@ -13,12 +13,13 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable
 
 from benchmark import __version__
 from benchmark.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:  # torch loads only where a key is computed: `compose-bench cache` stays quick
+    import torch
 
 FORMAT_VERSION = 2  # bump when what an entry holds, or how a key is built, changes
 
@@ -86,6 +87,8 @@ def library_versions() -> dict[str, str | None]:
     """Versions of every library whose kernels or code compute the cached numbers."""
     from importlib.metadata import PackageNotFoundError, version
 
+    import torch
+
     out: dict[str, str | None] = {"torch": torch.__version__}
     for name in (
         "transformers",
@@ -112,6 +115,8 @@ def device_kind(device: torch.device) -> dict[str, Any]:
     The thread count is in because a different split of a reduction can change the last
     bits of a bf16 result.
     """
+    import torch
+
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return {"type": "cuda", "name": torch.cuda.get_device_name(index), "cuda": torch.version.cuda}

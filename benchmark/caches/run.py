@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from benchmark.caches.evaluations import DEFAULT_LIMIT_GB as EVAL_DEFAULT_GB
-from benchmark.caches.evaluations import ENV_LIMIT as EVAL_ENV
 from benchmark.caches.evaluations import CachedEvaluation, EvaluationCache
+from benchmark.caches.folders import EVALUATIONS_DIR, STATES_DIR, open_caches  # noqa: F401 (the runner's names)
 from benchmark.caches.keys import (
     EVALUATION_CODE_EXCLUDES,
     STEP_CODE_EXCLUDES,
@@ -30,10 +29,7 @@ from benchmark.caches.keys import (
     library_versions,
     tokenizer_digest,
 )
-from benchmark.caches.states import DEFAULT_LIMIT_GB as STATE_DEFAULT_GB
-from benchmark.caches.states import ENV_LIMIT as STATE_ENV
 from benchmark.caches.states import StateCache
-from benchmark.caches.store import results_cache_dir, size_limit_bytes
 from benchmark.paths import is_trusted
 from benchmark.resources import measure
 
@@ -43,18 +39,6 @@ if TYPE_CHECKING:
     from benchmark.run_inputs import RunInputs
 
 log = logging.getLogger(__name__)
-
-EVALUATIONS_DIR = "evaluations"
-STATES_DIR = "states"
-
-
-def open_caches(root: Path | None = None) -> tuple[EvaluationCache, StateCache]:
-    """Both caches under ``root`` (default :func:`results_cache_dir`), with their configured size limits."""
-    root = Path(root) if root is not None else results_cache_dir()
-    return (
-        EvaluationCache(root / EVALUATIONS_DIR, size_limit_bytes(EVAL_ENV, EVAL_DEFAULT_GB)),
-        StateCache(root / STATES_DIR, size_limit_bytes(STATE_ENV, STATE_DEFAULT_GB)),
-    )
 
 
 def context_digest(context: "InterventionContext") -> dict[str, Any]:

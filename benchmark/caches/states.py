@@ -14,15 +14,13 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from benchmark.caches.keys import FORMAT_VERSION, canonical_sha256
 from benchmark.caches.store import EntryStore
-from benchmark.models import tensors_sha256
+
+if TYPE_CHECKING:  # torch and safetensors load when a state is read or written, not to show or clear the cache
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +29,8 @@ DEFAULT_LIMIT_GB = 5.0  # about 15 states of the 135M default model in bf16 (325
 
 
 def _sorted_sha(state: dict[str, torch.Tensor]) -> str:
+    from benchmark.models import tensors_sha256
+
     return tensors_sha256((name, state[name]) for name in sorted(state))
 
 
@@ -59,6 +59,9 @@ class StateCache:
 
     def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """(output weights, the step's timing entry) under ``key``, or None (a miss; damage is discarded)."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
         path = self.store.path(key)
         if not path.exists():
             self.store.bump(misses=1)
@@ -108,6 +111,8 @@ class StateCache:
         }
 
         def write(tmp: Path) -> None:
+            from safetensors.torch import save_file
+
             save_file(tensors, str(tmp), metadata=metadata)
 
         return self.store.write(key, write)
