@@ -80,7 +80,7 @@ def short_model_dir(tmp_path_factory) -> Path:
     """The real default model cut to its first 12 of 30 blocks, as a local model folder (``--model`` / ``model:``).
 
     For the tests whose subject is the harness's plumbing (the caches, the sandbox's containment), not the
-    model's behaviour: the same tokenizer, embeddings and block weights, byte for byte, at 287 of 538 MB.
+    model's behaviour: the same tokenizer, embeddings and block weights, byte for byte, at 283 of 538 MB.
     Every sandboxed step streams the weights into the box and back and every cached step hashes and writes
     them, so those tests' fixed costs halve (under the AVX2 emulation a one-step GA was ~1 s of a ~8 s step).
     The folder is named after the model so that its hyperparameter family stays ``smollm2``.
