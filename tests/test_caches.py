@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from benchmark.caches import keys
 from benchmark.caches.evaluations import CachedEvaluation, EvaluationCache
-from benchmark.caches.run import RunCaches, open_caches
+from benchmark.caches.folders import open_caches
+from benchmark.caches.run import RunCaches
 from benchmark.paths import is_trusted
 from benchmark.caches.states import StateCache
 from benchmark.caches.store import ENV_RESULTS_CACHE, CacheConfigError, size_limit_bytes

@@ -149,9 +149,8 @@ PLANTED = "planted-by-hostile-submission"
 
 def test_hostile_steps_fail_or_score_what_is_really_there(tmp_path, data_dir, short_model_dir):
     profile_file = tmp_path / "micro.yaml"
-    profile_file.write_text(
-        yaml.safe_dump({**MICRO, "model": str(short_model_dir)})
-    )  # the box, not the model, is tested
+    # the short model: what is tested is the box, not the model
+    profile_file.write_text(yaml.safe_dump({**MICRO, "model": str(short_model_dir)}))
     subs = [load_submission(HOSTILE / n) for n in ("fake_2bit", "planted_stats", "reads_rephrase")]
     lines: list[str] = []
     records = Runner(

@@ -179,9 +179,8 @@ def test_hostile_cells_fail_with_their_reasons_and_the_rest_completes(
     socket_path, received = host_socket
     run_dir = tmp_path / "run"
     profile_file = tmp_path / "micro.yaml"
-    profile_file.write_text(
-        yaml.safe_dump({**MICRO, "model": str(short_model_dir)})
-    )  # the box, not the model, is tested
+    # the short model: what is tested is the box, not the model
+    profile_file.write_text(yaml.safe_dump({**MICRO, "model": str(short_model_dir)}))
     good = load_submission(_renamed_template(tmp_path / "subs"))
     probes = [
         str(data_dir),

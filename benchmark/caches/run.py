@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from benchmark.caches.evaluations import CachedEvaluation, EvaluationCache
-from benchmark.caches.folders import EVALUATIONS_DIR, STATES_DIR, open_caches  # noqa: F401 (the runner's names)
+from benchmark.caches.folders import open_caches
 from benchmark.caches.keys import (
     EVALUATION_CODE_EXCLUDES,
     STEP_CODE_EXCLUDES,
