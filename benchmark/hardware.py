@@ -17,6 +17,8 @@ __all__ = ["DEFAULT_SHAPE", "cpu_capability", "matmul_gflops"]
 
 # (m, k, n): 512 tokens through the default model's widest body layer (576 -> 1536, the MLP)
 DEFAULT_SHAPE = (512, 576, 1536)
+# rows of the first, untimed product: an eighth of the default shape's, so a slow kind shows itself cheaply
+WARM_ROWS = 64
 
 
 def cpu_capability() -> str:
@@ -32,14 +34,18 @@ def matmul_gflops(
 ) -> float:
     """Dense matmul rate in GFLOP/s (``2*m*k*n`` per product) for ``dtype`` on ``device``.
 
-    Runs ``(m, k) @ (k, n)`` repeatedly for about ``seconds`` of wall time after one
-    untimed warm-up product (which pays for kernel selection and first-touch memory),
-    with the current torch thread count, and returns the best of three timed slices of
-    the budget so that a brief stall from a neighbouring process does not set the rate.
-    A slow kind (bf16 on AVX2 at ~1 GFLOP/s) does one product per slice at least, so
-    the call may then take ``3 * 2*m*k*n / rate`` rather than ``seconds``: about 1.5 s
-    for the default shape at 1.3 GFLOP/s. The inputs are seeded random numbers, so
-    zero-skipping kernels cannot flatter the rate.
+    Runs ``(m, k) @ (k, n)`` repeatedly for about ``seconds`` of wall time after an
+    untimed warm-up (which pays for kernel selection and first-touch memory), with the
+    current torch thread count, and returns the best of three timed slices of the budget
+    so that a brief stall from a neighbouring process does not set the rate.
+
+    A slow kind (bf16 on AVX2 at ~1 GFLOP/s) needs longer than the whole budget for one
+    product. It is recognised from a warm-up on the first :data:`WARM_ROWS` rows, which
+    then stands in for the full one, and timed on a single product: two more products
+    and a full-size warm-up would add ~2 s to every process's start on such a CPU
+    (measured: the probe was 2.3 s of a tiny run's 50 s under the AVX2 emulation), and
+    at 30-200x below float32 no stall can change what the rate decides. The inputs are
+    seeded random numbers, so zero-skipping kernels cannot flatter the rate.
     """
     m, k, n = shape
     if min(shape) < 1 or seconds <= 0:
@@ -55,9 +61,14 @@ def matmul_gflops(
             torch.cuda.synchronize(device)
 
     with torch.inference_mode():
-        torch.matmul(a, b)
+        rows = min(m, WARM_ROWS)
+        start = time.perf_counter()
+        torch.matmul(a[:rows], b)
         sync()
-        best = 0.0
+        if (time.perf_counter() - start) * m / rows < seconds / 3:  # a fast kind: warm up at full size too
+            torch.matmul(a, b)
+            sync()
+        best, spent = 0.0, 0.0
         for _ in range(3):
             count, start = 0, time.perf_counter()
             while True:
@@ -70,5 +81,7 @@ def matmul_gflops(
                         break
             sync()
             elapsed = time.perf_counter() - start
-            best = max(best, count * flops / elapsed / 1e9)
+            best, spent = max(best, count * flops / elapsed / 1e9), spent + elapsed
+            if spent >= seconds:  # a slow kind: one product already took the whole budget
+                break
     return best

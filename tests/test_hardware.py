@@ -30,3 +30,20 @@ def test_probe_rejects_bad_arguments():
 
 def test_cpu_capability_is_torchs():
     assert cpu_capability() == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_kind_slower_than_the_budget_is_timed_on_one_product(monkeypatch):
+    """One product longer than the whole budget (bf16 on an AVX2-only CPU): a small warm-up, then one timed product."""
+    calls: list[int] = []
+    real = torch.matmul
+
+    def counted(a, b):
+        calls.append(a.shape[0])
+        return real(a, b)
+
+    monkeypatch.setattr(torch, "matmul", counted)
+    slow = matmul_gflops(torch.float32, "cpu", seconds=1e-6)  # every product takes longer than this budget
+    assert calls == [64, 512] and slow > 0
+    calls.clear()
+    matmul_gflops(torch.float32, "cpu", seconds=0.3)  # a fast kind: full-size warm-up, three slices of products
+    assert calls[:2] == [64, 512] and len(calls) >= 5 and set(calls[1:]) == {512}, calls
