@@ -20,10 +20,12 @@ import torch
 from benchmark.data.zsre import load_zsre, sample_edits
 from benchmark.evaluation.zsre import _greedy_and_forced, _Query, _query, locality_reference, score_edits, token_set_f1
 
-# 15 prompts + the 6 built ones: three batches (of 8) that mix lengths. The plain reference re-runs the whole
-# sequence for every token, for two float32 models: 8 edits made this module's fixtures cost 49 s under the
-# AVX2 emulation (issue 13), and every check below holds at 5.
-N_EDITS = 5
+# 9 prompts + the 3 built ones: two batches (of 8) that mix lengths. The plain reference re-runs the whole
+# sequence for every token, for two float32 models, and each of those small forward passes streams all the
+# weights (~0.1 s each in float32 on two cores, bound by memory, not by arithmetic): 5 edits and 6 built
+# answers made this module's fixtures cost 42 s under the AVX2 emulation (issue 13), and every check below
+# holds at 3 and 3 (each branch of the shared pass is still taken: see the first test).
+N_EDITS = 3
 BATCH = 8
 # bf16 logits of this model lie within about +-30, where the bf16 spacing is 0.125-0.25;
 # the same logit computed by two matmul shapes differs by a few spacings at most
@@ -100,7 +102,7 @@ def fp32_queries(fp32_models, records) -> list[_Query]:
     base, _, tokenizer = fp32_models
     queries = _all_queries(tokenizer, records)
     with torch.inference_mode():
-        return queries + [_leaving_at(base, q, k, 6) for q, k in zip(queries[:6], (1, 2, 3, 4, 1, 2))]
+        return queries + [_leaving_at(base, q, k, 6) for q, k in zip(queries[:3], (1, 2, 3))]
 
 
 @pytest.fixture(scope="module")
