@@ -62,6 +62,7 @@ class CostModel:
         default_factory=dict
     )  # name -> hyperparameters the work scales with
     state_cache_s_per_gb: float = 0.0  # a cached step's output: key hash, serialization, file hash
+    measured_on_params: int = 0  # parameters of the model the step costs were measured on (0: do not scale)
 
     @classmethod
     def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
@@ -83,6 +84,7 @@ class CostModel:
                     if v.get("measured_at")
                 },
                 state_cache_s_per_gb=float(raw["state_cache_s_per_gb"]),
+                measured_on_params=int(raw["measured_on_params"]),
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -138,9 +140,23 @@ def history_path() -> Path:
     return results_cache_dir() / "costs" / HISTORY_FILE
 
 
-def step_cost_key(name: str, submission_sha: str, level: Any, items: int, settings_json: str = "") -> str:
-    """One step's identity in the history: the same code, level, item count and resolved hyperparameters."""
-    return json.dumps([name, submission_sha, level, items, settings_json], default=str)
+def step_cost_key(
+    name: str, submission_sha: str, level: Any, items: int, settings_json: str = "", n_params: int = 0
+) -> str:
+    """One step's identity in the history: the same code, level, item count, resolved hyperparameters and model size
+    (a step's work grows with the model's parameters: a cost measured on one model does not stand for another's)."""
+    return json.dumps([name, submission_sha, level, items, settings_json, n_params], default=str)
+
+
+def parameter_count(model: Any) -> int:
+    """Elements of ``model``'s state dict: the size the cost model counts (tied embeddings twice, as the input
+    table and as the LM head's matmul; ``state_dict`` hands out a separate tensor for each name).
+
+    The evaluation efficiencies of tasks/cost_model.yaml were calibrated with this count
+    (scripts/calibrate_cost_model.py) and the step costs' ``measured_on_params`` is in it, so the
+    estimate stays consistent whatever a model ties.
+    """
+    return sum(t.numel() for t in model.state_dict().values())
 
 
 def record_step_cost(key: str, seconds: float, gflops: float, capability: str, dtype: str) -> None:
@@ -194,6 +210,7 @@ class StepPlan:
     items: int
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     cached: bool = False  # its output goes to the state cache (a trusted step, caching on)
+    n_params: int = 0  # parameters of the model it is applied to (0: the model the shipped costs were measured on)
 
 
 @dataclass
@@ -230,9 +247,15 @@ def work_scale(step: StepPlan, measured_at: dict[str, float]) -> float:
 def step_seconds(
     step: StepPlan, gflops: float, model: CostModel, history: dict[str, list[float]], overhead_s: float
 ) -> tuple[float, str]:
-    """Seconds for one application, and where the cost came from."""
+    """Seconds for one application, and where the cost came from.
+
+    A shipped cost was measured on one model (``measured_on_params``); on another it is scaled by the
+    ratio of parameters, the first-order size of every matmul a step does (training, calibration,
+    rounding). Without it a 1B-parameter model's steps were estimated at the 135M model's seconds.
+    """
     if step.key in history:
         return statistics.median(history[step.key]) / gflops + overhead_s, "this machine's history"
+    size = step.n_params / model.measured_on_params if step.n_params and model.measured_on_params else 1.0
     for source, entry in (
         (step.name, model.steps.get(step.name)),
         (f"category:{step.category}", model.steps.get(f"category:{step.category}")),
@@ -241,7 +264,8 @@ def step_seconds(
             work = entry["setup"] + (entry["fixed"] + entry["per_item"] * step.items) * work_scale(
                 step, model.measured_at.get(source, {})
             )
-            return work / gflops + overhead_s, "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
+            where = "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
+            return work * size / gflops + overhead_s, where
     return 60.0 + overhead_s, "no recorded cost (assumed 60 s)"
 
 

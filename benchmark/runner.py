@@ -30,6 +30,7 @@ from benchmark.cost import (
     estimate,
     evaluation_items,
     human,
+    parameter_count,
     record_step_cost,
     step_cost_key,
 )
@@ -348,18 +349,20 @@ class Runner:
         if category in (Category.COMPRESSION, Category.MULTI):
             items += len(inputs.calibration.texts)
         items = max(1, round(items * scale)) if scale != 1.0 else items
-        key = step_cost_key(step.submission.name, step.submission.sha256, step.level, items, step.settings_json)
+        n_params = parameter_count(inputs.base_model)
+        key = step_cost_key(
+            step.submission.name, step.submission.sha256, step.level, items, step.settings_json, n_params
+        )
         cached = self.caches is not None and self.caches.stores_step(step)
-        return StepPlan(step.submission.name, category.value, key, items, step.hyperparameters, cached)
+        return StepPlan(step.submission.name, category.value, key, items, step.hyperparameters, cached, n_params)
 
     def _estimate(self, inputs: RunInputs, todo: list[Cell]) -> dict[Cell, float]:
         """Estimated seconds per cell still to run (its first step counted in the first cell of its group); prints the total."""
         if not todo:
             return {}
         rate = _matmul_rate(inputs)
-        tensors = {id(t): t for t in inputs.base_model.state_dict().values()}.values()
-        n_params = sum(t.numel() for t in tensors)
-        weights_gb = sum(t.numel() * t.element_size() for t in tensors) / 1e9
+        n_params = parameter_count(inputs.base_model)
+        weights_gb = sum(t.numel() * t.element_size() for t in inputs.base_model.parameters()) / 1e9
         inputs.tokens = count_tokens(inputs.suite, inputs.tokenizer)
         tokens = _with_probes(inputs)
         applications: list[tuple[Cell, Step]] = []

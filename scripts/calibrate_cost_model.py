@@ -21,7 +21,7 @@ import torch
 
 
 def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
-    from benchmark.cost import SCORERS, count_tokens
+    from benchmark.cost import SCORERS, count_tokens, parameter_count
     from benchmark.data.corpora import STANDIN_NAME
     from benchmark.hardware import matmul_gflops
     from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
@@ -36,7 +36,7 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     suite = EvaluationSuite.build(p.evaluation, p.seed, data_dir, STANDIN_NAME)
     suite.prepare_reference(model, tok, Path("/tmp/compose-bench-calibration-reference.json"), weights_sha256(model))
     tokens = count_tokens(suite, tok)
-    n_params = sum(t.numel() for t in {id(t): t for t in model.state_dict().values()}.values())
+    n_params = parameter_count(model)
     t = time.perf_counter()
     _, _, parts, _ = suite.evaluate(model, tok, None)
     total = time.perf_counter() - t
@@ -58,7 +58,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
     """Each scorer's efficiency and the per-model overhead, per dtype, from finished runs' own timings."""
     import statistics
 
-    from benchmark.cost import SCORERS, count_tokens
+    from benchmark.cost import SCORERS, count_tokens, parameter_count
     from benchmark.models import load_model, resolve_model
     from benchmark.profiles import Profile
     from benchmark.records import read_typed_records
@@ -78,7 +78,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
             continue
         profile = Profile.model_validate(prov.profile_settings)
         model, tok = load_model(resolve_model(prov.model_id), torch.float32, torch.device("cpu"))
-        n_params = sum(t.numel() for t in {id(t): t for t in model.state_dict().values()}.values())
+        n_params = parameter_count(model)
         suite = EvaluationSuite.build(profile.evaluation, profile.seed, data_dir, (prov.forget_corpus or {})["name"])
         tokens = count_tokens(suite, tok)
         for record in records:

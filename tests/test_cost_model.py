@@ -72,3 +72,29 @@ def test_history_is_per_hyperparameters(tmp_path, monkeypatch):
     assert source == "this machine's history" and seconds == pytest.approx(20.0)
     _, source = step_seconds(_ga(4, key4), 45.0, model, history, overhead_s=0.0)
     assert source == "tasks/cost_model.yaml"
+
+
+def test_shipped_costs_scale_with_the_models_parameters_and_history_is_per_model_size():
+    """The table was measured on the default model; a model of half its parameters costs half of each step
+    (set-up included), and a cost this machine recorded on one model size is not reused for another."""
+    model = CostModel.load("float32")
+    assert model.measured_on_params == 162826560  # SmolLM2-135M-Instruct's state dict (its tied embedding twice)
+    for name, category, hp in (("ft", "editing", {"steps": 20}), ("wanda", "compression", {})):
+        same, _ = step_seconds(StepPlan(name, category, "k", 10, hp, n_params=162826560), 100.0, model, {}, 0.0)
+        unset, _ = step_seconds(StepPlan(name, category, "k", 10, hp), 100.0, model, {}, 0.0)
+        half, _ = step_seconds(StepPlan(name, category, "k", 10, hp, n_params=162826560 // 2), 100.0, model, {}, 0.5)
+        assert same == pytest.approx(unset) and half - 0.5 == pytest.approx(same / 2), name
+    assert step_cost_key("ga", "sha", None, 128, "{}", 134515008) != step_cost_key(
+        "ga", "sha", None, 128, "{}", 70793280
+    )
+
+
+def test_parameter_count_is_the_state_dicts_as_the_calibration_counted(default_model):
+    """The efficiencies were calibrated on state-dict elements (scripts/calibrate_cost_model.py): the tied
+    embedding counts as input table and LM head, so the count exceeds the unique parameters by the vocabulary."""
+    from benchmark.cost import parameter_count
+
+    model, _ = default_model
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # SmolLM2 ties them
+    unique = sum(p.numel() for p in model.parameters())
+    assert parameter_count(model) == 162826560 == unique + model.lm_head.weight.numel()
