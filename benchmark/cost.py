@@ -149,14 +149,17 @@ def step_cost_key(
 
 
 def parameter_count(model: Any) -> int:
-    """Elements of ``model``'s state dict: the size the cost model counts (tied embeddings twice, as the input
-    table and as the LM head's matmul; ``state_dict`` hands out a separate tensor for each name).
+    """The parameters a token's forward pass multiplies by: every weight once, less the input embedding table
+    (a lookup), which still counts where the LM head is tied to it. ``2 x this x tokens`` is a pass's FLOPs.
 
-    The evaluation efficiencies of tasks/cost_model.yaml were calibrated with this count
-    (scripts/calibrate_cost_model.py) and the step costs' ``measured_on_params`` is in it, so the
-    estimate stays consistent whatever a model ties.
+    The same count sizes evaluations and scales the shipped step costs (``measured_on_params``), so a
+    tied model (SmolLM2) and an untied one (Llama) are compared on the work they really do.
     """
-    return sum(t.numel() for t in model.state_dict().values())
+    n = sum(p.numel() for p in model.parameters())  # tied tensors once
+    table, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if table is not None and (head is None or head.weight is not table.weight):
+        n -= table.weight.numel()
+    return n
 
 
 def record_step_cost(key: str, seconds: float, gflops: float, capability: str, dtype: str) -> None:
@@ -285,8 +288,10 @@ def estimate(
     parts = evaluation_seconds(tokens, n_params, gflops, model)
     history = read_history(dtype)
     overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]
+    # an evaluation's fixed part (compression statistics, weight hashes, copies) reads every weight once or twice
+    size = n_params / model.measured_on_params if model.measured_on_params else 1.0
     out = GridEstimate(
-        gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s, parts, n_evaluations=n_evaluations
+        gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s * size, parts, n_evaluations=n_evaluations
     )
     for label, step in steps:
         seconds, source = step_seconds(step, gflops, model, history, overhead)

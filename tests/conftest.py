@@ -155,13 +155,24 @@ TINY_PROFILE = Path(__file__).parent / "fixtures" / "tiny" / "profile.yaml"
 
 
 @pytest.fixture(scope="session")
-def suite_grid(tmp_path_factory, data_dir):
-    """The suite's grid (tests/fixtures/suite/profile.yaml: the smoke plan with fewer items) through the real CLI,
-    once per session, with the baselines in the harness process (``--in-process``) and no cache (``--no-cache``).
+def suite_profile(short_model_dir, tmp_path_factory) -> Path:
+    """tests/fixtures/suite/profile.yaml on the short model (``short_model_dir``): the suite grid's profile file."""
+    file = tmp_path_factory.mktemp("suite-profile") / "profile.yaml"
+    file.write_text(SUITE_PROFILE.read_text() + f"model: {short_model_dir}\n")
+    return file
 
-    Not the `smoke` profile itself: on an AVX2-only CPU that grid took 11 minutes of a 33-minute suite,
-    and the README's main job already runs the real `default` grid (sandboxed) before the suite in CI. The
-    sandboxed path of the same runner is exercised by the hostile-submission grid (tests/test_hostile_submissions.py).
+
+@pytest.fixture(scope="session")
+def suite_grid(tmp_path_factory, data_dir, suite_profile):
+    """The suite's grid (``suite_profile``: the smoke plan with fewer items, on the short model) through the real
+    CLI, once per session, with the baselines in the harness process (``--in-process``) and no cache (``--no-cache``).
+
+    Its subject is the CLI's whole run (every scorer, step kind, record field and output file, the
+    estimate, resuming, the metrics command, Ray's equality with it), not the model: the short model
+    halves it (AVX2 emulation: 96 s on the full model), and the README's main job runs the real
+    `default` grid on the full model, sandboxed, before the suite in CI. Not the `smoke` profile itself:
+    on an AVX2-only CPU that grid took 11 minutes of a 33-minute suite. The sandboxed path of the same
+    runner is exercised by the hostile-submission grid (tests/test_hostile_submissions.py).
     Returns ``(out folder, CompletedProcess)``; tests/test_ray_executor.py compares Ray's records with these,
     cell id by cell id.
     """
@@ -177,7 +188,7 @@ def suite_grid(tmp_path_factory, data_dir):
             "benchmark.cli",
             "run",
             "--profile",
-            str(SUITE_PROFILE),
+            str(suite_profile),
             "--out",
             str(out),
             "--data-dir",

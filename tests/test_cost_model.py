@@ -78,23 +78,42 @@ def test_shipped_costs_scale_with_the_models_parameters_and_history_is_per_model
     """The table was measured on the default model; a model of half its parameters costs half of each step
     (set-up included), and a cost this machine recorded on one model size is not reused for another."""
     model = CostModel.load("float32")
-    assert model.measured_on_params == 162826560  # SmolLM2-135M-Instruct's state dict (its tied embedding twice)
+    assert model.measured_on_params == 134515008  # SmolLM2-135M-Instruct (its tied embedding once)
     for name, category, hp in (("ft", "editing", {"steps": 20}), ("wanda", "compression", {})):
-        same, _ = step_seconds(StepPlan(name, category, "k", 10, hp, n_params=162826560), 100.0, model, {}, 0.0)
+        same, _ = step_seconds(StepPlan(name, category, "k", 10, hp, n_params=134515008), 100.0, model, {}, 0.0)
         unset, _ = step_seconds(StepPlan(name, category, "k", 10, hp), 100.0, model, {}, 0.0)
-        half, _ = step_seconds(StepPlan(name, category, "k", 10, hp, n_params=162826560 // 2), 100.0, model, {}, 0.5)
+        half, _ = step_seconds(StepPlan(name, category, "k", 10, hp, n_params=134515008 // 2), 100.0, model, {}, 0.5)
         assert same == pytest.approx(unset) and half - 0.5 == pytest.approx(same / 2), name
     assert step_cost_key("ga", "sha", None, 128, "{}", 134515008) != step_cost_key(
         "ga", "sha", None, 128, "{}", 70793280
     )
 
 
-def test_parameter_count_is_the_state_dicts_as_the_calibration_counted(default_model):
-    """The efficiencies were calibrated on state-dict elements (scripts/calibrate_cost_model.py): the tied
-    embedding counts as input table and LM head, so the count exceeds the unique parameters by the vocabulary."""
+def test_parameter_count_is_what_a_forward_pass_multiplies_by(default_model):
+    """Tied (SmolLM2): every parameter once, the embedding as the LM head. Untied: the input table is a lookup."""
+    import copy
+
+    import torch
+
     from benchmark.cost import parameter_count
 
     model, _ = default_model
     assert model.lm_head.weight is model.model.embed_tokens.weight  # SmolLM2 ties them
-    unique = sum(p.numel() for p in model.parameters())
-    assert parameter_count(model) == 162826560 == unique + model.lm_head.weight.numel()
+    assert parameter_count(model) == 134515008 == sum(p.numel() for p in model.parameters())
+    untied = copy.deepcopy(model)
+    untied.lm_head.weight = torch.nn.Parameter(untied.lm_head.weight.detach().clone())
+    table = untied.model.embed_tokens.weight.numel()
+    assert sum(p.numel() for p in untied.parameters()) == 134515008 + table
+    assert parameter_count(untied) == 134515008  # the same matmuls, the table not among them
+
+
+def test_an_evaluations_fixed_part_scales_with_the_model():
+    """Compression statistics, hashes and copies read every weight: half the parameters, half that part."""
+    from benchmark.cost import EvaluationTokens, estimate
+
+    none = EvaluationTokens({"mcq": 0, "zsre": 0, "perplexity": 0}, {"mcq": 0, "zsre": 0, "perplexity": 0})
+    model = CostModel.load("float32")
+    full = estimate(none, model.measured_on_params, 100.0, 1, [], sandboxed=False, dtype="float32")
+    half = estimate(none, model.measured_on_params // 2, 100.0, 1, [], sandboxed=False, dtype="float32")
+    assert full.evaluation_s == pytest.approx(model.evaluation_overhead_s) and model.evaluation_overhead_s > 0
+    assert half.evaluation_s == pytest.approx(full.evaluation_s / 2)

