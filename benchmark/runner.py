@@ -12,6 +12,7 @@ grid goes on.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -582,9 +583,21 @@ def _with_probes(inputs: RunInputs) -> EvaluationTokens:
     return replace(inputs.tokens, tokens={**inputs.tokens.tokens, "mcq": inputs.tokens.tokens["mcq"] + extra})
 
 
+# seconds of the rate the estimate and the step-cost history use: the dtype probe's 0.15 s decides a 5-60x
+# question; a cost needs the rate itself, and one 0.15 s reading on a shared VM once came out 25% low
+# (a suite grid estimated at 62 s ran 37 s under the AVX2 emulation, 47 vs 43 s alone)
+RATE_PROBE_S = 1.0
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_rate(dtype: torch.dtype, device: str) -> float:
+    return matmul_gflops(dtype, device, seconds=RATE_PROBE_S)
+
+
 def _matmul_rate(inputs: RunInputs) -> float:
-    """The run dtype's matmul rate: the dtype probe's measurement, or a probe now where it measured none."""
-    return inputs.numerics.gflops.get(inputs.numerics.name) or matmul_gflops(inputs.dtype, inputs.device)
+    """The run dtype's matmul rate for costs: measured once per process over :data:`RATE_PROBE_S`
+    (best of three slices)."""
+    return _measured_rate(inputs.dtype, str(inputs.device))
 
 
 def _sizes_ratio(other: Profile, this: Profile) -> dict[Category, float]:

@@ -114,6 +114,20 @@ def short_model_dir(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def short_model(short_model_dir, run_dtype):
+    """The short model (``short_model_dir``) loaded once per session in this machine's ``auto`` dtype; do not mutate it.
+
+    For in-process tests whose subject is the harness's mechanics around a model (the probes' copies and
+    seeds), not what the model knows: its forward passes cost half the full model's.
+    """
+    import torch
+
+    from benchmark.models import load_model, resolve_model
+
+    return load_model(resolve_model(str(short_model_dir)), run_dtype, torch.device("cpu"))
+
+
 @pytest.fixture()
 def fresh_model(default_model):
     """A private deep copy of the default model that a test may change."""
@@ -263,6 +277,7 @@ def ray_local():
 # that load the model by other means, so no test file has to say it.
 MODEL_FIXTURES = {
     "default_model",
+    "short_model",
     "fresh_model",
     "suite_grid",
     "tiny_reference",

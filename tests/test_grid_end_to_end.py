@@ -148,5 +148,6 @@ def test_the_estimate_printed_before_the_grid_is_within_a_factor_of_1_5(suite_gr
     assert estimate and spent, proc.stdout[-3000:]
     measured, estimated = int(spent.group(1)), int(spent.group(2))
     assert measured / 1.5 <= estimated <= measured * 1.5, (
-        f"estimated {estimated} s, measured {measured} s on {estimate.group(1)} in {estimate.group(2)}"
+        f"estimated {estimated} s, measured {measured} s on {estimate.group(1)} in {estimate.group(2)}: "
+        + next(line for line in proc.stdout.splitlines() if line.startswith("estimate: "))
     )
