@@ -584,8 +584,8 @@ def _with_probes(inputs: RunInputs) -> EvaluationTokens:
 
 
 # seconds of the rate the estimate and the step-cost history use: the dtype probe's 0.15 s decides a 5-60x
-# question; a cost needs the rate itself, and one 0.15 s reading on a shared VM once came out 25% low
-# (a suite grid estimated at 62 s ran 37 s under the AVX2 emulation, 47 vs 43 s alone)
+# question; a cost needs the rate itself, and a 0.15 s reading on a shared VM can dip by a quarter
+# (the likely cause of a suite grid estimated at 62 s that ran 37 s under the AVX2 emulation, 47 vs 43 s alone)
 RATE_PROBE_S = 1.0
 
 
