@@ -64,6 +64,10 @@ class CostModel:
     state_cache_s_per_gb: float = 0.0  # a cached step's output: key hash, serialization, file hash
     measured_on_params: int = 0  # parameters of the model the step costs were measured on (0: do not scale)
 
+    def size_ratio(self, n_params: int) -> float:
+        """How much larger a model of ``n_params`` is than the one the costs were measured on (1 when unknown)."""
+        return n_params / self.measured_on_params if n_params and self.measured_on_params else 1.0
+
     @classmethod
     def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
         path = path or tasks_dir() / COST_MODEL_FILE
@@ -258,7 +262,7 @@ def step_seconds(
     """
     if step.key in history:
         return statistics.median(history[step.key]) / gflops + overhead_s, "this machine's history"
-    size = step.n_params / model.measured_on_params if step.n_params and model.measured_on_params else 1.0
+    size = model.size_ratio(step.n_params)
     for source, entry in (
         (step.name, model.steps.get(step.name)),
         (f"category:{step.category}", model.steps.get(f"category:{step.category}")),
@@ -289,10 +293,8 @@ def estimate(
     history = read_history(dtype)
     overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]
     # an evaluation's fixed part (compression statistics, weight hashes, copies) reads every weight once or twice
-    size = n_params / model.measured_on_params if model.measured_on_params else 1.0
-    out = GridEstimate(
-        gflops, n_params, sum(parts.values()) + model.evaluation_overhead_s * size, parts, n_evaluations=n_evaluations
-    )
+    fixed = model.evaluation_overhead_s * model.size_ratio(n_params)
+    out = GridEstimate(gflops, n_params, sum(parts.values()) + fixed, parts, n_evaluations=n_evaluations)
     for label, step in steps:
         seconds, source = step_seconds(step, gflops, model, history, overhead)
         if step.cached:

@@ -168,12 +168,17 @@ SUITE_PROFILE = Path(__file__).parent / "fixtures" / "suite" / "profile.yaml"
 TINY_PROFILE = Path(__file__).parent / "fixtures" / "tiny" / "profile.yaml"
 
 
+def _on_short_model(profile: Path, short_model_dir: Path, tmp_path_factory) -> Path:
+    """A copy of the profile file ``profile`` whose ``model:`` is the short model's folder."""
+    file = tmp_path_factory.mktemp(f"{profile.parent.name}-profile") / "profile.yaml"
+    file.write_text(profile.read_text() + f"model: {short_model_dir}\n")
+    return file
+
+
 @pytest.fixture(scope="session")
 def suite_profile(short_model_dir, tmp_path_factory) -> Path:
     """tests/fixtures/suite/profile.yaml on the short model (``short_model_dir``): the suite grid's profile file."""
-    file = tmp_path_factory.mktemp("suite-profile") / "profile.yaml"
-    file.write_text(SUITE_PROFILE.read_text() + f"model: {short_model_dir}\n")
-    return file
+    return _on_short_model(SUITE_PROFILE, short_model_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -225,9 +230,7 @@ def suite_grid(tmp_path_factory, data_dir, suite_profile):
 def tiny_profile(short_model_dir, tmp_path_factory) -> Path:
     """tests/fixtures/tiny/profile.yaml on the short model (``short_model_dir``): the kill tests' grid, whose
     subject is what a kill leaves behind, not the model."""
-    file = tmp_path_factory.mktemp("tiny-profile") / "profile.yaml"
-    file.write_text(TINY_PROFILE.read_text() + f"model: {short_model_dir}\n")
-    return file
+    return _on_short_model(TINY_PROFILE, short_model_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
