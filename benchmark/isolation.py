@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from benchmark.paths import is_trusted
-from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, probe
+from benchmark.sandbox import Box, BoxSpec, Limits, SandboxUnavailable, SealedMemory, probe
 from benchmark.toolkit.key_statistics import ENV_STEP_CACHE, ENV_STEP_CACHE_OUT
 
 __all__ = [
@@ -380,8 +380,10 @@ def run_isolated(
         tied = tied_groups(reference)
         from safetensors.torch import load, save
 
-        data = save(_untied(state))
-        in_size = len(data)
+        # the weights go in as a sealed memfd the box maps (no pipe, no copy there): ~3 s less per step
+        # for the default model's 0.54 GB on two cores of a VM whose memory copies run at ~1 GB/s
+        memory = SealedMemory(save(_untied(state)), STATE_IN)
+        in_size = memory.size
         out_dir = scratch / "out"
         out_dir.mkdir()
         limits = Limits(
@@ -391,12 +393,12 @@ def run_isolated(
             output_bytes=2 * in_size + (64 << 20),
             startup_s=STARTUP_LIMIT_S,
         )
-        inputs = {**(extra_inputs or {}), "submission": job.submission.folder, STATE_IN: data}
+        inputs = {**(extra_inputs or {}), "submission": job.submission.folder, STATE_IN: memory}
         kept = Path(job.step_cache.get(ENV_STEP_CACHE, ""))
         if job.step_cache.get(ENV_STEP_CACHE) and kept.is_dir() and any(kept.iterdir()):
             inputs[STEP_CACHE_IN] = kept
-        result = box.call("benchmark.isolation:step_main", job, inputs, limits, out_dir, job.label)
-        del data
+        with memory:
+            result = box.call("benchmark.isolation:step_main", job, inputs, limits, out_dir, job.label)
         report = result.report or {}
         outcome = StepOutcome(
             None,
@@ -601,7 +603,7 @@ def _thread_only_progress_lock() -> None:
 
 def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     """In the box: load the state into the warm model, import and apply the submission, write the weights."""
-    from safetensors.torch import load, save
+    from safetensors.torch import load, load_file, save_file
 
     from benchmark.models import parse_dtype
     from benchmark.sandbox_inside import MEMORY_IN, MEMORY_OUT
@@ -617,7 +619,10 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     model, tokenizer = _WARM["model"], _WARM["tokenizer"]
     model_dtype, apply_dtype = parse_dtype(job.model_dtype), parse_dtype(job.apply_dtype)
     # assign: the loaded tensors become the parameters (no copy into the skeleton's untouched pages), then re-tie
-    model.load_state_dict(load(MEMORY_IN.pop(STATE_IN)), strict=True, assign=True)
+    state_in = MEMORY_IN.pop(STATE_IN)  # the path of the sealed memfd: mapped, copied on write only
+    model.load_state_dict(
+        load_file(state_in) if isinstance(state_in, str) else load(state_in), strict=True, assign=True
+    )
     model.tie_weights()
     phases["load_s"] = round(time.perf_counter() - t_phase, 3)
     base_signature = signature(model)
@@ -657,7 +662,11 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
             _check_shape(job.label, model, base_signature)  # the harness checks values and ties of what comes back
             report["weight_bits"] = intervention.weight_bits(job.context)
             t_phase = time.perf_counter()
-            MEMORY_OUT[STATE_OUT] = save(_untied(model.state_dict()))
+            # written once into the call's scratch (counted in its memory) and streamed back by the kernel:
+            # safetensors' save() would hold two more copies of the weights in this process
+            out_file = os.path.join(scratch, STATE_OUT)
+            save_file(_untied(model.state_dict()), out_file)
+            MEMORY_OUT[STATE_OUT] = out_file
             phases["save_s"] = round(time.perf_counter() - t_phase, 3)
             if cache_out:
                 for entry in os.scandir(cache_out):

@@ -14,7 +14,8 @@ the caller binds (e.g. a model's config and tokenizer folder); a fresh ``/proc``
 PID namespace and a private ``/dev`` (null, zero, full, random, urandom, tty). The
 environment is an allow-list (:func:`box_environment`): nothing of the harness's
 (``HF_TOKEN`` and friends) goes in. The only channel out is one anonymous socket pair
-(no path: nothing else can connect to it) and, per call, three pipes.
+(no path: nothing else can connect to it) and, per call, three pipes (plus, for large inputs
+such as a model's weights, sealed read-only memfds: :class:`SealedMemory`).
 
 Inside it, a warm zygote (:mod:`benchmark.sandbox_inside`) imports torch and transformers
 once and forks one child per call; each child enters its own user/mount/PID/net/IPC/UTS
@@ -76,6 +77,42 @@ ENV_PASS = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ATEN_CPU_CAPABILI
 
 class SandboxUnavailable(RuntimeError):
     """The kernel or the installation cannot build the box; ``str()`` is one line saying why."""
+
+
+class SealedMemory:
+    """Bytes handed to a call as a sealed memfd instead of through its input pipe.
+
+    The child gets the file descriptor itself and reads it at ``/proc/self/fd/N`` (mapped, not
+    copied: ``safetensors.torch.load_file`` of a model's weights takes no time), so the weights
+    cross into the box without a pipe and the child's two copies of them. The file is sealed
+    before it is sent (no write, resize or new seal: ``F_SEAL_WRITE | F_SEAL_SHRINK |
+    F_SEAL_GROW | F_SEAL_SEAL``), so the child can only read it, and a private mapping of it
+    is copied on write. Close it (or use it as a context manager) once the call is over.
+    """
+
+    def __init__(self, data: bytes | memoryview, name: str = "compose-bench-input") -> None:
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, seals)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "SealedMemory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -440,7 +477,8 @@ class Box:
         """Run ``target(payload, in_dir, out_dir)`` in a fresh sealed child.
 
         ``inputs`` maps names to files and folders (placed in ``in_dir``; folders read-only)
-        or to bytes (handed over in memory: ``sandbox_inside.MEMORY_IN``). Whatever the
+        or to bytes (handed over in memory: ``sandbox_inside.MEMORY_IN``) or to a
+        :class:`SealedMemory` (``MEMORY_IN`` then holds a read-only path to it). Whatever the
         target leaves in ``out_dir`` or ``sandbox_inside.MEMORY_OUT`` comes back, capped at
         ``limits.output_bytes``.
         """
@@ -452,6 +490,14 @@ class Box:
             return _Call(self, target, payload, inputs, limits, Path(out_dir), label).run()
 
 
+def _size(blob: bytes | Path | SealedMemory) -> int:
+    if isinstance(blob, bytes):
+        return len(blob)
+    if isinstance(blob, SealedMemory):
+        return blob.size
+    return blob.stat().st_size
+
+
 class _Call:
     """The parent's side of one call: feed inputs, drain outputs and log, poll, kill, report."""
 
@@ -459,8 +505,13 @@ class _Call:
         self, box: Box, target: str, payload: Any, inputs: dict[str, Path], limits: Limits, out_dir: Path, label: str
     ) -> None:
         self.box, self.target, self.limits, self.out_dir, self.label = box, target, limits, out_dir, label
-        self.blobs: list[tuple[str, bytes | Path, str]] = [("payload.pickle", pickle.dumps(payload), "file")]
+        self.blobs: list[tuple[str, bytes | Path | SealedMemory, str]] = [
+            ("payload.pickle", pickle.dumps(payload), "file")
+        ]
         for name, path in inputs.items():
+            if isinstance(path, SealedMemory):  # goes with the request as a file descriptor, not through the pipe
+                self.blobs.append((name, path, "fd"))
+                continue
             if isinstance(path, (bytes, bytearray, memoryview)):
                 self.blobs.append((name, bytes(path), "mem"))
                 continue
@@ -478,7 +529,9 @@ class _Call:
     def _feed(self, fd: int) -> None:
         try:
             with os.fdopen(fd, "wb") as fh:
-                for _, blob, _ in self.blobs:
+                for _, blob, kind in self.blobs:
+                    if kind == "fd":
+                        continue
                     if isinstance(blob, bytes):
                         fh.write(blob)
                     else:
@@ -567,7 +620,7 @@ class _Call:
             "op": "run",
             "target": self.target,
             "scratch": scratch_root,
-            "files": [[n, len(b) if isinstance(b, bytes) else b.stat().st_size, k] for n, b, k in self.blobs],
+            "files": [[n, _size(b), k] for n, b, k in self.blobs],
             "scratch_bytes": limits.tmpfs_bytes,
             "shm_bytes": limits.tmpfs_bytes,
         }
@@ -578,7 +631,8 @@ class _Call:
         ]
         t0 = time.perf_counter()
         try:
-            send_msg(box._sock, request, [in_r, out_w, log_w])
+            memfds = [b.fd for _, b, k in self.blobs if isinstance(b, SealedMemory)]
+            send_msg(box._sock, request, [in_r, out_w, log_w, *memfds])
         except OSError as exc:
             for fd in (in_r, in_w, out_r, out_w, log_r, log_w):
                 os.close(fd)

@@ -152,6 +152,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _sendfile_all(out_fd: int, in_fd: int, size: int) -> None:
+    """Copy ``size`` bytes of the file ``in_fd`` into ``out_fd`` (a pipe) in the kernel."""
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(out_fd, in_fd, offset, min(size - offset, 1 << 30))
+        if sent == 0:
+            raise EOFError(f"the file ended after {offset} of {size} bytes")
+        offset += sent
+
+
 # --------------------------------------------------------------------------- system calls
 
 
@@ -267,15 +277,24 @@ def _drop_privileges(libc) -> str:
 # --------------------------------------------------------------------------- one call
 
 
-# in-memory inputs and outputs of the current call (large tensors files: no copy through the scratch tmpfs)
-MEMORY_IN: dict[str, bytes] = {}
-MEMORY_OUT: dict[str, bytes] = {}
+# in-memory inputs and outputs of the current call. MEMORY_IN: bytes that came through the pipe, or
+# the read-only path (/proc/self/fd/N) of a sealed memfd the harness sent with the request (a model's
+# weights: mapped, never copied here). MEMORY_OUT: bytes, or the path of a file in the call's scratch
+# that is streamed back by the kernel (os.sendfile) and removed.
+MEMORY_IN: dict[str, bytes | str] = {}
+MEMORY_OUT: dict[str, bytes | str] = {}
 
 
-def _receive_inputs(fd: int, in_dir: str, files: list[list]) -> list[str]:
-    """Input files, folders (tar) and in-memory blobs in the order announced; returns the folders."""
+def _receive_inputs(fd: int, in_dir: str, files: list[list], memfds: list[int]) -> list[str]:
+    """Input files, folders (tar), in-memory blobs and sealed memfds in the order announced; returns the folders."""
     folders = []
+    memfds = list(memfds)
     for name, size, kind in files:
+        if kind == "fd":
+            if not memfds:
+                raise ConfineError(f"input {name!r} was announced as a file descriptor that did not come")
+            MEMORY_IN[name] = f"/proc/self/fd/{memfds.pop(0)}"
+            continue
         data = _read_exact(fd, int(size))
         target = os.path.join(in_dir, name)
         if kind == "mem":
@@ -295,6 +314,14 @@ def _receive_inputs(fd: int, in_dir: str, files: list[list]) -> list[str]:
 def _send_outputs(fd: int, out_dir: str, report: dict) -> None:
     for name in sorted(MEMORY_OUT):
         data = MEMORY_OUT.pop(name)
+        if isinstance(data, str):  # a scratch file: the kernel copies it into the pipe, no copy in this process
+            with open(data, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                head = json.dumps({"file": name, "size": size, "mem": True}).encode()
+                _write_all(fd, struct.pack(">I", len(head)) + head)
+                _sendfile_all(fd, fh.fileno(), size)
+            os.unlink(data)
+            continue
         head = json.dumps({"file": name, "size": len(data), "mem": True}).encode()
         _write_all(fd, struct.pack(">I", len(head)) + head)
         _write_all(fd, data)
@@ -313,13 +340,13 @@ def _send_outputs(fd: int, out_dir: str, report: dict) -> None:
     _write_all(fd, struct.pack(">I", len(head)) + head)
 
 
-def _call(request: dict, in_fd: int, out_fd: int, sealed: bool, libc) -> None:
+def _call(request: dict, in_fd: int, out_fd: int, memfds: list[int], sealed: bool, libc) -> None:
     """PID 1 of the call (or the call's only process when not sealed): inputs, target, outputs."""
     root = request["scratch"]
     in_dir, out_dir, work = (os.path.join(root, d) for d in ("in", "out", "work"))
     for d in (in_dir, out_dir, work, os.path.join(root, "home")):
         os.makedirs(d, exist_ok=True)
-    folders = _receive_inputs(in_fd, in_dir, request["files"])
+    folders = _receive_inputs(in_fd, in_dir, request["files"], memfds)
     payload = pickle.loads(_read_exact_file(os.path.join(in_dir, "payload.pickle")))
     os.unlink(os.path.join(in_dir, "payload.pickle"))
     confinement = {}
@@ -354,7 +381,8 @@ def _read_exact_file(path: str) -> bytes:
 
 def _child(request: dict, fds: list[int], sealed: bool) -> None:
     """The forked child: close everything else, confine, run; never returns."""
-    in_fd, out_fd, log_fd = fds
+    in_fd, out_fd, log_fd = fds[:3]
+    memfds = fds[3:]  # sealed read-only inputs (sandbox.SealedMemory)
     code = 0
     try:
         os.setsid()
@@ -363,7 +391,7 @@ def _child(request: dict, fds: list[int], sealed: bool) -> None:
         os.close(log_fd)
         for name in os.listdir("/proc/self/fd"):  # the zygote's socket and anything else inherited
             fd = int(name)
-            if fd > 2 and fd not in (in_fd, out_fd):
+            if fd > 2 and fd not in (in_fd, out_fd, *memfds):
                 try:
                     os.close(fd)
                 except OSError:
@@ -376,15 +404,15 @@ def _child(request: dict, fds: list[int], sealed: bool) -> None:
             _enter_namespaces(libc, request["scratch_bytes"], request["shm_bytes"])
             pid = os.fork()  # the new PID namespace applies to children: this one becomes its PID 1
             if pid:
-                os.close(in_fd)
-                os.close(out_fd)
+                for f in (in_fd, out_fd, *memfds):
+                    os.close(f)
                 _, status = os.waitpid(pid, 0)
                 if os.WIFSIGNALED(status):  # die of the same signal, so the harness can name it
                     signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
                     os.kill(os.getpid(), os.WTERMSIG(status))
                 os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        _call(request, in_fd, out_fd, sealed, libc)
+        _call(request, in_fd, out_fd, memfds, sealed, libc)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the call's exit code and log line
         code = 1
         try:
@@ -434,10 +462,10 @@ def main() -> None:
         request, fds = recv_msg(sock)
         if request is None or request.get("op") == "exit":
             break
-        if len(fds) != 3:
+        if len(fds) < 3:
             for f in fds:
                 os.close(f)
-            send_msg(sock, {"error": f"expected 3 file descriptors, got {len(fds)}"})
+            send_msg(sock, {"error": f"expected at least 3 file descriptors, got {len(fds)}"})
             continue
         pid = os.fork()
         if pid == 0:

@@ -6,13 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmark.api import InterventionContext
 from benchmark.isolation import StepJob, check_returned_state, run_isolated, verify_built
 from benchmark.models import DEFAULT_MODEL_ID, resolve_model, weights_sha256
 from benchmark.paths import PROJECT_ROOT
-from benchmark.sandbox import Box, BoxSpec, Limits, python_binds, probe
+from benchmark.sandbox import Box, BoxSpec, Limits, SealedMemory, probe, python_binds
 from benchmark.submissions import load_submission
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -247,3 +248,57 @@ def test_the_box_computes_with_the_harness_cpu_kernels(tmp_path, monkeypatch):
     env = result.report["env"]
     assert (env["ATEN_CPU_CAPABILITY"], env["ONEDNN_MAX_CPU_ISA"], env["MKL_CBWR"]) == ("avx2", "AVX2", "COMPATIBLE")
     assert result.report["capability"] == "AVX2" and "SOME_HARNESS_SETTING" not in env
+
+
+_SEALED_READER = """
+import errno, mmap, os
+from benchmark.sandbox_inside import MEMORY_IN, MEMORY_OUT
+path = MEMORY_IN["weights"]
+seen = {"path": path, "content": open(path, "rb").read().decode()}
+inherited = int(path.rsplit("/", 1)[1])  # memfd_create's own descriptor: opened for reading and writing
+for name, attempt in (
+    ("write", lambda: os.pwrite(inherited, b"overwritten", 0)),
+    ("truncate", lambda: os.ftruncate(inherited, 0)),
+    ("reopen_for_write", lambda: os.write(os.open(path, os.O_RDWR), b"overwritten")),
+    ("shared_writable_map", lambda: mmap.mmap(inherited, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)),
+):
+    try:
+        attempt()
+        seen[name] = "SUCCEEDED"
+    except OSError as exc:
+        seen[name] = errno.errorcode[exc.errno]
+back = os.path.join(os.path.dirname(IN_DIR), "back.bin")
+with open(back, "wb") as fh:
+    fh.write(b"streamed back " * 100_000)
+MEMORY_OUT["back"] = back  # a scratch file: sent by the kernel (os.sendfile), then removed
+REPORT = seen
+"""
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plain-child"])
+def test_sealed_memory_reaches_the_call_read_only_and_scratch_files_stream_back(tmp_path, sealed):
+    """A model's weights go into the box as a sealed memfd (mapped there, not piped and copied): the call reads
+    it, cannot write it in any way, and what it leaves in MEMORY_OUT as a scratch file comes back whole."""
+    script = tmp_path / "reader.py"
+    script.write_text(_SEALED_READER)
+    box = Box(BoxSpec(), sealed=sealed)
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        with SealedMemory(b"the harness's weights") as weights:
+            result = box.call(
+                "benchmark.sandbox_inside:run_script",
+                {"script": "reader.py"},
+                {"reader.py": script, "weights": weights},
+                Limits(60, 1, 4 * 2**30, 4 << 20),
+                out,
+                "sealed",
+            )
+            assert os.pread(weights.fd, 100, 0) == b"the harness's weights"
+    finally:
+        box.close()
+    assert result.error is None, (result.error, result.log_tail)
+    seen = result.report
+    assert seen["content"] == "the harness's weights" and seen["path"].startswith("/proc/self/fd/")
+    assert [seen[k] for k in ("write", "truncate", "reopen_for_write", "shared_writable_map")] == ["EPERM"] * 4
+    assert result.blobs["back"] == b"streamed back " * 100_000
