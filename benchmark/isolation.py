@@ -603,7 +603,7 @@ def _thread_only_progress_lock() -> None:
 
 def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     """In the box: load the state into the warm model, import and apply the submission, write the weights."""
-    from safetensors.torch import load, load_file, save_file
+    from safetensors.torch import load_file, save_file
 
     from benchmark.models import parse_dtype
     from benchmark.sandbox_inside import MEMORY_IN, MEMORY_OUT
@@ -619,10 +619,9 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     model, tokenizer = _WARM["model"], _WARM["tokenizer"]
     model_dtype, apply_dtype = parse_dtype(job.model_dtype), parse_dtype(job.apply_dtype)
     # assign: the loaded tensors become the parameters (no copy into the skeleton's untouched pages), then re-tie
-    state_in = MEMORY_IN.pop(STATE_IN)  # the path of the sealed memfd: mapped, copied on write only
-    model.load_state_dict(
-        load_file(state_in) if isinstance(state_in, str) else load(state_in), strict=True, assign=True
-    )
+    state_in = MEMORY_IN.pop(STATE_IN)  # run_isolated sends a sealed memfd: its path here, mapped, copied on write
+    assert isinstance(state_in, str), "the weights came through the pipe, not as a sealed memfd"
+    model.load_state_dict(load_file(state_in), strict=True, assign=True)
     model.tie_weights()
     phases["load_s"] = round(time.perf_counter() - t_phase, 3)
     base_signature = signature(model)

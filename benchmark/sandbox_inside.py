@@ -146,7 +146,7 @@ def _read_exact(fd: int, n: int) -> bytearray:
     return out
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -318,26 +318,26 @@ def _send_outputs(fd: int, out_dir: str, report: dict) -> None:
             with open(data, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 head = json.dumps({"file": name, "size": size, "mem": True}).encode()
-                _write_all(fd, struct.pack(">I", len(head)) + head)
+                write_all(fd, struct.pack(">I", len(head)) + head)
                 _sendfile_all(fd, fh.fileno(), size)
             os.unlink(data)
             continue
         head = json.dumps({"file": name, "size": len(data), "mem": True}).encode()
-        _write_all(fd, struct.pack(">I", len(head)) + head)
-        _write_all(fd, data)
+        write_all(fd, struct.pack(">I", len(head)) + head)
+        write_all(fd, data)
         del data
     names = sorted(n for n in os.listdir(out_dir) if os.path.isfile(os.path.join(out_dir, n)))
     for name in names:
         path = os.path.join(out_dir, name)
         size = os.path.getsize(path)
         head = json.dumps({"file": name, "size": size}).encode()
-        _write_all(fd, struct.pack(">I", len(head)) + head)
+        write_all(fd, struct.pack(">I", len(head)) + head)
         with open(path, "rb") as fh:
             while chunk := fh.read(1 << 22):
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
         os.unlink(path)
     head = json.dumps({"report": report}, default=str).encode()
-    _write_all(fd, struct.pack(">I", len(head)) + head)
+    write_all(fd, struct.pack(">I", len(head)) + head)
 
 
 def _call(request: dict, in_fd: int, out_fd: int, memfds: list[int], sealed: bool, libc) -> None:
@@ -356,7 +356,7 @@ def _call(request: dict, in_fd: int, out_fd: int, memfds: list[int], sealed: boo
         confinement["seccomp"] = _drop_privileges(libc)
     # sealed: the parent reads this process's namespaces, capabilities and seccomp mode, then says go
     head = json.dumps({"sealed": True}).encode()
-    _write_all(out_fd, struct.pack(">I", len(head)) + head)
+    write_all(out_fd, struct.pack(">I", len(head)) + head)
     if _read_exact(in_fd, 1) != b"g":
         raise ConfineError("the harness did not confirm the seal")
     os.close(in_fd)
