@@ -167,7 +167,8 @@ def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # the tensor's own memory, not a bytes copy of it (0.5 GB less to move per hash)
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
 
 

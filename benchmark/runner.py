@@ -306,6 +306,8 @@ class Runner:
         todo = [c for c in self.cells if ids[c][0] not in done]
         self.echo(f"plan: {len(self.cells)} cells, {len(self.cells) - len(todo)} already recorded, {len(todo)} to run")
         planned = self._estimate(inputs, todo)
+        if any(cell.steps for cell in todo):
+            self.executor.launch()  # the box boots while the base model is evaluated
         bar = tqdm(
             total=max(1, round(sum(planned.values()))),
             desc="grid",

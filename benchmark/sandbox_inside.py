@@ -146,7 +146,7 @@ def _read_exact(fd: int, n: int) -> bytearray:
     return out
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

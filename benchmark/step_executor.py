@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from benchmark.api import Category, EditRequest, InterventionContext
-from benchmark.isolation import StepJob, run_isolated, verify_built
+from benchmark.isolation import StepJob, launch_step_box, run_isolated, verify_built
 from benchmark.numerics import parse_dtype
 from benchmark.resources import measure
 from benchmark.step_cache import StepCache, open_step_cache
@@ -168,6 +168,12 @@ class StepExecutor:
         self.cache_root = Path(cache_root)
         self.caches = caches
         self.on_cost = on_cost
+
+    def launch(self) -> None:
+        """Boot the sandbox for this run's steps in the background (nothing to do in-process)."""
+        if self.isolate:
+            m = self.materials
+            launch_step_box(m.model_path, m.dtype_name, str(m.device))
 
     def apply(self, step: "Step", model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
         """Apply ``step`` to ``model`` (which it consumes), through the state cache where one is open."""

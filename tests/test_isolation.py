@@ -302,3 +302,113 @@ def test_sealed_memory_reaches_the_call_read_only_and_scratch_files_stream_back(
     assert seen["content"] == "the harness's weights" and seen["path"].startswith("/proc/self/fd/")
     assert [seen[k] for k in ("write", "truncate", "reopen_for_write", "shared_writable_map")] == ["EPERM"] * 4
     assert result.blobs["back"] == b"streamed back " * 100_000
+
+
+_FORKING_HOG = """
+import subprocess, sys, time
+hog = "x = bytearray(700 << 20)\\nfor i in range(0, len(x), 4096): x[i] = 1\\nimport time; time.sleep(60)"
+child = subprocess.Popen([sys.executable, "-c", hog])  # the memory is the grandchild's, not the call's own
+time.sleep(60)
+REPORT = {"survived": True}
+"""
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plain-child"])
+def test_memory_of_the_calls_own_children_counts_against_its_budget(tmp_path, sealed):
+    """The watcher reads the call's whole process tree (benchmark.sandbox.process_tree): memory held by a
+    process the step started is counted, and the call is killed over its budget."""
+    script = tmp_path / "hog.py"
+    script.write_text(_FORKING_HOG)
+    box = Box(BoxSpec(), sealed=sealed)
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        result = box.call(
+            "benchmark.sandbox_inside:run_script",
+            {"script": "hog.py"},
+            {"hog.py": script},
+            Limits(120, 1, 500 << 20, 1 << 20),
+            out,
+            "hog",
+        )
+    finally:
+        box.close()
+    assert result.error is not None and "out of memory" in result.error, (result.error, result.log_tail)
+    assert result.peak_rss_bytes > 500 << 20
+
+
+def test_process_tree_lists_what_psutil_lists(tmp_path):
+    """The cheap walk over the kernel's children lists finds the same processes and resident sets as psutil."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from benchmark.sandbox import process_tree, resident_bytes
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & (sleep 30 & sleep 30; :) & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(parent.pid).children(recursive=True)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        expected = {parent.pid, *(p.pid for p in psutil.Process(parent.pid).children(recursive=True))}
+        assert len(expected) == 5
+        assert set(process_tree(parent.pid)) == expected
+        assert resident_bytes(parent.pid) == psutil.Process(parent.pid).memory_info().rss
+    finally:
+        for pid in process_tree(parent.pid)[::-1]:
+            os.kill(pid, 9)
+        parent.wait()
+    assert process_tree(parent.pid) == [] and resident_bytes(parent.pid) == 0
+
+
+def test_weights_written_into_the_memfd_are_safetensors_own_bytes():
+    """The hand-written writer that fills the step's sealed memfd produces exactly safetensors' file, mixed
+    dtypes included, and the library reads it back."""
+    from safetensors.torch import load, save
+
+    from benchmark.isolation import write_safetensors
+
+    tensors = {
+        "model.layers.1.w": torch.randn(5, 7),
+        "model.layers.0.w": torch.randn(3, 2),
+        "bf": torch.randn(4).to(torch.bfloat16),
+        "ids": torch.arange(6),
+        "mask": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(2.5),
+    }
+    with SealedMemory(lambda fd: write_safetensors(fd, tensors)) as memory:
+        written = os.pread(memory.fd, memory.size + 1, 0)
+    assert written == save(tensors)
+    back = load(written)
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in tensors.items())
+
+
+def test_a_launched_box_boots_without_blocking_and_serves_calls(tmp_path):
+    """Box.launch starts the zygote and returns without waiting for it (the runner boots the step box while it
+    evaluates the base model); the first call waits until it is ready."""
+    script = tmp_path / "hello.py"
+    script.write_text("REPORT = {'hello': 1}\n")
+    box = Box(BoxSpec(), sealed=True)
+    try:
+        box.launch()
+        assert box._proc is not None and box._zygote_pid is None  # launched, not waited for
+        first = box._proc.pid
+        box.launch()  # idempotent while it runs
+        assert box._proc.pid == first
+        out = tmp_path / "out"
+        out.mkdir()
+        result = box.call(
+            "benchmark.sandbox_inside:run_script",
+            {"script": "hello.py"},
+            {"hello.py": script},
+            Limits(60, 1, 2**30, 1 << 20),
+            out,
+            "hello",
+        )
+        assert result.error is None and result.report["hello"] == 1
+        assert box._zygote_pid is not None and box._proc.pid == first and box.start_s is not None
+    finally:
+        box.close()
+    assert box._proc is None and box._zygote_pid is None
