@@ -7,7 +7,6 @@ built, so every step's settings are resolved once (:func:`benchmark.plan.steps_f
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +14,15 @@ from typing import Any, Callable
 import torch
 
 from benchmark.data.corpora import Corpus, load_calibration_corpus, load_forget_corpus, load_retain_corpus
-from benchmark.models import ResolvedModel, family_of, load_model, pick_device, resolve_model, weights_sha256
+from benchmark.models import (
+    ResolvedModel,
+    copy_holding,
+    family_of,
+    load_model,
+    pick_device,
+    resolve_model,
+    weights_sha256,
+)
 from benchmark.numerics import DtypeChoice, choose_dtype
 from benchmark.profiles import Profile
 from benchmark.step_checks import signature
@@ -70,10 +77,7 @@ class RunInputs:
 
     def fresh(self, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
         """A harness-owned copy of the base model, holding ``state`` when given."""
-        model = copy.deepcopy(self.base_model)
-        if state is not None:
-            model.load_state_dict(state, strict=True)
-        return model
+        return copy_holding(self.base_model, state)
 
 
 def load_run_inputs(

@@ -471,6 +471,12 @@ class Runner:
                 leftover.unlink()
             states.rmdir()
 
+    def _in_state_cache(self, entry: dict) -> bool:
+        """Whether the step's output is in the run's state cache (a resumed run then reads it from there,
+        so the group's own state file, 1.6 s to write for the default model here, would be a second copy)."""
+        key = entry.get("cache_key")
+        return self.caches is not None and bool(key) and self.caches.holds_state(str(key))
+
     def _state_file(self, inputs: RunInputs, first: Step) -> Path:
         return self.out_dir / "states" / f"{state_key(first, inputs.context_key)}.safetensors"
 
@@ -488,7 +494,7 @@ class Runner:
             try:
                 model, first_entry = self.executor.apply(first, model)
                 state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-                if self.profile.cache_states and len(group) > 1:
+                if self.profile.cache_states and len(group) > 1 and not self._in_state_cache(first_entry):
                     write_state(state_file, state, first_entry)
             except StepFailed as exc:
                 first_error = str(exc)

@@ -15,7 +15,6 @@ nothing of interventions.
 
 from __future__ import annotations
 
-import copy
 import logging
 import traceback
 from dataclasses import dataclass
@@ -133,10 +132,9 @@ def copies_of(model: torch.nn.Module) -> FreshModel:
     """``fresh(state)`` for a model held in memory: a deep copy, holding ``state`` when given."""
 
     def fresh(state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
-        built = copy.deepcopy(model)
-        if state is not None:
-            built.load_state_dict(state, strict=True)
-        return built
+        from benchmark.models import copy_holding
+
+        return copy_holding(model, state)
 
     return fresh
 

@@ -309,6 +309,7 @@ def test_trusted_step_hit_gives_byte_identical_weights_and_untrusted_steps_alway
     assert weights_sha256(computed) != inputs.base_sha
     cached, hit = runner.executor.apply(ga, inputs.fresh())
     assert hit["cached"] is True and hit["cache_key"] == entry["cache_key"] and hit["seconds"] == entry["seconds"]
+    assert runner._in_state_cache(entry)  # so a group starting with GA writes no state file of its own
     assert hit["lookup_s"] >= 0
     a, b = computed.state_dict(), cached.state_dict()
     assert set(a) == set(b)
@@ -323,6 +324,7 @@ def test_trusted_step_hit_gives_byte_identical_weights_and_untrusted_steps_alway
     before = runner.caches.states.store.usage()
     _, untrusted = runner.executor.apply(template, inputs.fresh())
     assert "cached" not in untrusted and untrusted["seconds"] > 0
+    assert not runner._in_state_cache(untrusted)  # a group starting with it keeps a state file for a resumed run
     assert runner.caches.states.store.usage() == before
 
 

@@ -152,6 +152,34 @@ def test_the_built_model_is_the_returned_one(fresh_model):
     assert "differs from them at model.layers.0.mlp.down_proj.weight" in verify_built(model, returned, "x")
 
 
+def test_a_copy_holding_a_state_equals_a_deep_copy_loaded_with_it(default_model):
+    """benchmark.models.copy_holding (how the harness builds a cell's model from a state, one copy of the weights)
+    gives the same model as deepcopy + load_state_dict(strict=True): same values, ties, buffers; nothing shared
+    with the base model or the state; the same refusals."""
+    import copy
+
+    from benchmark.models import copy_holding
+
+    model, _ = default_model
+    state = {k: v.detach() + 0.5 for k, v in model.state_dict().items()}  # separate tensors, as from a file
+    state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    built = copy_holding(model, state)
+    loaded = copy.deepcopy(model)
+    loaded.load_state_dict(state, strict=True)
+    assert weights_sha256(built) == weights_sha256(loaded) != weights_sha256(model)
+    assert verify_built(built, state, "x") is None
+    assert built.lm_head.weight is built.model.embed_tokens.weight  # tied, as in the base model
+    ours = [t.data_ptr() for t in built.state_dict().values()]
+    assert not set(ours) & {t.data_ptr() for t in [*model.state_dict().values(), *state.values()]}
+    assert all(torch.equal(a, b) for a, b in zip(built.buffers(), model.buffers()))  # non-persistent ones too
+    assert copy_holding(model) is not model and weights_sha256(copy_holding(model)) == weights_sha256(model)
+    name = "model.norm.weight"
+    with pytest.raises(RuntimeError, match="missing keys \\['model.norm.weight'\\]"):
+        copy_holding(model, {k: v for k, v in state.items() if k != name})
+    with pytest.raises(RuntimeError, match="model.norm.weight is"):
+        copy_holding(model, {**state, name: state[name][:-1]})
+
+
 def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alone(default_model):
     model, _ = default_model
     sub = load_submission(HOSTILE / "prune_bits")

@@ -11,7 +11,8 @@ recomputes bit-identical weights and per-item scores (seeded GA; determinism).
 It ran on five cells of the suite's grid until 2026-12-02 (140 s under the AVX2 emulation); the tiny
 grid shows the same with a tenth of the work. A killed run that finds a first state on disk and
 reuses it is tested for the driver of the Ray executor (tests/test_ray_kill.py), which writes every
-first state; the local executor writes one only for a first step shared by several cells.
+first state; the local executor writes one only for a first step shared by several cells whose output is
+not in the run's state cache (a submitted intervention's, or any with --no-cache).
 
 In-process like the reference: in bfloat16 (a CPU with fast bf16) GA applied in the sandbox gives
 weights that differ in the last bits from GA applied in the harness process (float32: identical;

@@ -191,6 +191,10 @@ class RunCaches:
         self.states.put(key, material, state, entry)
         return out, {**entry, "cached": False, "cache_key": key}
 
+    def holds_state(self, key: str) -> bool:
+        """Whether a step's output is stored under ``key`` now (another run may still evict it later)."""
+        return self.states.store.path(key).exists()
+
     def stores_step(self, step: "Step") -> bool:
         """Whether applying ``step`` writes its output to the state cache (what the pre-run estimate counts)."""
         return is_trusted(step.submission.folder) and self.states.store.limit_bytes > 0
