@@ -15,7 +15,8 @@ PID namespace and a private ``/dev`` (null, zero, full, random, urandom, tty). T
 environment is an allow-list (:func:`box_environment`): nothing of the harness's
 (``HF_TOKEN`` and friends) goes in. The only channel out is one anonymous socket pair
 (no path: nothing else can connect to it) and, per call, three pipes (plus, for large inputs
-such as a model's weights, sealed read-only memfds: :class:`SealedMemory`).
+such as a model's weights, sealed read-only memfds: :class:`SealedMemory`; for a large
+result, a memfd of bounded size sealed once the call is over: :class:`OutputMemory`).
 
 Inside it, a warm zygote (:mod:`benchmark.sandbox_inside`) imports torch and transformers
 once and forks one child per call; each child enters its own user/mount/PID/net/IPC/UTS
@@ -26,7 +27,8 @@ it; its tmpfs mounts vanish with its mount namespace).
 
 **The harness measures, the child only reports**: :meth:`Box.call` times the call from the
 request to the child's exit; it polls the call's process tree for resident memory plus the
-used size of its ``/tmp`` and ``/dev/shm`` (read through ``/proc/PID/root``), kills the
+used size of its ``/tmp`` and ``/dev/shm`` (read through ``/proc/PID/root``) and of its
+output memfd, kills the
 tree past the time or memory limit, reads the namespaces, capabilities, ``NoNewPrivs`` and
 seccomp mode of the call's PID 1 from ``/proc`` and writes the isolation report from that.
 
@@ -79,7 +81,25 @@ class SandboxUnavailable(RuntimeError):
     """The kernel or the installation cannot build the box; ``str()`` is one line saying why."""
 
 
-class SealedMemory:
+class Memfd:
+    """A memfd the harness owns and hands to a call with its request (``MEMORY_IN`` holds its
+    ``/proc/self/fd/N`` path there). Close it (or use it as a context manager) once the call is over."""
+
+    fd = -1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SealedMemory(Memfd):
     """Bytes handed to a call as a sealed memfd instead of through its input pipe.
 
     The child gets the file descriptor itself and reads it at ``/proc/self/fd/N`` (mapped, not
@@ -109,16 +129,53 @@ class SealedMemory:
             os.close(self.fd)
             raise
 
-    def close(self) -> None:
-        if self.fd >= 0:
+
+class OutputMemory(Memfd):
+    """A memfd a call writes one large result into (a model's weights) instead of streaming a file back.
+
+    Before the call it is sized to ``limit_bytes`` (a hole: pages exist only where written) and
+    sealed against growing, so the call can write at most that much; what it has written counts
+    in the call's memory while it runs (:meth:`used_bytes`, added to its scratch). After the call,
+    when no process of the box is left, :meth:`seal` cuts it to the size the call announced and
+    seals it against any change, and the harness maps it read-only: no pipe, no scratch file, no
+    copy in either process (the old way wrote the weights to the box's tmpfs, copied them through
+    the output pipe and read them into a bytes object: ~2.5 s a step for the default model here).
+    """
+
+    def __init__(self, limit_bytes: int, name: str = "compose-bench-output") -> None:
+        self.limit_bytes = int(limit_bytes)
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, self.limit_bytes)
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW)
+        except BaseException:
             os.close(self.fd)
-            self.fd = -1
+            raise
+        self.size = 0  # known after seal()
 
-    def __enter__(self) -> "SealedMemory":
-        return self
+    @property
+    def path(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def used_bytes(self) -> int:
+        """Memory the call's writes hold in the file now."""
+        try:
+            return os.fstat(self.fd).st_blocks * 512
+        except OSError:
+            return 0
+
+    def seal(self, size: Any) -> str | None:
+        """Cut the file to ``size`` (the call's own, untrusted, figure) and seal it; None, or why it cannot be read."""
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= self.limit_bytes:
+            return f"announced {size!r} bytes of output memory, not within 1..{self.limit_bytes}"
+        try:
+            os.ftruncate(self.fd, size)
+            seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, seals)  # EBUSY while anyone maps it writable
+        except OSError as exc:
+            return f"its output memory could not be sealed ({exc.strerror or exc})"
+        self.size = size
+        return None
 
 
 @dataclass(frozen=True)
@@ -546,9 +603,10 @@ class Box:
 
         ``inputs`` maps names to files and folders (placed in ``in_dir``; folders read-only)
         or to bytes (handed over in memory: ``sandbox_inside.MEMORY_IN``) or to a
-        :class:`SealedMemory` (``MEMORY_IN`` then holds a read-only path to it). Whatever the
-        target leaves in ``out_dir`` or ``sandbox_inside.MEMORY_OUT`` comes back, capped at
-        ``limits.output_bytes``.
+        :class:`SealedMemory` (``MEMORY_IN`` then holds a read-only path to it) or to an
+        :class:`OutputMemory` (``MEMORY_IN`` holds its path; the target writes into its
+        descriptor; the caller seals and reads it after the call). Whatever the target leaves
+        in ``out_dir`` or ``sandbox_inside.MEMORY_OUT`` comes back, capped at ``limits.output_bytes``.
         """
         with self._lock:
             try:
@@ -558,11 +616,13 @@ class Box:
             return _Call(self, target, payload, inputs, limits, Path(out_dir), label).run()
 
 
-def _size(blob: bytes | Path | SealedMemory) -> int:
+def _size(blob: bytes | Path | Memfd) -> int:
     if isinstance(blob, bytes):
         return len(blob)
     if isinstance(blob, SealedMemory):
         return blob.size
+    if isinstance(blob, Memfd):
+        return 0  # nothing to read: the call writes into it
     return blob.stat().st_size
 
 
@@ -573,11 +633,9 @@ class _Call:
         self, box: Box, target: str, payload: Any, inputs: dict[str, Path], limits: Limits, out_dir: Path, label: str
     ) -> None:
         self.box, self.target, self.limits, self.out_dir, self.label = box, target, limits, out_dir, label
-        self.blobs: list[tuple[str, bytes | Path | SealedMemory, str]] = [
-            ("payload.pickle", pickle.dumps(payload), "file")
-        ]
+        self.blobs: list[tuple[str, bytes | Path | Memfd, str]] = [("payload.pickle", pickle.dumps(payload), "file")]
         for name, path in inputs.items():
-            if isinstance(path, SealedMemory):  # goes with the request as a file descriptor, not through the pipe
+            if isinstance(path, Memfd):  # goes with the request as a file descriptor, not through the pipe
                 self.blobs.append((name, path, "fd"))
                 continue
             if isinstance(path, (bytes, bytearray, memoryview)):
@@ -699,7 +757,7 @@ class _Call:
         ]
         t0 = time.perf_counter()
         try:
-            memfds = [b.fd for _, b, k in self.blobs if isinstance(b, SealedMemory)]
+            memfds = [b.fd for _, b, k in self.blobs if isinstance(b, Memfd)]
             send_msg(box._sock, request, [in_r, out_w, log_w, *memfds])
         except OSError as exc:
             for fd in (in_r, in_w, out_r, out_w, log_r, log_w):
@@ -806,9 +864,10 @@ class _Call:
         if not tree:
             return 0, 0, 0
         rss = sum(resident_bytes(pid) for pid in tree)
+        written = sum(b.used_bytes() for _, b, _ in self.blobs if isinstance(b, OutputMemory))  # counted as scratch
         if not self.box.sealed:
-            return rss, 0, 0
-        return rss, _used(f"/proc/{host_pid}/root/tmp"), _used(f"/proc/{host_pid}/root/dev/shm")
+            return rss, written, 0
+        return rss, _used(f"/proc/{host_pid}/root/tmp") + written, _used(f"/proc/{host_pid}/root/dev/shm")
 
     def _kill(self, host_pid: int | None) -> None:
         targets = []

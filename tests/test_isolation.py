@@ -13,7 +13,7 @@ from benchmark.api import InterventionContext
 from benchmark.isolation import StepJob, check_returned_state, run_isolated, verify_built
 from benchmark.models import DEFAULT_MODEL_ID, resolve_model, weights_sha256
 from benchmark.paths import PROJECT_ROOT
-from benchmark.sandbox import Box, BoxSpec, Limits, SealedMemory, probe, python_binds
+from benchmark.sandbox import Box, BoxSpec, Limits, OutputMemory, SealedMemory, probe, python_binds
 from benchmark.submissions import load_submission
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -332,6 +332,57 @@ def test_sealed_memory_reaches_the_call_read_only_and_scratch_files_stream_back(
     assert result.blobs["back"] == b"streamed back " * 100_000
 
 
+_OUTPUT_WRITER = """
+import errno, os
+from benchmark.sandbox_inside import MEMORY_IN
+fd = int(MEMORY_IN["result"].rsplit("/", 1)[1])
+for _ in range(ARGS["size"] >> 20):  # in 1 MB pieces: the call's own memory stays flat
+    os.write(fd, b"w" * (1 << 20))
+seen = {}
+try:
+    os.pwrite(fd, b"x", ARGS["limit"])  # one byte past the limit: the file may not grow
+    seen["grow"] = "SUCCEEDED"
+except OSError as exc:
+    seen["grow"] = errno.errorcode[exc.errno]
+import time
+time.sleep(1)  # the watcher samples the call's memory every 50 ms: let it see what was written
+REPORT = seen
+"""
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plain-child"])
+def test_output_memory_is_bounded_counted_and_sealed_after_the_call(tmp_path, sealed):
+    """How a step's weights come back (benchmark.sandbox.OutputMemory): the call writes into the harness's memfd,
+    cannot grow it past its limit, what it wrote counts in its memory, and after the call the harness cuts it to
+    the announced size and seals it (a figure outside the limit is refused with the reason)."""
+    script = tmp_path / "writer.py"
+    script.write_text(_OUTPUT_WRITER)
+    size, limit = 48 << 20, 64 << 20
+    box = Box(BoxSpec(), sealed=sealed)
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        with OutputMemory(limit) as result_memory:
+            result = box.call(
+                "benchmark.sandbox_inside:run_script",
+                {"script": "writer.py", "args": {"size": size, "limit": limit}},
+                {"writer.py": script, "result": result_memory},
+                Limits(60, 1, 4 * 2**30, 1 << 20),
+                out,
+                "writer",
+            )
+            assert result.error is None, (result.error, result.log_tail)
+            assert result.report["grow"] == "EPERM"
+            assert result.peak_scratch_bytes >= size  # the written memory was counted while the call ran
+            assert "not within 1.." in result_memory.seal(limit + 1)
+            assert result_memory.seal(size) is None and result_memory.size == size
+            assert os.pread(result_memory.fd, size + 10, 0) == b"w" * size
+            with pytest.raises(PermissionError):  # sealed: nobody writes it any more
+                os.pwrite(result_memory.fd, b"x", 0)
+    finally:
+        box.close()
+
+
 _FORKING_HOG = """
 import subprocess, sys, time
 hog = "x = bytearray(700 << 20)\\nfor i in range(0, len(x), 4096): x[i] = 1\\nimport time; time.sleep(60)"
@@ -367,6 +418,7 @@ def test_memory_of_the_calls_own_children_counts_against_its_budget(tmp_path, se
 
 def test_process_tree_lists_what_psutil_lists(tmp_path):
     """The cheap walk over the kernel's children lists finds the same processes and resident sets as psutil."""
+    import contextlib
     import subprocess
     import time
 
@@ -385,7 +437,8 @@ def test_process_tree_lists_what_psutil_lists(tmp_path):
         assert resident_bytes(parent.pid) == psutil.Process(parent.pid).memory_info().rss
     finally:
         for pid in process_tree(parent.pid)[::-1]:
-            os.kill(pid, 9)
+            with contextlib.suppress(ProcessLookupError):  # a subshell whose sleep was killed may exit first
+                os.kill(pid, 9)
         parent.wait()
     assert process_tree(parent.pid) == [] and resident_bytes(parent.pid) == 0
 
