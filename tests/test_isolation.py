@@ -55,6 +55,28 @@ REPORT = seen
 """
 
 
+def _run_script(tmp_path, source: str, limits: Limits, *, args=None, inputs=None, sealed=True, box=None):
+    """Run ``source`` in a box through ``sandbox_inside.run_script`` (a fresh box, closed after, unless ``box``)."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    own = box is None
+    box = box or Box(BoxSpec(), sealed=sealed)
+    try:
+        return box.call(
+            "benchmark.sandbox_inside:run_script",
+            {"script": "script.py", "args": args},
+            {"script.py": script, **(inputs or {})},
+            limits,
+            out,
+            "script",
+        )
+    finally:
+        if own:
+            box.close()
+
+
 def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
     """bwrap works on this machine, so the box must hold here (no fallback accepted)."""
     import socket
@@ -66,28 +88,13 @@ def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
     server.bind(str(tmp_path / "host.sock"))
     server.listen(1)
     server.settimeout(0.1)
-    script = tmp_path / "probe.py"
-    script.write_text(_PROBE)
-    box = Box(BoxSpec())
-    try:
-        args = {
-            "outside": str(outside),
-            "socket": str(tmp_path / "host.sock"),
-            "data": str(data_dir),
-            "checkout": str(PROJECT_ROOT / "tests"),
-        }
-        out = tmp_path / "out"
-        out.mkdir()
-        result = box.call(
-            "benchmark.sandbox_inside:run_script",
-            {"script": "probe.py", "args": args},
-            {"probe.py": script},
-            Limits(60, 1, 4 * 2**30, 1 << 20),
-            out,
-            "probe",
-        )
-    finally:
-        box.close()
+    args = {
+        "outside": str(outside),
+        "socket": str(tmp_path / "host.sock"),
+        "data": str(data_dir),
+        "checkout": str(PROJECT_ROOT / "tests"),
+    }
+    result = _run_script(tmp_path, _PROBE, Limits(60, 1, 4 * 2**30, 1 << 20), args=args)
     assert result.error is None, (result.error, result.log_tail)
     seen = result.report
     assert seen["pid"] == 1  # PID 1 of its own PID namespace
@@ -102,7 +109,7 @@ def test_box_is_blind_and_sealed(tmp_path, data_dir, monkeypatch):
         set(seen["root"])
         <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin", "tmp", "usr"} | prefix_tops
     )
-    assert (out / "note.txt").read_text() == "ok"
+    assert (tmp_path / "out" / "note.txt").read_text() == "ok"
     assert not outside.exists() and not os.path.exists("/escape.txt") and not os.path.exists("/dev/shm/parked")
     try:
         server.accept()
@@ -254,24 +261,10 @@ def test_the_box_computes_with_the_harness_cpu_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     monkeypatch.setenv("SOME_HARNESS_SETTING", "not for the box")
-    script = tmp_path / "kernels.py"
-    script.write_text(
+    source = (
         "import os, torch\nREPORT = {'capability': torch.backends.cpu.get_cpu_capability(), 'env': dict(os.environ)}\n"
     )
-    box = Box(BoxSpec())
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        result = box.call(
-            "benchmark.sandbox_inside:run_script",
-            {"script": "kernels.py"},
-            {"kernels.py": script},
-            Limits(120, 1, 4 * 2**30, 1 << 20),
-            out,
-            "kernels",
-        )
-    finally:
-        box.close()
+    result = _run_script(tmp_path, source, Limits(120, 1, 4 * 2**30, 1 << 20))
     assert result.error is None, (result.error, result.log_tail)
     env = result.report["env"]
     assert (env["ATEN_CPU_CAPABILITY"], env["ONEDNN_MAX_CPU_ISA"], env["MKL_CBWR"]) == ("avx2", "AVX2", "COMPATIBLE")
@@ -307,24 +300,10 @@ REPORT = seen
 def test_sealed_memory_reaches_the_call_read_only_and_scratch_files_stream_back(tmp_path, sealed):
     """A model's weights go into the box as a sealed memfd (mapped there, not piped and copied): the call reads
     it, cannot write it in any way, and what it leaves in MEMORY_OUT as a scratch file comes back whole."""
-    script = tmp_path / "reader.py"
-    script.write_text(_SEALED_READER)
-    box = Box(BoxSpec(), sealed=sealed)
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        with SealedMemory(b"the harness's weights") as weights:
-            result = box.call(
-                "benchmark.sandbox_inside:run_script",
-                {"script": "reader.py"},
-                {"reader.py": script, "weights": weights},
-                Limits(60, 1, 4 * 2**30, 4 << 20),
-                out,
-                "sealed",
-            )
-            assert os.pread(weights.fd, 100, 0) == b"the harness's weights"
-    finally:
-        box.close()
+    with SealedMemory(b"the harness's weights") as weights:
+        limits = Limits(60, 1, 4 * 2**30, 4 << 20)
+        result = _run_script(tmp_path, _SEALED_READER, limits, inputs={"weights": weights}, sealed=sealed)
+        assert os.pread(weights.fd, 100, 0) == b"the harness's weights"
     assert result.error is None, (result.error, result.log_tail)
     seen = result.report
     assert seen["content"] == "the harness's weights" and seen["path"].startswith("/proc/self/fd/")
@@ -355,32 +334,24 @@ def test_output_memory_is_bounded_counted_and_sealed_after_the_call(tmp_path, se
     """How a step's weights come back (benchmark.sandbox.OutputMemory): the call writes into the harness's memfd,
     cannot grow it past its limit, what it wrote counts in its memory, and after the call the harness cuts it to
     the announced size and seals it (a figure outside the limit is refused with the reason)."""
-    script = tmp_path / "writer.py"
-    script.write_text(_OUTPUT_WRITER)
     size, limit = 48 << 20, 64 << 20
-    box = Box(BoxSpec(), sealed=sealed)
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        with OutputMemory(limit) as result_memory:
-            result = box.call(
-                "benchmark.sandbox_inside:run_script",
-                {"script": "writer.py", "args": {"size": size, "limit": limit}},
-                {"writer.py": script, "result": result_memory},
-                Limits(60, 1, 4 * 2**30, 1 << 20),
-                out,
-                "writer",
-            )
-            assert result.error is None, (result.error, result.log_tail)
-            assert result.report["grow"] == "EPERM"
-            assert result.peak_scratch_bytes >= size  # the written memory was counted while the call ran
-            assert "not within 1.." in result_memory.seal(limit + 1)
-            assert result_memory.seal(size) is None and result_memory.size == size
-            assert os.pread(result_memory.fd, size + 10, 0) == b"w" * size
-            with pytest.raises(PermissionError):  # sealed: nobody writes it any more
-                os.pwrite(result_memory.fd, b"x", 0)
-    finally:
-        box.close()
+    with OutputMemory(limit) as result_memory:
+        result = _run_script(
+            tmp_path,
+            _OUTPUT_WRITER,
+            Limits(60, 1, 4 * 2**30, 1 << 20),
+            args={"size": size, "limit": limit},
+            inputs={"result": result_memory},
+            sealed=sealed,
+        )
+        assert result.error is None, (result.error, result.log_tail)
+        assert result.report["grow"] == "EPERM"
+        assert result.peak_scratch_bytes >= size  # the written memory was counted while the call ran
+        assert "not within 1.." in result_memory.seal(limit + 1)
+        assert result_memory.seal(size) is None and result_memory.size == size
+        assert os.pread(result_memory.fd, size + 10, 0) == b"w" * size
+        with pytest.raises(PermissionError):  # sealed: nobody writes it any more
+            os.pwrite(result_memory.fd, b"x", 0)
 
 
 _FORKING_HOG = """
@@ -396,22 +367,7 @@ REPORT = {"survived": True}
 def test_memory_of_the_calls_own_children_counts_against_its_budget(tmp_path, sealed):
     """The watcher reads the call's whole process tree (benchmark.sandbox.process_tree): memory held by a
     process the step started is counted, and the call is killed over its budget."""
-    script = tmp_path / "hog.py"
-    script.write_text(_FORKING_HOG)
-    box = Box(BoxSpec(), sealed=sealed)
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        result = box.call(
-            "benchmark.sandbox_inside:run_script",
-            {"script": "hog.py"},
-            {"hog.py": script},
-            Limits(120, 1, 500 << 20, 1 << 20),
-            out,
-            "hog",
-        )
-    finally:
-        box.close()
+    result = _run_script(tmp_path, _FORKING_HOG, Limits(120, 1, 500 << 20, 1 << 20), sealed=sealed)
     assert result.error is not None and "out of memory" in result.error, (result.error, result.log_tail)
     assert result.peak_rss_bytes > 500 << 20
 
@@ -469,8 +425,6 @@ def test_weights_written_into_the_memfd_are_safetensors_own_bytes():
 def test_a_launched_box_boots_without_blocking_and_serves_calls(tmp_path):
     """Box.launch starts the zygote and returns without waiting for it (the runner boots the step box while it
     evaluates the base model); the first call waits until it is ready."""
-    script = tmp_path / "hello.py"
-    script.write_text("REPORT = {'hello': 1}\n")
     box = Box(BoxSpec(), sealed=True)
     try:
         box.launch()
@@ -478,16 +432,7 @@ def test_a_launched_box_boots_without_blocking_and_serves_calls(tmp_path):
         first = box._proc.pid
         box.launch()  # idempotent while it runs
         assert box._proc.pid == first
-        out = tmp_path / "out"
-        out.mkdir()
-        result = box.call(
-            "benchmark.sandbox_inside:run_script",
-            {"script": "hello.py"},
-            {"hello.py": script},
-            Limits(60, 1, 2**30, 1 << 20),
-            out,
-            "hello",
-        )
+        result = _run_script(tmp_path, "REPORT = {'hello': 1}\n", Limits(60, 1, 2**30, 1 << 20), box=box)
         assert result.error is None and result.report["hello"] == 1
         assert box._zygote_pid is not None and box._proc.pid == first and box.start_s is not None
     finally:
