@@ -28,9 +28,9 @@ it; its tmpfs mounts vanish with its mount namespace).
 **The harness measures, the child only reports**: :meth:`Box.call` times the call from the
 request to the child's exit; it polls the call's process tree for resident memory plus the
 used size of its ``/tmp`` and ``/dev/shm`` (read through ``/proc/PID/root``) and of its
-output memfd, kills the
-tree past the time or memory limit, reads the namespaces, capabilities, ``NoNewPrivs`` and
-seccomp mode of the call's PID 1 from ``/proc`` and writes the isolation report from that.
+output memfd, kills the tree past the time or memory limit, reads the namespaces,
+capabilities, ``NoNewPrivs`` and seccomp mode of the call's PID 1 from ``/proc`` and writes
+the isolation report from that.
 
 Where the kernel refuses namespaces, :func:`probe` says why; a :class:`Box` with
 ``sealed=False`` then runs the same zygote as a plain child process (process, time and
@@ -58,7 +58,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 import psutil
 
@@ -92,7 +92,7 @@ class Memfd:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
