@@ -461,16 +461,16 @@ def run_isolated(
         # for the default model's 0.54 GB on two cores of a VM whose memory copies run at ~1 GB/s;
         # written into it once from the tensors' own memory (save() made a buffer and a bytes copy first)
         memory = SealedMemory(lambda fd: write_safetensors(fd, _untied(state)), STATE_IN)
-        in_size = memory.size
+        output_limit = 2 * memory.size + (64 << 20)  # the weights back, and the pipe's other outputs
         # and come back the same way: the box writes them into a memfd of bounded size, sealed after
-        returned = OutputMemory(2 * in_size + (64 << 20), STATE_OUT)
+        returned = OutputMemory(output_limit, STATE_OUT)
         out_dir = scratch / "out"
         out_dir.mkdir()
         limits = Limits(
             time_s=time_budget_s,
             grace_s=grace_s(time_budget_s),
             memory_bytes=int(memory_budget_gb * 2**30),
-            output_bytes=2 * in_size + (64 << 20),
+            output_bytes=output_limit,
             startup_s=STARTUP_LIMIT_S,
         )
         inputs = {**(extra_inputs or {}), "submission": job.submission.folder, STATE_IN: memory, STATE_OUT: returned}
