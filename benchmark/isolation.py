@@ -292,17 +292,6 @@ def tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
     return [names for names in by_ptr.values() if len(names) > 1]
 
 
-def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage: tied tensors get their own copy (compared again on return)."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in state.items():
-        tensor = tensor.detach().to("cpu")
-        out[name] = tensor.clone() if tensor.data_ptr() in seen else tensor.contiguous()
-        seen.add(tensor.data_ptr())
-    return out
-
-
 # safetensors' names of the dtypes a model's state holds
 _SAFETENSORS_DTYPES = {
     torch.float64: "F64",
@@ -447,6 +436,8 @@ def run_isolated(
     call: the toolkit's cache there (``$COMPOSE_BENCH_CACHE`` = ``/tmp/compose-bench-cache``)
     is private to the call and counted in its memory.
     """
+    from benchmark.models import own_storage
+
     t0 = time.perf_counter()
     try:
         sealed = _sealed(job.submission.folder)
@@ -460,7 +451,7 @@ def run_isolated(
         # the weights go in as a sealed memfd the box maps (no pipe, no copy there): ~3 s less per step
         # for the default model's 0.54 GB on two cores of a VM whose memory copies run at ~1 GB/s;
         # written into it once from the tensors' own memory (save() made a buffer and a bytes copy first)
-        memory = SealedMemory(lambda fd: write_safetensors(fd, _untied(state)), STATE_IN)
+        memory = SealedMemory(lambda fd: write_safetensors(fd, own_storage(state)), STATE_IN)
         output_limit = 2 * memory.size + (64 << 20)  # the weights back, and the pipe's other outputs
         # and come back the same way: the box writes them into a memfd of bounded size, sealed after
         returned = OutputMemory(output_limit, STATE_OUT)
@@ -693,7 +684,7 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
     """In the box: load the state into the warm model, import and apply the submission, write the weights."""
     from safetensors.torch import load_file
 
-    from benchmark.models import parse_dtype
+    from benchmark.models import own_storage, parse_dtype
     from benchmark.sandbox_inside import MEMORY_IN
     from benchmark.step_checks import seed_everything, signature
     from benchmark.submissions import SubmissionError
@@ -753,7 +744,7 @@ def step_main(job: StepJob, in_dir: str, out_dir: str) -> dict:
             # call's memory; bounded in size): no scratch file, no pipe, no copy in either process
             out_fd = int(str(MEMORY_IN.pop(STATE_OUT)).rsplit("/", 1)[1])  # the harness's OutputMemory
             try:
-                report["state_bytes"] = write_safetensors(out_fd, _untied(model.state_dict()))
+                report["state_bytes"] = write_safetensors(out_fd, own_storage(model.state_dict()))
             except OSError as exc:  # EPERM: past the memfd's sealed size
                 raise RuntimeError(f"could not write the returned weights ({exc.strerror or exc})") from exc
             phases["save_s"] = round(time.perf_counter() - t_phase, 3)

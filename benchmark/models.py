@@ -172,6 +172,25 @@ def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()
 
 
+def own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` on the CPU, contiguous, with no two tensors sharing storage: a tied tensor gets its own copy.
+
+    safetensors refuses tensors that share memory, and a model's tied weights (the default
+    model's embeddings and ``lm_head``) do; loading ties them again (``load_state_dict`` into a
+    tied model, or :func:`copy_holding`). Every writer of weights files (the state cache, the
+    run's first-stage states, the sandbox's in and out memory) goes through this one rule.
+    """
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().to("cpu")
+        storage = tensor.untyped_storage().data_ptr() if tensor.numel() else None
+        out[name] = tensor.clone(memory_format=torch.contiguous_format) if storage in seen else tensor.contiguous()
+        if storage is not None:
+            seen.add(storage)
+    return out
+
+
 def copy_holding(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """A deep copy of ``model`` whose parameters and buffers hold ``state`` (all of its keys, as
     ``load_state_dict(strict=True)`` requires); a plain deep copy for ``None``.

@@ -36,7 +36,7 @@ from benchmark.cost import (
     step_cost_key,
 )
 from benchmark.hardware import matmul_gflops
-from benchmark.models import weights_sha256
+from benchmark.models import own_storage, weights_sha256
 from benchmark.plan import Cell, Step, build_plan, cell_id, steps_for
 from benchmark.prefixes import PrefixKeeper, prefix_of
 from benchmark.profiles import Profile
@@ -532,21 +532,10 @@ def write_state(path: Path, state: dict[str, torch.Tensor], entry: dict) -> str:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(_untied(state), str(tmp), metadata={"entry": _json(entry)})
+    save_file(own_storage(state), str(tmp), metadata={"entry": _json(entry)})
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     tmp.replace(path)
     return digest
-
-
-def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage: give tied tensors their own copy (restored tied on load)."""
-    seen: dict[int, str] = {}
-    out = {}
-    for name, tensor in state.items():
-        ptr = tensor.data_ptr()
-        out[name] = tensor.clone() if ptr in seen else tensor.contiguous()
-        seen.setdefault(ptr, name)
-    return out
 
 
 def _json(obj: Any) -> str:

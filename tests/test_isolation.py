@@ -187,6 +187,35 @@ def test_a_copy_holding_a_state_equals_a_deep_copy_loaded_with_it(default_model)
         copy_holding(model, {**state, name: state[name][:-1]})
 
 
+def test_own_storage_unshares_tied_and_viewed_tensors_for_safetensors(tmp_path):
+    """benchmark.models.own_storage, the one rule every weights writer applies: safetensors' save_file takes its
+    output (it refuses shared memory, ties and views alike); values, names and order kept; untied tensors not copied."""
+    from safetensors.torch import load_file, save_file
+
+    from benchmark.models import own_storage
+
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    state = {
+        "embed": base,
+        "head": base,  # tied
+        "row": base[1],  # a view of the same storage at an offset
+        "t": base.t(),  # not contiguous
+        "empty": torch.empty(0),
+        "other": torch.ones(2, dtype=torch.bfloat16),
+    }
+    with pytest.raises(RuntimeError):  # what the rule is for
+        save_file(state, str(tmp_path / "refused.safetensors"))
+    out = own_storage(state)
+    assert list(out) == list(state) and all(torch.equal(out[k], v) for k, v in state.items())
+    # the first holder of a storage is not copied
+    assert out["embed"].data_ptr() == base.data_ptr() and out["other"].data_ptr() == state["other"].data_ptr()
+    storages = [t.untyped_storage().data_ptr() for k, t in out.items() if t.numel()]
+    assert len(storages) == len(set(storages))
+    save_file(out, str(tmp_path / "own.safetensors"))
+    back = load_file(str(tmp_path / "own.safetensors"))
+    assert all(torch.equal(back[k], v) for k, v in state.items())
+
+
 def test_isolated_step_returns_weights_and_bits_and_leaves_the_harness_model_alone(default_model):
     model, _ = default_model
     sub = load_submission(HOSTILE / "prune_bits")

@@ -34,19 +34,6 @@ def _sorted_sha(state: dict[str, torch.Tensor]) -> str:
     return tensors_sha256((name, state[name]) for name in sorted(state))
 
 
-def _own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share storage: tied weights get their own copy (tied again on load)."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in state.items():
-        tensor = tensor.detach().to("cpu")
-        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
-        out[name] = tensor.clone() if ptr in seen else tensor.contiguous()
-        if ptr != -1:
-            seen.add(ptr)
-    return out
-
-
 class StateCache:
     """Step outputs in ``folder`` (one ``<key>.safetensors`` per step application)."""
 
@@ -90,7 +77,9 @@ class StateCache:
         """Store a step's output weights and timing entry under ``key``."""
         if self.store.limit_bytes <= 0:
             return False
-        tensors = _own_storage(state)
+        from benchmark.models import own_storage
+
+        tensors = own_storage(state)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         if size > self.store.limit_bytes:
             log.info(
