@@ -101,14 +101,19 @@ def reference_lls(default_model, mcq_items) -> dict[str, list[list[float]]]:
     }
 
 
-def test_cloze_probability_and_acc_norm_follow_the_log_likelihoods(cloze_measures, mcq_items, reference_lls):
+def test_cloze_probability_and_acc_norm_follow_the_log_likelihoods(
+    default_model, cloze_measures, mcq_items, reference_lls
+):
     """The continuous measure is softmax(lls)[answer] of our own forward passes; acc_norm the
     argmax of lls divided by the answer texts' lengths in characters (lm-eval's rule).
 
     The scorer reads the question once and the answers on its key/value cache; in bf16 that
     moves a summed log-likelihood by a few hundredths of a nat against one plain forward pass
-    (measured: probability 0.535 vs 0.527 on one MMLU item), hence the tolerances.
+    (measured: probability 0.535 vs 0.527 on one MMLU item on an AMD EPYC; on an Intel Xeon's AMX
+    the MMLU gaps reached 0.067, mean 0.012), hence the bf16 tolerances. In float32 the two paths
+    agree to 3e-6 (mean 6e-7, AVX2 emulation), so float32 is held to 1e-4.
     """
+    max_gap, mean_gap = (0.1, 0.02) if default_model[0].dtype == torch.bfloat16 else (1e-4, 1e-5)
     for name, items in mcq_items.items():
         got = cloze_measures[name]
         assert len(got["prob"]) == len(got["acc_norm"]) == len(items)
@@ -121,7 +126,7 @@ def test_cloze_probability_and_acc_norm_follow_the_log_likelihoods(cloze_measure
             top = sorted(normed, reverse=True)
             if top[0] - top[1] > 0.02:  # nats per character: beyond the bf16 difference of the two paths
                 clear.append((got["acc_norm"][k], float(best == it.answer)))
-        assert max(gaps) < 0.05 and sum(gaps) / len(gaps) < 0.01, (name, gaps)
+        assert max(gaps) < max_gap and sum(gaps) / len(gaps) < mean_gap, (name, gaps)
         assert len(clear) >= len(items) // 2 and all(g == r for g, r in clear), (name, clear)
         assert 0.0 < min(got["prob"]) and max(got["prob"]) < 1.0
 
