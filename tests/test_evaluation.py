@@ -101,9 +101,7 @@ def reference_lls(default_model, mcq_items) -> dict[str, list[list[float]]]:
     }
 
 
-def test_cloze_probability_and_acc_norm_follow_the_log_likelihoods(
-    default_model, cloze_measures, mcq_items, reference_lls
-):
+def test_cloze_probability_and_acc_norm_follow_the_log_likelihoods(run_dtype, cloze_measures, mcq_items, reference_lls):
     """The continuous measure is softmax(lls)[answer] of our own forward passes; acc_norm the
     argmax of lls divided by the answer texts' lengths in characters (lm-eval's rule).
 
@@ -113,7 +111,7 @@ def test_cloze_probability_and_acc_norm_follow_the_log_likelihoods(
     the MMLU gaps reached 0.067, mean 0.012), hence the bf16 tolerances. In float32 the two paths
     agree to 3e-6 (mean 6e-7, AVX2 emulation), so float32 is held to 1e-4.
     """
-    max_gap, mean_gap = (0.1, 0.02) if default_model[0].dtype == torch.bfloat16 else (1e-4, 1e-5)
+    max_gap, mean_gap = (0.1, 0.02) if run_dtype == torch.bfloat16 else (1e-4, 1e-5)
     for name, items in mcq_items.items():
         got = cloze_measures[name]
         assert len(got["prob"]) == len(got["acc_norm"]) == len(items)
