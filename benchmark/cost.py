@@ -21,7 +21,13 @@ The estimate is a cost model, not a guess:
 
 Scaling seconds by the matmul rate is what lets a cost measured on a machine with fast
 bf16 predict one with AVX2 only: both the steps and the scorers are dominated by dense
-matmuls of the model's own shapes. Written by hand: no library estimates LLM grid times.
+matmuls of the model's own shapes, up to a point. A dtype's table may set ``rate_cap_gflops``:
+beyond it the shipped costs stop shrinking, because what is not a matmul (norms, softmax,
+the optimizer, Python) then takes most of the time. Measured: in bfloat16 an AMD EPYC
+(974 GFLOP/s) and an Intel Xeon with AMX (2,500 GFLOP/s) evaluated a model and applied
+FT, GA and Wanda in about the same seconds, so dividing by the Xeon's rate estimated its
+grid at half its time. Costs from this machine's own history are not capped: they were
+measured at this machine's rate. Written by hand: no library estimates LLM grid times.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ class CostModel:
     )  # name -> hyperparameters the work scales with
     state_cache_s_per_gb: float = 0.0  # a cached step's output: key hash, serialization, file hash
     measured_on_params: int = 0  # parameters of the model the step costs were measured on (0: do not scale)
+    rate_cap_gflops: float | None = None  # the shipped costs' rate stops growing here (non-matmul work dominates)
+
+    def cost_rate(self, gflops: float) -> float:
+        """The matmul rate the shipped costs are divided by on a machine measuring ``gflops``: capped by the table."""
+        return min(gflops, self.rate_cap_gflops) if self.rate_cap_gflops else gflops
 
     def size_ratio(self, n_params: int) -> float:
         """How much larger a model of ``n_params`` is than the one the costs were measured on (1 when unknown)."""
@@ -89,6 +100,7 @@ class CostModel:
                 },
                 state_cache_s_per_gb=float(raw["state_cache_s_per_gb"]),
                 measured_on_params=int(raw["measured_on_params"]),
+                rate_cap_gflops=float(table["rate_cap_gflops"]) if table.get("rate_cap_gflops") else None,
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -237,7 +249,8 @@ class GridEstimate:
 
 
 def evaluation_seconds(tokens: EvaluationTokens, n_params: int, gflops: float, model: CostModel) -> dict[str, float]:
-    return {k: 2.0 * n_params * tokens.tokens[k] / (gflops * 1e9 * model.efficiency[k]) for k in SCORERS}
+    rate = model.cost_rate(gflops)
+    return {k: 2.0 * n_params * tokens.tokens[k] / (rate * 1e9 * model.efficiency[k]) for k in SCORERS}
 
 
 def work_scale(step: StepPlan, measured_at: dict[str, float]) -> float:
@@ -259,6 +272,8 @@ def step_seconds(
     A shipped cost was measured on one model (``measured_on_params``); on another it is scaled by the
     ratio of parameters, the first-order size of every matmul a step does (training, calibration,
     rounding). Without it a 1B-parameter model's steps were estimated at the 135M model's seconds.
+    A shipped cost is divided by the table's capped rate (:meth:`CostModel.cost_rate`), a recorded one by
+    this machine's own rate, at which it was measured.
     """
     if step.key in history:
         return statistics.median(history[step.key]) / gflops + overhead_s, "this machine's history"
@@ -272,7 +287,7 @@ def step_seconds(
                 step, model.measured_at.get(source, {})
             )
             where = "tasks/cost_model.yaml" + ("" if source == step.name else f" ({source})")
-            return work * size / gflops + overhead_s, where
+            return work * size / model.cost_rate(gflops) + overhead_s, where
     return 60.0 + overhead_s, "no recorded cost (assumed 60 s)"
 
 

@@ -4,6 +4,8 @@ Evaluation: evaluates the base model once at a profile's sizes, in this process,
 reports each scorer's efficiency (2 x parameters x counted tokens / seconds / the matmul
 rate measured in the same process). Steps: reads the records of finished runs and fits
 each intervention's work (seconds x the run's measured matmul rate) as fixed + per item.
+Rates are capped at the dtype's ``rate_cap_gflops`` in tasks/cost_model.yaml, as the
+estimate caps them (benchmark.cost.CostModel.cost_rate), so the output is in the table's units.
 
     python scripts/calibrate_cost_model.py --profile default [--runs runs/smoke runs/default]
 """
@@ -21,7 +23,7 @@ import torch
 
 
 def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
-    from benchmark.cost import SCORERS, count_tokens, parameter_count
+    from benchmark.cost import SCORERS, CostModel, count_tokens, parameter_count
     from benchmark.data.corpora import STANDIN_NAME
     from benchmark.hardware import matmul_gflops
     from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
@@ -40,7 +42,7 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     t = time.perf_counter()
     _, _, parts, _ = suite.evaluate(model, tok, None)
     total = time.perf_counter() - t
-    rate = matmul_gflops(choice.dtype, device, seconds=1.0)
+    rate = CostModel.load(choice.name).cost_rate(matmul_gflops(choice.dtype, device, seconds=1.0))
     eff = {k: 2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9) for k in SCORERS}
     return {
         "profile": p.name,
@@ -58,7 +60,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
     """Each scorer's efficiency and the per-model overhead, per dtype, from finished runs' own timings."""
     import statistics
 
-    from benchmark.cost import SCORERS, count_tokens, parameter_count
+    from benchmark.cost import SCORERS, CostModel, count_tokens, parameter_count
     from benchmark.models import load_model, resolve_model
     from benchmark.profiles import Profile
     from benchmark.records import read_typed_records
@@ -76,6 +78,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
         dtype, rate = numerics.get("dtype"), (numerics.get("gflops") or {}).get(numerics.get("dtype"))
         if not rate or not prov.model_id:
             continue
+        rate = CostModel.load(dtype).cost_rate(rate)
         profile = Profile.model_validate(prov.profile_settings)
         model, tok = load_model(resolve_model(prov.model_id), torch.float32, torch.device("cpu"))
         n_params = parameter_count(model)
@@ -110,6 +113,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
 
 
 def calibrate_steps(run_dirs: list[str]) -> dict:
+    from benchmark.cost import CostModel
     from benchmark.records import read_typed_records
 
     points: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
@@ -120,6 +124,7 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
             rate = (numerics.get("gflops") or {}).get(numerics.get("dtype"))
             if not rate:
                 continue
+            rate = CostModel.load(numerics.get("dtype")).cost_rate(rate)
             settings = prov.profile_settings or {}
             ev, corpora = settings.get("evaluation") or {}, settings.get("corpora") or {}
             items = {

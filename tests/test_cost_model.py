@@ -117,3 +117,29 @@ def test_an_evaluations_fixed_part_scales_with_the_model():
     half = estimate(none, model.measured_on_params // 2, 100.0, 1, [], sandboxed=False, dtype="float32")
     assert full.evaluation_s == pytest.approx(model.evaluation_overhead_s) and model.evaluation_overhead_s > 0
     assert half.evaluation_s == pytest.approx(full.evaluation_s / 2)
+
+
+def test_bf16_shipped_costs_stop_shrinking_at_the_tables_rate_cap(tmp_path, monkeypatch):
+    """Beyond ``rate_cap_gflops`` a faster matmul no longer shortens a shipped cost (an AMX host at 2,500 GFLOP/s
+    evaluated and trained in the seconds of a 974 GFLOP/s EPYC); below it, and from this machine's own history,
+    seconds still follow the measured rate."""
+    from benchmark.caches.store import ENV_RESULTS_CACHE
+    from benchmark.cost import EvaluationTokens, estimate, read_history
+
+    monkeypatch.setenv(ENV_RESULTS_CACHE, str(tmp_path))
+    model = CostModel.load("bfloat16")
+    cap = model.rate_cap_gflops
+    assert cap and CostModel.load("float32").rate_cap_gflops is None
+    assert model.cost_rate(2 * cap) == cap and model.cost_rate(cap / 2) == cap / 2
+    ga = _ga(12)
+    at_cap, _ = step_seconds(ga, cap, model, {}, overhead_s=0.0)
+    assert step_seconds(ga, 2.5 * cap, model, {}, overhead_s=0.0)[0] == pytest.approx(at_cap)
+    assert step_seconds(ga, cap / 2, model, {}, overhead_s=0.0)[0] == pytest.approx(2 * at_cap)
+    record_step_cost("k", seconds=20.0, gflops=2.5 * cap, capability="cpu:AVX512", dtype="bfloat16")
+    assert step_seconds(ga, 2.5 * cap, model, read_history("bfloat16"), overhead_s=0.0)[0] == pytest.approx(20.0)
+    tokens = EvaluationTokens(
+        {"mcq": 10**6, "zsre": 10**5, "perplexity": 10**5}, {"mcq": 1, "zsre": 1, "perplexity": 1}
+    )
+    fast = estimate(tokens, 10**8, 2.5 * cap, 1, [], sandboxed=False, dtype="bfloat16")
+    capped = estimate(tokens, 10**8, cap, 1, [], sandboxed=False, dtype="bfloat16")
+    assert fast.evaluation_parts_s == pytest.approx(capped.evaluation_parts_s)
