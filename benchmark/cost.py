@@ -80,7 +80,9 @@ class CostModel:
         return n_params / self.measured_on_params if n_params and self.measured_on_params else 1.0
 
     @classmethod
-    def load(cls, dtype: str = "float32", path: Path | None = None) -> "CostModel":
+    def load(cls, dtype: str = "float32", path: Path | None = None, device_type: str = "cpu") -> "CostModel":
+        """The table of ``dtype``; its ``rate_cap_gflops`` only on a CPU, where it was measured (a GPU's
+        bf16 rate is hundreds of times the cap: capping it would estimate a GPU grid at a CPU's seconds)."""
         path = path or tasks_dir() / COST_MODEL_FILE
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -100,7 +102,9 @@ class CostModel:
                 },
                 state_cache_s_per_gb=float(raw["state_cache_s_per_gb"]),
                 measured_on_params=int(raw["measured_on_params"]),
-                rate_cap_gflops=float(table["rate_cap_gflops"]) if table.get("rate_cap_gflops") else None,
+                rate_cap_gflops=(
+                    float(table["rate_cap_gflops"]) if table.get("rate_cap_gflops") and device_type == "cpu" else None
+                ),
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: not a usable cost model ({type(exc).__name__}: {exc})") from None
@@ -300,10 +304,11 @@ def estimate(
     sandboxed: bool,
     dtype: str,
     weights_gb: float = 0.0,
+    device_type: str = "cpu",
 ) -> GridEstimate:
     """The grid's cost in ``dtype``: ``n_evaluations`` evaluated models and the ``(label, step)`` applications
     (``weights_gb``: the model's weights in that dtype, what a cached step writes)."""
-    model = CostModel.load(dtype)
+    model = CostModel.load(dtype, device_type=device_type)
     parts = evaluation_seconds(tokens, n_params, gflops, model)
     history = read_history(dtype)
     overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]

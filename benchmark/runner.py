@@ -395,6 +395,7 @@ class Runner:
             sandboxed=self.isolate,
             dtype=inputs.numerics.name,
             weights_gb=weights_gb,
+            device_type=inputs.device.type,
         )
         per_cell = {cell: est.evaluation_s for cell in todo}
         for (cell, _), (_, seconds, _) in zip(applications, est.steps_s):
@@ -402,7 +403,7 @@ class Runner:
         sources = sorted({source for _, _, source in est.steps_s})
         self.echo(
             f"estimate: {human(est.total_s)} on this machine ({inputs.numerics.capability}, {inputs.numerics.name} "
-            f"matmul {rate:.0f} GFLOP/s{_capped(inputs.numerics.name, rate)}): {len(todo)} evaluations of ~{est.evaluation_s:.0f} s "
+            f"matmul {rate:.0f} GFLOP/s{_capped(inputs.numerics.name, rate, inputs.device.type)}): {len(todo)} evaluations of ~{est.evaluation_s:.0f} s "
             f"(MCQ {est.evaluation_parts_s['mcq']:.0f} s, zsRE {est.evaluation_parts_s['zsre']:.0f} s, "
             f"perplexity {est.evaluation_parts_s['perplexity']:.0f} s) + {len(est.steps_s)} intervention "
             f"applications {sum(s for _, s, _ in est.steps_s):.0f} s (costs from {', '.join(sources) or '-'})"
@@ -457,6 +458,7 @@ class Runner:
                 sandboxed=self.isolate,
                 dtype=inputs.numerics.name,
                 weights_gb=weights_gb,
+                device_type=inputs.device.type,
             )
             if best is None or est.total_s < best[0]:
                 best = (est.total_s, name)
@@ -598,9 +600,9 @@ def _matmul_rate(inputs: RunInputs) -> float:
     return _measured_rate(inputs.dtype, str(inputs.device))
 
 
-def _capped(dtype: str, rate: float) -> str:
-    """`` (costs at 1000)`` where the cost table caps this rate (benchmark.cost.CostModel.cost_rate); else empty."""
-    cost_rate = CostModel.load(dtype).cost_rate(rate)
+def _capped(dtype: str, rate: float, device_type: str) -> str:
+    """``, costs at 1000`` where the cost table caps this rate (benchmark.cost.CostModel.cost_rate); else empty."""
+    cost_rate = CostModel.load(dtype, device_type=device_type).cost_rate(rate)
     return f", costs at {cost_rate:.0f}" if cost_rate < rate else ""
 
 

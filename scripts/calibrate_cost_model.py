@@ -42,7 +42,9 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     t = time.perf_counter()
     _, _, parts, _ = suite.evaluate(model, tok, None)
     total = time.perf_counter() - t
-    rate = CostModel.load(choice.name).cost_rate(matmul_gflops(choice.dtype, device, seconds=1.0))
+    rate = CostModel.load(choice.name, device_type=device.type).cost_rate(
+        matmul_gflops(choice.dtype, device, seconds=1.0)
+    )
     eff = {k: 2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9) for k in SCORERS}
     return {
         "profile": p.name,
@@ -78,7 +80,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
         dtype, rate = numerics.get("dtype"), (numerics.get("gflops") or {}).get(numerics.get("dtype"))
         if not rate or not prov.model_id:
             continue
-        rate = CostModel.load(dtype).cost_rate(rate)
+        rate = CostModel.load(dtype, device_type=torch.device(prov.device or "cpu").type).cost_rate(rate)
         profile = Profile.model_validate(prov.profile_settings)
         model, tok = load_model(resolve_model(prov.model_id), torch.float32, torch.device("cpu"))
         n_params = parameter_count(model)
@@ -124,7 +126,8 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
             rate = (numerics.get("gflops") or {}).get(numerics.get("dtype"))
             if not rate:
                 continue
-            rate = CostModel.load(numerics.get("dtype")).cost_rate(rate)
+            device_type = torch.device(prov.device or "cpu").type
+            rate = CostModel.load(numerics.get("dtype"), device_type=device_type).cost_rate(rate)
             settings = prov.profile_settings or {}
             ev, corpora = settings.get("evaluation") or {}, settings.get("corpora") or {}
             items = {

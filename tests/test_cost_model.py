@@ -130,6 +130,7 @@ def test_bf16_shipped_costs_stop_shrinking_at_the_tables_rate_cap(tmp_path, monk
     model = CostModel.load("bfloat16")
     cap = model.rate_cap_gflops
     assert cap and CostModel.load("float32").rate_cap_gflops is None
+    assert CostModel.load("bfloat16", device_type="cuda").cost_rate(100 * cap) == 100 * cap  # measured on CPUs only
     assert model.cost_rate(2 * cap) == cap and model.cost_rate(cap / 2) == cap / 2
     ga = _ga(12)
     at_cap, _ = step_seconds(ga, cap, model, {}, overhead_s=0.0)
