@@ -241,6 +241,7 @@ class GridEstimate:
     """Seconds per evaluated model and per step; the grid's total."""
 
     gflops: float
+    cost_gflops: float  # the rate the shipped costs were divided by: ``gflops`` capped (CostModel.cost_rate)
     n_params: int
     evaluation_s: float
     evaluation_parts_s: dict[str, float]
@@ -314,7 +315,9 @@ def estimate(
     overhead = model.step_overhead_s["sandboxed" if sandboxed else "in_process"]
     # an evaluation's fixed part (compression statistics, weight hashes, copies) reads every weight once or twice
     fixed = model.evaluation_overhead_s * model.size_ratio(n_params)
-    out = GridEstimate(gflops, n_params, sum(parts.values()) + fixed, parts, n_evaluations=n_evaluations)
+    out = GridEstimate(
+        gflops, model.cost_rate(gflops), n_params, sum(parts.values()) + fixed, parts, n_evaluations=n_evaluations
+    )
     for label, step in steps:
         seconds, source = step_seconds(step, gflops, model, history, overhead)
         if step.cached:

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from benchmark.api import Category
 from benchmark.cost import (
-    CostModel,
     EvaluationTokens,
     StepPlan,
     count_tokens,
@@ -401,9 +400,10 @@ class Runner:
         for (cell, _), (_, seconds, _) in zip(applications, est.steps_s):
             per_cell[cell] += seconds
         sources = sorted({source for _, _, source in est.steps_s})
+        capped = f", costs at {est.cost_gflops:.0f}" if est.cost_gflops < rate else ""
         self.echo(
             f"estimate: {human(est.total_s)} on this machine ({inputs.numerics.capability}, {inputs.numerics.name} "
-            f"matmul {rate:.0f} GFLOP/s{_capped(inputs.numerics.name, rate, inputs.device.type)}): {len(todo)} evaluations of ~{est.evaluation_s:.0f} s "
+            f"matmul {rate:.0f} GFLOP/s{capped}): {len(todo)} evaluations of ~{est.evaluation_s:.0f} s "
             f"(MCQ {est.evaluation_parts_s['mcq']:.0f} s, zsRE {est.evaluation_parts_s['zsre']:.0f} s, "
             f"perplexity {est.evaluation_parts_s['perplexity']:.0f} s) + {len(est.steps_s)} intervention "
             f"applications {sum(s for _, s, _ in est.steps_s):.0f} s (costs from {', '.join(sources) or '-'})"
@@ -598,12 +598,6 @@ def _matmul_rate(inputs: RunInputs) -> float:
     """The run dtype's matmul rate for costs: measured once per process over :data:`RATE_PROBE_S`
     (best of three slices)."""
     return _measured_rate(inputs.dtype, str(inputs.device))
-
-
-def _capped(dtype: str, rate: float, device_type: str) -> str:
-    """``, costs at 1000`` where the cost table caps this rate (benchmark.cost.CostModel.cost_rate); else empty."""
-    cost_rate = CostModel.load(dtype, device_type=device_type).cost_rate(rate)
-    return f", costs at {cost_rate:.0f}" if cost_rate < rate else ""
 
 
 def _sizes_ratio(other: Profile, this: Profile) -> dict[Category, float]:

@@ -13,6 +13,7 @@ estimate caps them (benchmark.cost.CostModel.cost_rate), so the output is in the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections import defaultdict
@@ -22,8 +23,25 @@ import numpy as np
 import torch
 
 
+@functools.lru_cache(maxsize=None)
+def _cost_model(dtype: str, device_type: str):
+    from benchmark.cost import CostModel
+
+    return CostModel.load(dtype, device_type=device_type)
+
+
+def _recorded_rate(prov) -> tuple[str | None, float | None]:
+    """A record's dtype and its matmul rate in the cost table's units (capped as the estimate caps it; None without one)."""
+    numerics = prov.numerics or {}
+    dtype = numerics.get("dtype")
+    rate = (numerics.get("gflops") or {}).get(dtype)
+    if not rate:
+        return dtype, None
+    return dtype, _cost_model(dtype, torch.device(prov.device or "cpu").type).cost_rate(rate)
+
+
 def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
-    from benchmark.cost import SCORERS, CostModel, count_tokens, parameter_count
+    from benchmark.cost import SCORERS, count_tokens, parameter_count
     from benchmark.data.corpora import STANDIN_NAME
     from benchmark.hardware import matmul_gflops
     from benchmark.models import load_model, pick_device, resolve_model, weights_sha256
@@ -42,9 +60,7 @@ def calibrate_evaluation(profile_name: str, data_dir: str | None) -> dict:
     t = time.perf_counter()
     _, _, parts, _ = suite.evaluate(model, tok, None)
     total = time.perf_counter() - t
-    rate = CostModel.load(choice.name, device_type=device.type).cost_rate(
-        matmul_gflops(choice.dtype, device, seconds=1.0)
-    )
+    rate = _cost_model(choice.name, device.type).cost_rate(matmul_gflops(choice.dtype, device, seconds=1.0))
     eff = {k: 2 * n_params * tokens.tokens[k] / (parts[k] * rate * 1e9) for k in SCORERS}
     return {
         "profile": p.name,
@@ -62,7 +78,7 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
     """Each scorer's efficiency and the per-model overhead, per dtype, from finished runs' own timings."""
     import statistics
 
-    from benchmark.cost import SCORERS, CostModel, count_tokens, parameter_count
+    from benchmark.cost import SCORERS, count_tokens, parameter_count
     from benchmark.models import load_model, resolve_model
     from benchmark.profiles import Profile
     from benchmark.records import read_typed_records
@@ -76,11 +92,9 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
         if not records:
             continue
         prov = records[0].provenance
-        numerics = prov.numerics or {}
-        dtype, rate = numerics.get("dtype"), (numerics.get("gflops") or {}).get(numerics.get("dtype"))
+        dtype, rate = _recorded_rate(prov)
         if not rate or not prov.model_id:
             continue
-        rate = CostModel.load(dtype, device_type=torch.device(prov.device or "cpu").type).cost_rate(rate)
         profile = Profile.model_validate(prov.profile_settings)
         model, tok = load_model(resolve_model(prov.model_id), torch.float32, torch.device("cpu"))
         n_params = parameter_count(model)
@@ -115,19 +129,15 @@ def calibrate_from_records(run_dirs: list[str], data_dir: str | None) -> dict:
 
 
 def calibrate_steps(run_dirs: list[str]) -> dict:
-    from benchmark.cost import CostModel
     from benchmark.records import read_typed_records
 
     points: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for folder in run_dirs:
         for record in read_typed_records(folder):
             prov = record.provenance
-            numerics = prov.numerics or {}
-            rate = (numerics.get("gflops") or {}).get(numerics.get("dtype"))
+            dtype, rate = _recorded_rate(prov)
             if not rate:
                 continue
-            device_type = torch.device(prov.device or "cpu").type
-            rate = CostModel.load(numerics.get("dtype"), device_type=device_type).cost_rate(rate)
             settings = prov.profile_settings or {}
             ev, corpora = settings.get("evaluation") or {}, settings.get("corpora") or {}
             items = {
@@ -140,9 +150,7 @@ def calibrate_steps(run_dirs: list[str]) -> dict:
                 step = by_label.get(entry.get("label"))
                 if not step or not entry.get("seconds") or entry.get("reused_from_disk") or entry.get("cached"):
                     continue
-                points[(numerics.get("dtype"), step.name)].append(
-                    (items.get(step.category) or 1, entry["seconds"] * rate)
-                )
+                points[(dtype, step.name)].append((items.get(step.category) or 1, entry["seconds"] * rate))
     out = {}
     for (dtype, name), pts in sorted(points.items()):
         x = np.array([p[0] for p in pts], dtype=float)
